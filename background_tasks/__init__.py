@@ -1,0 +1,34 @@
+"""A database-backed task queue for Django: ``@background`` today, run by ``process_tasks``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backoff",
+    "PermanentFailure",
+    "TaskCancelled",
+    "__version__",
+    "background",
+    "current_task",
+    "is_cancelled",
+    "registry",
+]
+
+from .exceptions import PermanentFailure, TaskCancelled
+from .registry import background, registry
+from .retry import Backoff
+
+if TYPE_CHECKING:
+    from .execution import current_task, is_cancelled
+
+
+def __getattr__(name: str) -> Any:
+    # These need the models, which must not be imported before the app registry is ready.
+    if name in ("current_task", "is_cancelled"):
+        from . import execution
+
+        return getattr(execution, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

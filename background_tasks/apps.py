@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class BackgroundTasksConfig(AppConfig):
+    name = "background_tasks"
+    verbose_name = _("Background tasks")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.utils.module_loading import autodiscover_modules
+
+        from . import checks, logs  # noqa: F401 - registers system checks and log receivers
+        from .conf import app_settings
+
+        if app_settings.AUTODISCOVER:
+            # An error inside a tasks module propagates: a half-registered app must not start.
+            autodiscover_modules("tasks")

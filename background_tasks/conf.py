@@ -1,0 +1,108 @@
+"""Settings of background_tasks, read lazily so that ``override_settings`` just works.
+
+Every setting is read from ``BACKGROUND_TASKS_<NAME>`` in the Django settings. A few also honour
+the name django-background-tasks used (``MAX_ATTEMPTS``, ``MAX_RUN_TIME``,
+``BACKGROUND_TASK_PRIORITY_ORDERING``, ``BACKGROUND_TASK_RUN_ASYNC`` with
+``BACKGROUND_TASK_ASYNC_THREADS``) when the prefixed name is not set: the prefixed name wins,
+then the legacy name, then the default below.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Generic, TypeVar, overload
+
+from django.conf import settings as django_settings
+
+T = TypeVar("T")
+
+PREFIX = "BACKGROUND_TASKS_"
+_UNSET = object()
+
+
+class Setting(Generic[T]):
+    """A setting with its default and, optionally, the legacy name it also answers to."""
+
+    def __init__(self, default: T, legacy: str | None = None) -> None:
+        self.default = default
+        self.legacy = legacy
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @property
+    def setting_name(self) -> str:
+        return PREFIX + self.name
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> Setting[T]: ...
+    @overload
+    def __get__(self, obj: object, objtype: type | None = None) -> T: ...
+    def __get__(self, obj: object | None, objtype: type | None = None) -> Setting[T] | T:
+        if obj is None:
+            return self
+        value: Any = getattr(django_settings, self.setting_name, _UNSET)
+        if value is _UNSET and self.legacy:
+            value = getattr(django_settings, self.legacy, _UNSET)
+        return self.default if value is _UNSET else value  # type: ignore[no-any-return]
+
+
+class Settings:
+    """The settings object; see docs/settings.md for what each one means."""
+
+    #: Run decorated calls inline instead of enqueuing them (for tests).
+    IMMEDIATE = Setting(False)
+    #: Import the ``tasks`` module of every installed app at start-up.
+    AUTODISCOVER = Setting(True)
+    #: Queue of tasks that name none.
+    DEFAULT_QUEUE = Setting("default")
+    #: Priority of tasks that name none.
+    DEFAULT_PRIORITY = Setting(0)
+    #: "DESC": a higher priority runs first; "ASC": a lower one does.
+    PRIORITY_ORDERING = Setting("DESC", legacy="BACKGROUND_TASK_PRIORITY_ORDERING")
+    #: Attempts before a failing task gives up.
+    MAX_ATTEMPTS = Setting(25, legacy="MAX_ATTEMPTS")
+    #: Default hard time limit of a task in seconds (None: no limit).
+    MAX_RUN_TIME: Setting[float | None] = Setting(None, legacy="MAX_RUN_TIME")
+    #: Retry delay is ``attempts ** BACKOFF_EXPONENT + BACKOFF_BASE`` seconds ...
+    BACKOFF_EXPONENT = Setting(4.0)
+    BACKOFF_BASE = Setting(5.0)
+    #: ... capped at this many seconds ...
+    BACKOFF_MAX = Setting(7 * 24 * 3600.0)
+    #: ... and spread by up to this fraction either way.
+    BACKOFF_JITTER = Setting(0.1)
+    #: Seconds an idle worker waits before it looks for ready tasks again.
+    POLL_INTERVAL = Setting(5.0)
+    #: Seconds between two heartbeats of a worker.
+    HEARTBEAT_INTERVAL = Setting(10.0)
+    #: Seconds without a heartbeat after which a worker counts as lost and its tasks are released.
+    RESCUE_AFTER = Setting(60.0)
+    #: Seconds a stopping worker lets running tasks finish before it releases them.
+    SHUTDOWN_GRACE = Setting(30.0)
+    #: Keep the return value of a task (when it is JSON) in CompletedTask.result.
+    STORE_RESULTS = Setting(True)
+
+    @property
+    def CONCURRENCY(self) -> int:  # noqa: N802 - settings are upper case
+        """Threads a worker runs tasks in when ``--concurrency`` is not given."""
+        value: Any = getattr(django_settings, PREFIX + "CONCURRENCY", _UNSET)
+        if value is not _UNSET:
+            return int(value)
+        if getattr(django_settings, "BACKGROUND_TASK_RUN_ASYNC", False):
+            threads = getattr(django_settings, "BACKGROUND_TASK_ASYNC_THREADS", None)
+            return int(threads or os.cpu_count() or 1)
+        return 1
+
+    @property
+    def priority_descending(self) -> bool:
+        return str(self.PRIORITY_ORDERING).upper() in ("DESC", "-PRIORITY")
+
+
+def setting_names() -> list[str]:
+    """Return the prefixed name of every setting."""
+    names = [s.setting_name for s in vars(Settings).values() if isinstance(s, Setting)]
+    return [*names, PREFIX + "CONCURRENCY"]
+
+
+app_settings = Settings()

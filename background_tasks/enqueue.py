@@ -1,0 +1,138 @@
+"""Turning a call of a registered task into a Task row."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.db import IntegrityError, models, router, transaction
+from django.utils import timezone
+
+from . import schedule as schedule_maths
+from . import signals
+from .conf import app_settings
+from .exceptions import InvalidTaskError
+from .serialization import check_signature, decode_params, encode_params, params_hash
+
+if TYPE_CHECKING:
+    from .models import Task
+    from .registry import TaskFunction
+
+_UNIQUE_RETRIES = 5
+
+
+def enqueue(
+    task: TaskFunction[Any, Any],
+    args: tuple[Any, ...] | list[Any],
+    kwargs: dict[str, Any],
+    *,
+    schedule: Any = None,
+    priority: int | None = None,
+    queue: str | None = None,
+    verbose_name: str | None = None,
+    creator: models.Model | None = None,
+    repeat: Any = None,
+    repeat_until: datetime | None = None,
+    remove_existing_tasks: bool | None = None,
+    unique: bool | None = None,
+) -> Task:
+    """Insert a Task row for ``task(*args, **kwargs)`` in the caller's transaction and return it.
+
+    With ``BACKGROUND_TASKS_IMMEDIATE`` the call runs inline instead and an unsaved Task
+    describing it is returned.
+    """
+    from .models import Task
+
+    check_signature(task.name, task.func, args, kwargs)
+    params = encode_params(task.name, task.func, args, kwargs)
+    now = timezone.now()
+    tz = timezone.get_current_timezone()
+    run_at = schedule_maths.resolve_run_at(task.schedule if schedule is None else schedule, now, tz)
+    repeat_spec = schedule_maths.encode_repeat(repeat)
+    if repeat_until is not None:
+        repeat_until = schedule_maths.resolve_run_at(repeat_until, now, tz) if isinstance(
+            repeat_until, datetime
+        ) else _bad_repeat_until(task.name, repeat_until)
+    priority = _resolve_priority(task, priority)
+    queue = queue if queue is not None else (task.queue or app_settings.DEFAULT_QUEUE)
+    if not isinstance(queue, str) or not queue:
+        raise InvalidTaskError(f"Task {task.name!r}: queue must be a non-empty string, not {queue!r}.")
+    if verbose_name is not None and not isinstance(verbose_name, str):
+        raise InvalidTaskError(f"Task {task.name!r}: verbose_name must be a string, not {verbose_name!r}.")
+    task_hash = params_hash(task.name, params)
+
+    row = Task(
+        task_name=task.name,
+        params=params,
+        task_hash=task_hash,
+        verbose_name=verbose_name or "",
+        queue=queue,
+        priority=priority,
+        run_at=run_at,
+        scheduled_at=run_at,
+        max_attempts=task.max_attempts,
+        repeat=repeat_spec,
+        repeat_until=repeat_until,
+        repeat_anchor=run_at if repeat_spec else None,
+    )
+    if creator is not None:
+        _set_creator(task.name, row, creator)
+
+    if app_settings.IMMEDIATE:
+        call_args, call_kwargs = decode_params(params)
+        task.func(*call_args, **call_kwargs)
+        return row
+
+    using = router.db_for_write(Task)
+    if remove_existing_tasks if remove_existing_tasks is not None else task.remove_existing_tasks:
+        # django-background-tasks' meaning: replace pending duplicates not yet picked up.
+        Task.objects.using(using).filter(task_hash=task_hash, locked_by__isnull=True).delete()
+    if unique if unique is not None else task.unique:
+        row.unique_key = task_hash
+        row = _insert_unique(row, using)
+    else:
+        row.save(using=using, force_insert=True)
+    signals.task_created.send(sender=task.name, task=row)
+    return row
+
+
+def _insert_unique(row: Task, using: str) -> Task:
+    """Insert ``row`` unless a pending task has the same key; return whichever row stands.
+
+    The database's unique index on ``unique_key`` decides, so concurrent enqueues from many
+    processes cannot both win.
+    """
+    from .models import Task
+
+    for _ in range(_UNIQUE_RETRIES):
+        try:
+            with transaction.atomic(using=using):
+                row.save(using=using, force_insert=True)
+            return row
+        except IntegrityError:
+            existing = Task.objects.using(using).filter(unique_key=row.unique_key).first()
+            if existing is not None:
+                return existing
+            # The other row finished between our insert and our read: try again.
+            row.pk = None
+    raise InvalidTaskError(f"Could not enqueue unique task {row.task_name!r}: it kept changing underneath.")
+
+
+def _resolve_priority(task: TaskFunction[Any, Any], priority: int | None) -> int:
+    if priority is None:
+        priority = task.priority if task.priority is not None else app_settings.DEFAULT_PRIORITY
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidTaskError(f"Task {task.name!r}: priority must be an integer, not {priority!r}.")
+    return priority
+
+
+def _bad_repeat_until(task_name: str, value: object) -> datetime:
+    raise TypeError(f"Task {task_name!r}: repeat_until must be a datetime, not {value!r}.")
+
+
+def _set_creator(task_name: str, row: Task, creator: object) -> None:
+    if not isinstance(creator, models.Model) or creator.pk is None:
+        raise TypeError(
+            f"Task {task_name!r}: creator must be a saved model instance, not {creator!r}."
+        )
+    row.creator = creator

@@ -1,0 +1,33 @@
+"""The exceptions background_tasks raises, all under one base class."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class BackgroundTasksError(Exception):
+    """Base class of every error raised by background_tasks."""
+
+
+class InvalidTaskError(BackgroundTasksError, ValueError):
+    """A task definition or a call to one is invalid."""
+
+
+class InvalidTaskArguments(BackgroundTasksError, TypeError):
+    """Task arguments cannot be stored as JSON or do not fit the function."""
+
+
+class TaskNotRegistered(BackgroundTasksError, LookupError):
+    """No task is registered under the requested name."""
+
+
+class DuplicateTaskName(BackgroundTasksError, ImproperlyConfigured):
+    """Two different functions were registered under one task name."""
+
+
+class PermanentFailure(BackgroundTasksError):
+    """Raise from a task body to fail the task at once, without retries."""
+
+
+class TaskCancelled(BackgroundTasksError):
+    """Raise from a task body to record the task as cancelled."""

@@ -1,0 +1,112 @@
+"""Running one claimed task and recording its outcome."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from . import lifecycle, signals
+from .conf import app_settings
+from .exceptions import InvalidTaskArguments, PermanentFailure, TaskCancelled, TaskNotRegistered
+from .models import Task
+from .registry import registry
+from .serialization import json_problem, check_signature, decode_params
+
+logger = logging.getLogger("background_tasks")
+
+_current = threading.local()
+
+
+def current_task() -> Task | None:
+    """Return the Task this thread is running, or None outside a task."""
+    return getattr(_current, "task", None)
+
+
+def is_cancelled() -> bool:
+    """Return True if an operator asked to cancel the task this thread is running.
+
+    Long tasks call this between steps and return (or raise TaskCancelled) when it is True; the
+    outcome is then recorded as cancelled.
+    """
+    task = current_task()
+    if task is None:
+        return False
+    if Task.objects.filter(pk=task.pk, cancel_requested_at__isnull=False).exists():
+        # Remembered so that a task returning early because of it is recorded as cancelled.
+        _current.cancel_seen = True
+        return True
+    return False
+
+
+@contextmanager
+def _running(task: Task) -> Iterator[None]:
+    _current.task, _current.cancel_seen = task, False
+    try:
+        yield
+    finally:
+        _current.task = None
+
+
+Persist = Callable[[Callable[[], Any]], Any]
+
+
+def _once(action: Callable[[], Any]) -> Any:
+    return action()
+
+
+def execute(task: Task, worker_id: str, persist: Persist = _once) -> str | None:
+    """Run a claimed task and record the outcome; return it ("succeeded", "retry", ...).
+
+    Nothing read from the row is imported or evaluated: the name is looked up in the registry,
+    and the arguments are JSON. A row that names no registered task, or whose arguments no longer
+    fit the function, fails at once with a message saying so. ``persist`` wraps each write of the
+    outcome (the worker passes one that retries through database outages, so that a task body
+    that ran is never run again just because its outcome could not be written at first).
+    """
+    signals.task_started.send(sender=task.task_name, task=task, worker_id=worker_id)
+    try:
+        function = registry.get(task.task_name)
+        args, kwargs = decode_params(task.params)
+        check_signature(task.task_name, function.func, args, kwargs)
+    except (TaskNotRegistered, InvalidTaskArguments) as exc:
+        error = str(exc)
+        return persist(lambda: lifecycle.record_failure(task, worker_id, error, exc, permanent=True))
+
+    try:
+        with _running(task):
+            result = function.func(*args, **kwargs)
+            cancel_seen = getattr(_current, "cancel_seen", False)
+    except TaskCancelled as exc:
+        reason = str(exc) or "Cancelled by the task."
+        return persist(lambda: _cancelled(task, worker_id, reason))
+    except PermanentFailure as exc:
+        error = traceback.format_exc()
+        return persist(lambda: lifecycle.record_failure(task, worker_id, error, exc, permanent=True))
+    except (Exception, SystemExit) as exc:
+        # SystemExit too: a task calling sys.exit() must not take the worker down with it.
+        error = traceback.format_exc()
+        return persist(lambda: lifecycle.record_failure(task, worker_id, error, exc))
+
+    if cancel_seen:
+        return persist(lambda: _cancelled(task, worker_id, "Cancelled while running."))
+    stored = _storable_result(task, result)
+    completed = persist(lambda: lifecycle.record_success(task, worker_id, stored))
+    return "succeeded" if completed is not None else None
+
+
+def _cancelled(task: Task, worker_id: str, reason: str) -> str | None:
+    return "cancelled" if lifecycle.record_cancelled(task, worker_id, reason) is not None else None
+
+
+def _storable_result(task: Task, result: Any) -> Any:
+    if result is None or not app_settings.STORE_RESULTS:
+        return None
+    problem = json_problem(result)
+    if problem:
+        logger.warning("event=result_not_stored task=%s task_id=%s reason=%r", task.task_name, task.pk, problem)
+        return None
+    return result

@@ -1,0 +1,84 @@
+"""The worker registry: heartbeats, and rescue of tasks held by workers that died."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from django.db import router, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import lifecycle
+from .conf import app_settings
+from .models import Task, Worker
+
+logger = logging.getLogger("background_tasks")
+
+WORKER_LOST = (
+    "Worker lost: {worker} stopped sending heartbeats while running this task "
+    "(the process was killed or its host went away)."
+)
+
+
+def new_worker_id() -> str:
+    """Return a worker id unique across hosts, processes and restarts: host:pid:random."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def register(worker_id: str, queues: Sequence[str], concurrency: int) -> Worker:
+    now = timezone.now()
+    worker, _ = Worker.objects.update_or_create(
+        id=worker_id,
+        defaults={
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": list(queues),
+            "concurrency": concurrency,
+            "started_at": now,
+            "last_heartbeat_at": now,
+        },
+    )
+    return worker
+
+
+def beat(worker_id: str, queues: Sequence[str], concurrency: int) -> None:
+    """Refresh this worker's heartbeat, re-registering if a rescuer had given it up for lost."""
+    if not Worker.objects.filter(id=worker_id).update(last_heartbeat_at=timezone.now()):
+        logger.warning("event=worker_reregistered worker=%s", worker_id)
+        register(worker_id, queues, concurrency)
+
+
+def unregister(worker_id: str) -> None:
+    Worker.objects.filter(id=worker_id).delete()
+
+
+def rescue_lost(now: datetime | None = None) -> int:
+    """Release the tasks of workers whose heartbeat is stale; return how many were released.
+
+    Each rescued attempt counts: it is recorded as failed with a "worker lost" error and then
+    retried (or given up) by the task's retry policy. Rows locked by a worker id that has no
+    Worker row at all (left by a worker that was never registered) are rescued once their lock
+    is older than the rescue window.
+    """
+    now = now or timezone.now()
+    stale_before = now - timedelta(seconds=float(app_settings.RESCUE_AFTER))
+    lost = list(Worker.objects.lost(stale_before).values_list("id", flat=True))
+    alive = Worker.objects.alive(stale_before).values_list("id", flat=True)
+    orphaned = Q(locked_at__lt=stale_before) & ~Q(locked_by__in=alive)
+    candidates = Task.objects.locked().filter(Q(locked_by__in=lost) | orphaned)
+    rescued = 0
+    for task in candidates.iterator():
+        error = WORKER_LOST.format(worker=task.locked_by)
+        if lifecycle.record_failure(task, task.locked_by, error, None) is not None:
+            rescued += 1
+            logger.warning("event=task_rescued task=%s task_id=%s worker=%s", task.task_name, task.pk, task.locked_by)
+    if lost:
+        with transaction.atomic(using=router.db_for_write(Worker)):
+            # Only workers still stale: one that came back meanwhile keeps its row.
+            Worker.objects.filter(id__in=lost).lost(stale_before).delete()
+    return rescued

@@ -1,0 +1,110 @@
+"""``python manage.py process_tasks``: parse and check the options, then run a Worker."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from background_tasks.conf import app_settings
+from background_tasks.worker import Worker
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def queue_name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a queue name cannot be empty")
+    return text.strip()
+
+
+class Command(BaseCommand):
+    help = "Run tasks from the queue until stopped (SIGTERM/SIGINT stop it cleanly)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--queue", action="append", type=queue_name, default=[], metavar="NAME",
+            help="Only run tasks of this queue (repeat for several; default: all queues).",
+        )
+        parser.add_argument(
+            "--sleep", type=non_negative_float, default=None, metavar="SECONDS",
+            help=f"Seconds to wait between polls when idle (default: {app_settings.POLL_INTERVAL}).",
+        )
+        parser.add_argument(
+            "--duration", type=non_negative_float, default=None, metavar="SECONDS",
+            help="Stop cleanly after this many seconds (default: run until stopped; 0 means the same).",
+        )
+        parser.add_argument("--burst", action="store_true", help="Exit once no task is ready.")
+        parser.add_argument(
+            "--max-tasks", type=positive_int, default=None, metavar="N",
+            help="Stop cleanly after claiming N tasks.",
+        )
+        parser.add_argument(
+            "--concurrency", type=positive_int, default=None, metavar="N",
+            help="Threads running tasks in this process, each with its own database connection "
+            "(default: BACKGROUND_TASKS_CONCURRENCY, 1).",
+        )
+        parser.add_argument(
+            "--shutdown-grace", type=non_negative_float, default=None, metavar="SECONDS",
+            help="On SIGTERM/SIGINT, how long running tasks may finish before they are released "
+            f"(default: {app_settings.SHUTDOWN_GRACE}).",
+        )
+        parser.add_argument(
+            "--log-std", action="store_true",
+            help="Write the worker's log to standard output and standard error.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["log_std"]:
+            _log_to_std_streams()
+        duration = options["duration"] or None  # django-background-tasks: 0 means for ever
+        worker = Worker(
+            queues=options["queue"],
+            concurrency=options["concurrency"] or app_settings.CONCURRENCY,
+            sleep=options["sleep"],
+            burst=options["burst"],
+            max_tasks=options["max_tasks"],
+            duration=duration,
+            shutdown_grace=options["shutdown_grace"],
+        )
+        worker.install_signal_handlers()
+        code = worker.run()
+        if code:
+            sys.exit(code)
+
+
+def _log_to_std_streams() -> None:
+    """Send the worker's log records to stdout (below WARNING) and stderr (WARNING and up)."""
+    logger = logging.getLogger("background_tasks")
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    out = logging.StreamHandler(sys.stdout)
+    out.setLevel(logging.DEBUG)
+    out.addFilter(lambda record: record.levelno < logging.WARNING)
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.WARNING)
+    for handler in (out, err):
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)

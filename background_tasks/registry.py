@@ -1,0 +1,237 @@
+"""The task registry and the ``@background`` decorator.
+
+Only functions registered here are ever run: a name read from the database is looked up in this
+registry, never imported.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from .exceptions import DuplicateTaskName, InvalidTaskError, TaskNotRegistered
+from .retry import check_backoff
+
+if TYPE_CHECKING:
+    from .models import Task
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Keyword arguments a call takes for itself instead of passing them to the function.
+RESERVED_KWARGS = frozenset(
+    {
+        "schedule",
+        "priority",
+        "queue",
+        "verbose_name",
+        "creator",
+        "repeat",
+        "repeat_until",
+        "remove_existing_tasks",
+        "unique",
+    }
+)
+
+
+@dataclass(eq=False)
+class TaskFunction(Generic[P, R]):
+    """A registered task. Calling it enqueues a Task row; ``.now()`` runs it inline."""
+
+    func: Callable[P, R]
+    name: str
+    schedule: Any = None
+    queue: str | None = None
+    priority: int | None = None
+    max_attempts: int | None = None
+    backoff: Any = None
+    remove_existing_tasks: bool = False
+    unique: bool = False
+    timeout: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        functools.update_wrapper(self, self.func)  # type: ignore[arg-type]
+        self._validate()
+
+    def _validate(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise InvalidTaskError(f"A task name must be a non-empty string, not {self.name!r}.")
+        if len(self.name) > 255:
+            raise InvalidTaskError(f"Task name {self.name!r} is longer than 255 characters.")
+        if self.queue is not None and (not isinstance(self.queue, str) or not self.queue):
+            raise InvalidTaskError(f"Task {self.name!r}: queue must be a non-empty string, not {self.queue!r}.")
+        if self.priority is not None and (isinstance(self.priority, bool) or not isinstance(self.priority, int)):
+            raise InvalidTaskError(f"Task {self.name!r}: priority must be an integer, not {self.priority!r}.")
+        if self.max_attempts is not None and (
+            isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1
+        ):
+            raise InvalidTaskError(
+                f"Task {self.name!r}: max_attempts must be an integer >= 1, not {self.max_attempts!r}."
+            )
+        if self.timeout is not None and (
+            isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or self.timeout <= 0
+        ):
+            raise InvalidTaskError(f"Task {self.name!r}: timeout must be a number of seconds > 0, not {self.timeout!r}.")
+        check_backoff(self.backoff, self.name)
+        clashing = RESERVED_KWARGS & set(_parameter_names(self.func))
+        if clashing:
+            raise InvalidTaskError(
+                f"Task {self.name!r}: parameter(s) {sorted(clashing)} clash with the keyword arguments "
+                "a task call takes for itself; rename them."
+            )
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task:
+        """Enqueue a call; reserved keyword arguments (schedule, priority, ...) configure it."""
+        from .enqueue import enqueue
+
+        options = {key: kwargs.pop(key) for key in list(kwargs) if key in RESERVED_KWARGS}
+        return enqueue(self, args, kwargs, **options)
+
+    def now(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function inline, in this process, without a row."""
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<TaskFunction {self.name}>"
+
+
+def _parameter_names(func: Callable[..., Any]) -> list[str]:
+    import inspect
+
+    try:
+        return list(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return []
+
+
+class TaskRegistry:
+    """Name -> TaskFunction, filled by the decorator when ``tasks`` modules are imported."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, TaskFunction[Any, Any]] = {}
+        self._lock = threading.Lock()
+
+    def register(self, task: TaskFunction[Any, Any]) -> None:
+        with self._lock:
+            existing = self._tasks.get(task.name)
+            if existing is not None and _origin(existing.func) != _origin(task.func):
+                raise DuplicateTaskName(
+                    f"Task name {task.name!r} is already registered for {_origin(existing.func)}; "
+                    f"{_origin(task.func)} cannot use it too. Pass a distinct name=."
+                )
+            # The same function seen again (its module imported twice) replaces the old entry.
+            self._tasks[task.name] = task
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._tasks.pop(name, None)
+
+    def get(self, name: str) -> TaskFunction[Any, Any]:
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise TaskNotRegistered(
+                f"No task is registered as {name!r}. Is the function decorated with @background in "
+                "an installed app's tasks module, and does the worker run the same code?"
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._tasks))
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
+def _origin(func: Callable[..., Any]) -> str:
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+
+
+registry = TaskRegistry()
+
+
+@overload
+def background(func: Callable[P, R], /) -> TaskFunction[P, R]: ...
+@overload
+def background(
+    func_or_name: str | None = None,
+    /,
+    *,
+    name: str | None = None,
+    schedule: Any = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    backoff: Any = None,
+    remove_existing_tasks: bool = False,
+    unique: bool = False,
+    timeout: float | None = None,
+    **options: Any,
+) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
+def background(
+    func_or_name: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    schedule: Any = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    backoff: Any = None,
+    remove_existing_tasks: bool = False,
+    unique: bool = False,
+    timeout: float | None = None,
+    **options: Any,
+) -> Any:
+    """Register a function as a task: ``@background`` or ``@background(queue=..., ...)``.
+
+    ``name`` defaults to the function's dotted path (``module.function``), like
+    django-background-tasks; a string as the only positional argument is taken as the name.
+    """
+    if isinstance(func_or_name, str):
+        if name is not None:
+            raise InvalidTaskError("Give the task name once, either positionally or as name=.")
+        name = func_or_name
+        func_or_name = None
+    if options:
+        raise InvalidTaskError(f"@background got unknown option(s): {sorted(options)}.")
+
+    def decorate(func: Callable[P, R]) -> TaskFunction[P, R]:
+        if not callable(func):
+            raise InvalidTaskError(f"@background decorates functions, not {func!r}.")
+        task = TaskFunction(
+            func=func,
+            name=name or f"{func.__module__}.{func.__qualname__}",
+            schedule=schedule,
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            remove_existing_tasks=remove_existing_tasks,
+            unique=unique,
+            timeout=timeout,
+        )
+        if schedule is not None:
+            _check_schedule(task.name, schedule)
+        registry.register(task)
+        return task
+
+    if func_or_name is None:
+        return decorate
+    return decorate(func_or_name)
+
+
+def _check_schedule(task_name: str, schedule: Any) -> None:
+    """Fail at decoration time, not at the first call, when a default schedule is unusable."""
+    from datetime import datetime, timedelta
+
+    if isinstance(schedule, bool) or not isinstance(schedule, (int, float, timedelta, datetime)):
+        raise InvalidTaskError(
+            f"Task {task_name!r}: schedule must be seconds, a timedelta or a datetime, not {schedule!r}."
+        )

@@ -1,0 +1,252 @@
+"""The worker: claims ready tasks, runs them on threads, heartbeats, and stops cleanly.
+
+The main thread claims only as many tasks as there are idle runner threads (a demand-sized
+batch), hands them over, heartbeats and rescues tasks of lost workers. Each runner thread has
+its own database connection. Signal handlers only set flags the loop reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from django.db import DatabaseError, InterfaceError, close_old_connections, connections
+
+from . import heartbeat, lifecycle
+from .claims import claim_tasks
+from .conf import app_settings
+from .execution import execute
+from .models import Task
+
+logger = logging.getLogger("background_tasks")
+
+#: Exit codes of ``process_tasks``.
+EXIT_OK = 0
+EXIT_FORCED = 1
+
+_DB_ERRORS = (DatabaseError, InterfaceError)
+_MAX_OUTAGE_BACKOFF = 30.0
+
+
+class Worker:
+    """A worker process's loop. ``run()`` returns the process exit code."""
+
+    def __init__(
+        self,
+        *,
+        queues: Sequence[str] = (),
+        concurrency: int = 1,
+        sleep: float | None = None,
+        burst: bool = False,
+        max_tasks: int | None = None,
+        duration: float | None = None,
+        shutdown_grace: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.id = heartbeat.new_worker_id()
+        self.queues = list(queues)
+        self.concurrency = concurrency
+        self.sleep = app_settings.POLL_INTERVAL if sleep is None else sleep
+        self.burst = burst
+        self.max_tasks = max_tasks
+        self.duration = duration
+        self.shutdown_grace = app_settings.SHUTDOWN_GRACE if shutdown_grace is None else shutdown_grace
+        self.clock = clock
+        self.claimed = 0
+        self.processed = 0
+        self._inbox: queue.Queue[Task | None] = queue.Queue()
+        self._running: dict[int, Task] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop_requested = False
+        self._force_requested = False
+        self._threads: list[threading.Thread] = []
+        self._next_beat = 0.0
+
+    # -- control ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop claiming; a second request stops at once."""
+        if self._stop_requested:
+            self._force_requested = True
+        self._stop_requested = True
+        self._wake.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.request_stop()
+
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+
+    # -- main loop ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Process tasks until told to stop, the duration or task budget ends, or (burst) none are ready."""
+        deadline = None if self.duration is None else self.clock() + self.duration
+        self._until_db_ok(lambda: heartbeat.register(self.id, self.queues, self.concurrency))
+        self._next_beat = self.clock() + float(app_settings.HEARTBEAT_INTERVAL)
+        logger.info(
+            "event=worker_started worker=%s queues=%s concurrency=%s",
+            self.id, ",".join(self.queues) or "*", self.concurrency,
+        )
+        self._threads = [
+            threading.Thread(target=self._runner, name=f"background_tasks-runner-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
+        outage_backoff = 0.0
+        try:
+            while not self._stop_requested:
+                if deadline is not None and self.clock() >= deadline:
+                    break
+                if self.max_tasks is not None and self.claimed >= self.max_tasks and not self._busy():
+                    break
+                try:
+                    self._heartbeat_if_due()
+                    got_full_batch, idle = self._claim_and_dispatch()
+                    outage_backoff = 0.0
+                except _DB_ERRORS as exc:
+                    outage_backoff = min(max(outage_backoff * 2, 0.5), _MAX_OUTAGE_BACKOFF)
+                    logger.error("event=database_error worker=%s retry_in=%.1fs error=%r", self.id, outage_backoff, exc)
+                    self._reset_connection()
+                    self._wait(outage_backoff, deadline)
+                    continue
+                if self.burst and idle:
+                    break
+                if not got_full_batch or self._free_slots() == 0:
+                    self._wait(self.sleep, deadline)
+        finally:
+            code = self._shut_down()
+        return code
+
+    def _claim_and_dispatch(self) -> tuple[bool, bool]:
+        """Claim for the free slots; return (filled every slot, nothing running nor ready)."""
+        free = self._free_slots()
+        if self.max_tasks is not None:
+            free = min(free, self.max_tasks - self.claimed)
+        if free <= 0:
+            return True, False
+        tasks = claim_tasks(self.id, self.queues, free)
+        with self._lock:
+            for task in tasks:
+                self._running[task.pk] = task
+        for task in tasks:
+            self._inbox.put(task)
+        self.claimed += len(tasks)
+        return len(tasks) == free, not tasks and not self._busy()
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self.concurrency - len(self._running)
+
+    def _busy(self) -> bool:
+        with self._lock:
+            return bool(self._running)
+
+    def _wait(self, seconds: float, deadline: float | None) -> None:
+        if deadline is not None:
+            seconds = max(0.0, min(seconds, deadline - self.clock()))
+        seconds = min(seconds, max(0.0, self._next_beat - self.clock()))
+        self._wake.wait(seconds)
+        self._wake.clear()
+
+    def _heartbeat_if_due(self) -> None:
+        if self.clock() < self._next_beat:
+            return
+        heartbeat.beat(self.id, self.queues, self.concurrency)
+        heartbeat.rescue_lost()
+        self._next_beat = self.clock() + float(app_settings.HEARTBEAT_INTERVAL)
+
+    # -- runner threads ---------------------------------------------------------------------
+
+    def _runner(self) -> None:
+        try:
+            while True:
+                task = self._inbox.get()
+                if task is None:
+                    return
+                try:
+                    if not self._force_requested:
+                        close_old_connections()
+                        execute(task, self.id, persist=self._until_db_ok)
+                        self.processed += 1
+                finally:
+                    with self._lock:
+                        self._running.pop(task.pk, None)
+                    self._wake.set()
+        finally:
+            connections.close_all()
+
+    def _until_db_ok(self, action: Callable[[], Any]) -> Any:
+        """Run a database action, retrying through outages so that no outcome is lost."""
+        backoff = 0.5
+        while True:
+            try:
+                return action()
+            except _DB_ERRORS as exc:
+                if self._force_requested:
+                    raise
+                logger.error("event=database_error worker=%s retry_in=%.1fs error=%r", self.id, backoff, exc)
+                self._reset_connection()
+                time.sleep(backoff)  # outage backoff: nothing to wait on but time
+                backoff = min(backoff * 2, _MAX_OUTAGE_BACKOFF)
+
+    @staticmethod
+    def _reset_connection() -> None:
+        for conn in connections.all(initialized_only=True):
+            try:
+                conn.close()
+            except _DB_ERRORS:
+                pass
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def _shut_down(self) -> int:
+        """Let running tasks finish up to the grace period, release the rest, unregister."""
+        unstarted = self._drain_inbox()
+        for _ in self._threads:
+            self._inbox.put(None)
+        grace_end = self.clock() + self.shutdown_grace
+        while self._busy_beyond(unstarted) and not self._force_requested and self.clock() < grace_end:
+            self._wake.wait(min(1.0, max(0.0, grace_end - self.clock())))
+            self._wake.clear()
+        if self._force_requested:
+            logger.warning("event=worker_forced_exit worker=%s", self.id)
+            return EXIT_FORCED
+        with self._lock:
+            leftovers = list(self._running.values())
+        try:
+            released = lifecycle.release(leftovers, self.id)
+            heartbeat.unregister(self.id)
+        except _DB_ERRORS as exc:
+            logger.error("event=shutdown_db_error worker=%s error=%r", self.id, exc)
+            released = 0
+        logger.info(
+            "event=worker_stopped worker=%s processed=%s released=%s", self.id, self.processed, released
+        )
+        connections.close_all()
+        return EXIT_OK
+
+    def _drain_inbox(self) -> list[Task]:
+        """Take back tasks claimed but not yet started."""
+        taken: list[Task] = []
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return taken
+            if item is not None:
+                taken.append(item)
+
+    def _busy_beyond(self, unstarted: list[Task]) -> bool:
+        with self._lock:
+            return len(self._running) > len(unstarted)

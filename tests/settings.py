@@ -1,0 +1,83 @@
+"""Django settings for the background_tasks test suite.
+
+The database comes from the ``DATABASE_URL`` environment variable (see
+``tests/dburl.py``); without it, a SQLite *file* under ``.test-dbs/`` in the
+repository is used, so that worker subprocesses started by the tests can open
+the very same test database.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests import dburl
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEFAULT_DATABASE_URL = "sqlite:///.test-dbs/default.sqlite3"
+DATABASE_URL = os.environ.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
+
+DATABASES = {"default": dburl.parse(DATABASE_URL, BASE_DIR)}
+
+SECRET_KEY = "background-tasks-tests-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.admin",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "background_tasks",
+    "tests.testapp",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+ROOT_URLCONF = "tests.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Fast hashing for the admin users the tests create.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+USE_I18N = True
+
+STATIC_URL = "/static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"null": {"class": "logging.NullHandler"}},
+    "root": {"handlers": ["null"], "level": "WARNING"},
+    "loggers": {
+        "django": {"handlers": ["null"], "level": "ERROR", "propagate": False},
+        "background_tasks": {"handlers": ["null"], "level": "WARNING", "propagate": True},
+    },
+}
