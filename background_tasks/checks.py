@@ -51,13 +51,20 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
         ))
     for name, minimum in _NUMBERS.items():
         value = getattr(app_settings, name)
-        if not _is_number(value) or value < minimum:
+        if not _is_number(value) or not value >= minimum:  # "not >=" also catches NaN
             errors.append(Error(
                 f"{PREFIX}{name} must be a number >= {minimum:g}, not {value!r}.",
                 id="background_tasks.E004",
             ))
+    jitter = app_settings.BACKOFF_JITTER
+    if _is_number(jitter) and jitter > 1:
+        errors.append(Error(
+            f"{PREFIX}BACKOFF_JITTER is a fraction from 0 to 1, not {jitter!r}.",
+            hint="Above 1 some retries would get a negative delay and run at once.",
+            id="background_tasks.E004",
+        ))
     run_time = app_settings.MAX_RUN_TIME
-    if run_time is not None and (not _is_number(run_time) or run_time <= 0):
+    if run_time is not None and (not _is_number(run_time) or not run_time > 0):
         errors.append(Error(
             f"MAX_RUN_TIME must be a number of seconds > 0 or None, not {run_time!r}.",
             id="background_tasks.E005",
@@ -86,7 +93,20 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
                 id="background_tasks.W001",
             ))
     errors.extend(_check_databases())
+    errors.extend(_check_schedules())
     return errors
+
+
+def _check_schedules() -> list[CheckMessage]:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .periodic import settings_definitions
+
+    try:
+        settings_definitions()
+    except ImproperlyConfigured as exc:
+        return [Error(str(exc), id="background_tasks.E009")]
+    return []
 
 
 def _check_databases() -> list[CheckMessage]:

@@ -148,6 +148,13 @@ def _claim_generic(
     from .models import Task
 
     order = "-priority" if descending else "priority"
+    connection = connections[using]
+    if connection.vendor == "mysql" and not connection.in_atomic_block:
+        # Under REPEATABLE READ a locking read keeps locks on every row it examines, matching or
+        # not (far-future rows, say); READ COMMITTED releases those at once. Applies to the next
+        # transaction only.
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
     with transaction.atomic(using=using):
         ready = Task.objects.using(using).ready(now).in_queues(list(queues))
         ids = list(

@@ -80,6 +80,12 @@ class Settings:
     RESCUE_AFTER = Setting(60.0)
     #: Seconds a stopping worker lets running tasks finish before it releases them.
     SHUTDOWN_GRACE = Setting(30.0)
+    #: Seconds a cron tick may be late and still run when its schedule skips missed ticks.
+    SCHEDULE_MISFIRE_GRACE = Setting(60.0)
+    #: Cron schedules defined in settings: {name: {"task": ..., "cron": ..., ...}}.
+    SCHEDULES: Setting[dict[str, Any]] = Setting({})
+    #: Run the next occurrence of a repeating task even when this one gave up.
+    REPEAT_AFTER_FAILURE = Setting(True)
     #: Keep the return value of a task (when it is JSON) in CompletedTask.result.
     STORE_RESULTS = Setting(True)
 

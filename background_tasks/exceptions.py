@@ -31,3 +31,11 @@ class PermanentFailure(BackgroundTasksError):
 
 class TaskCancelled(BackgroundTasksError):
     """Raise from a task body to record the task as cancelled."""
+
+
+class TaskTimedOut(BackgroundTasksError):
+    """A task ran past its hard time limit and its process was stopped."""
+
+
+class WorkerLost(BackgroundTasksError):
+    """The worker running a task died or stopped sending heartbeats."""

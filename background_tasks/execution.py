@@ -67,14 +67,17 @@ def execute(task: Task, worker_id: str, persist: Persist = _once) -> str | None:
     outcome (the worker passes one that retries through database outages, so that a task body
     that ran is never run again just because its outcome could not be written at first).
     """
+    if task.cancel_requested_at is not None:
+        # Asked to cancel before this attempt began (say, while released by a stopping worker).
+        return persist(lambda: _cancelled(task, worker_id, "Cancelled before it ran again."))
     signals.task_started.send(sender=task.task_name, task=task, worker_id=worker_id)
     try:
         function = registry.get(task.task_name)
         args, kwargs = decode_params(task.params)
         check_signature(task.task_name, function.func, args, kwargs)
     except (TaskNotRegistered, InvalidTaskArguments) as exc:
-        error = str(exc)
-        return persist(lambda: lifecycle.record_failure(task, worker_id, error, exc, permanent=True))
+        unrunnable: BaseException = exc
+        return persist(lambda: lifecycle.record_failure(task, worker_id, str(unrunnable), unrunnable, permanent=True))
 
     try:
         with _running(task):
@@ -83,13 +86,12 @@ def execute(task: Task, worker_id: str, persist: Persist = _once) -> str | None:
     except TaskCancelled as exc:
         reason = str(exc) or "Cancelled by the task."
         return persist(lambda: _cancelled(task, worker_id, reason))
-    except PermanentFailure as exc:
-        error = traceback.format_exc()
-        return persist(lambda: lifecycle.record_failure(task, worker_id, error, exc, permanent=True))
     except (Exception, SystemExit) as exc:
         # SystemExit too: a task calling sys.exit() must not take the worker down with it.
+        failure: BaseException = exc
         error = traceback.format_exc()
-        return persist(lambda: lifecycle.record_failure(task, worker_id, error, exc))
+        permanent = isinstance(exc, PermanentFailure)
+        return persist(lambda: lifecycle.record_failure(task, worker_id, error, failure, permanent=permanent))
 
     if cancel_seen:
         return persist(lambda: _cancelled(task, worker_id, "Cancelled while running."))

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from . import lifecycle
 from .conf import app_settings
+from .exceptions import WorkerLost
 from .models import Task, Worker
 
 logger = logging.getLogger("background_tasks")
@@ -73,10 +74,13 @@ def rescue_lost(now: datetime | None = None) -> int:
     candidates = Task.objects.locked().filter(Q(locked_by__in=lost) | orphaned)
     rescued = 0
     for task in candidates.iterator():
-        error = WORKER_LOST.format(worker=task.locked_by)
-        if lifecycle.record_failure(task, task.locked_by, error, None) is not None:
+        holder = task.locked_by  # read first: record_failure() clears it on the instance
+        error = WORKER_LOST.format(worker=holder)
+        if lifecycle.record_failure(task, holder, error, None) is not None:
             rescued += 1
-            logger.warning("event=task_rescued task=%s task_id=%s worker=%s", task.task_name, task.pk, task.locked_by)
+            logger.warning(
+                "event=task_rescued task=%s task_id=%s worker=%s", task.task_name, task.pk, holder
+            )
     if lost:
         with transaction.atomic(using=router.db_for_write(Worker)):
             # Only workers still stale: one that came back meanwhile keeps its row.

@@ -8,7 +8,7 @@ nothing and is dropped, so every attempt is finalised once.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import router, transaction
@@ -56,6 +56,15 @@ def _record(task: Task, status: str, worker_id: str | None, now: datetime, **fie
         task_id=task.pk, status=status, worker=worker_id or "", started_at=task.locked_at,
         finished_at=now, **values,
     )
+
+
+def _storable_text(text: str) -> str:
+    """Return ``text`` with NUL characters escaped, since PostgreSQL text columns refuse them.
+
+    An error message is written by the worker, after the task ran: a write that can never
+    succeed would be retried for ever and keep the task held.
+    """
+    return text.replace("\x00", "\\x00")
 
 
 def _schedule_next_occurrence(task: Task, now: datetime) -> Task | None:
@@ -118,11 +127,12 @@ def record_failure(
     The answer is "retry", "gave_up", or None when this worker no longer held the row.
     """
     now = now or timezone.now()
+    error = _storable_text(error)
     gives_up = permanent or task.attempts >= max_attempts_of(task)
     if gives_up:
         completed = archive(
             task, CompletedTask.Status.FAILED, worker_id, now=now, last_error=error,
-            schedule_next=True,
+            schedule_next=bool(app_settings.REPEAT_AFTER_FAILURE),
         )
         if completed is None:
             return None
@@ -131,7 +141,10 @@ def record_failure(
         )
         signals.task_gave_up.send(sender=task.task_name, task=task, completed=completed, exception=exception)
         return "gave_up"
-    delay = retry_delay(_backoff_of(task), task.attempts)
+    if _cancel_requested(task):
+        # An operator asked to stop it: a failure is no reason to try again.
+        return "cancelled" if record_cancelled(task, worker_id, f"Cancelled while running.\n\n{error}") else None
+    delay = _retry_delay_of(task)
     updated = _held(task, worker_id).update(
         locked_by=None, locked_at=None, last_error=error, run_at=now + delay
     )
@@ -147,8 +160,11 @@ def record_failure(
 
 def record_cancelled(task: Task, worker_id: str | None, reason: str = "") -> CompletedTask | None:
     """Move a task to CompletedTask as cancelled; a repeating series ends with it."""
+    # The reason goes first; the error of an earlier failed attempt, if any, is kept below it.
+    error = f"{reason}\n\nLast error before the cancel:\n{task.last_error}" if task.last_error else reason
     completed = archive(
-        task, CompletedTask.Status.CANCELLED, worker_id, last_error=reason, schedule_next=False
+        task, CompletedTask.Status.CANCELLED, worker_id, last_error=_storable_text(error),
+        schedule_next=False,
     )
     if completed is not None:
         signals.task_cancelled.send(sender=task.task_name, task=task, completed=completed)
@@ -165,6 +181,12 @@ def release(tasks: list[Task], worker_id: str) -> int:
     )
 
 
+def _cancel_requested(task: Task) -> bool:
+    if task.cancel_requested_at is not None:
+        return True
+    return Task.objects.using(_using()).filter(pk=task.pk, cancel_requested_at__isnull=False).exists()
+
+
 def _backoff_of(task: Task) -> Any:
     if task.task_name in registry:
         function: TaskFunction[Any, Any] = registry.get(task.task_name)
@@ -172,8 +194,23 @@ def _backoff_of(task: Task) -> Any:
     return None
 
 
+def _retry_delay_of(task: Task) -> timedelta:
+    """Return the task's retry delay, falling back to the default backoff if its own fails.
+
+    A task's backoff function is user code: if it raises or returns junk, the attempt must
+    still be recorded, or the row would stay held by a live worker and never run again.
+    """
+    try:
+        return retry_delay(_backoff_of(task), task.attempts)
+    except Exception as exc:
+        logger.error(
+            "event=backoff_failed task=%s task_id=%s error=%r", task.task_name, task.pk, exc
+        )
+        return retry_delay(None, task.attempts)
+
+
 def cancel_waiting(task_ids: list[int], reason: str = "Cancelled by an operator.") -> tuple[int, int]:
-    """Cancel tasks not held by a worker; return (cancelled, skipped because running).
+    """Cancel tasks not held by a worker; return (cancelled, held by a worker so left alone).
 
     Rows a worker holds are skipped and never waited for (SKIP LOCKED where the database has
     it; the fence on ``locked_by IS NULL`` everywhere).
@@ -187,14 +224,22 @@ def cancel_waiting(task_ids: list[int], reason: str = "Cancelled by an operator.
         for task in list(rows):
             if record_cancelled(task, None, reason) is not None:
                 cancelled += 1
-    return cancelled, len(task_ids) - cancelled
+    running = Task.objects.using(using).filter(pk__in=task_ids, locked_by__isnull=False).count()
+    return cancelled, running
 
 
 def request_cancel(task_ids: list[int]) -> int:
-    """Ask the workers running these tasks to stop them; return how many were running."""
-    return Task.objects.using(_using()).filter(pk__in=task_ids, locked_by__isnull=False).update(
-        cancel_requested_at=timezone.now()
-    )
+    """Ask the workers running these tasks to stop them; return how many were asked.
+
+    Rows being claimed or finalised at this moment are skipped rather than waited for.
+    """
+    using = _using()
+    with transaction.atomic(using=using):
+        running = Task.objects.using(using).filter(pk__in=task_ids, locked_by__isnull=False)
+        if _supports_skip_locked(using):
+            running = running.select_for_update(skip_locked=True)
+        ids = list(running.values_list("pk", flat=True))
+        return Task.objects.using(using).filter(pk__in=ids).update(cancel_requested_at=timezone.now())
 
 
 def retry_completed(completed: CompletedTask, *, now: datetime | None = None) -> Task:
@@ -206,8 +251,10 @@ def retry_completed(completed: CompletedTask, *, now: datetime | None = None) ->
     fresh.attempts = 0
     fresh.last_error = ""
     fresh.created_at = now
-    if fresh.repeat:
-        fresh.repeat_anchor = now
+    # A retry is a one-off: the series it came from goes on by itself (see record_failure), and
+    # a second copy of the series would run every occurrence twice.
+    fresh.repeat = None
+    fresh.repeat_until = None
     fresh.save(using=_using(), force_insert=True)
     signals.task_created.send(sender=fresh.task_name, task=fresh)
     return fresh

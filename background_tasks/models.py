@@ -107,10 +107,12 @@ class Task(TaskBase):
         verbose_name = _("task")
         verbose_name_plural = _("tasks")
         ordering = ["run_at", "id"]
+        # The claim reads ready rows in (priority DESC, run_at, id) order and stops after LIMIT:
+        # these indexes let it walk that order instead of sorting every ready row. On MySQL this
+        # matters for correctness of throughput too: a locking read locks the rows it examines.
         indexes = [
-            # Serves the claim: WHERE queue IN (..) AND locked_by IS NULL AND run_at <= now
-            # ORDER BY priority, run_at, id.
-            models.Index(fields=["queue", "priority", "run_at", "id"], name="bgtasks_task_claim"),
+            models.Index(fields=["-priority", "run_at", "id"], name="bgtasks_task_claim"),
+            models.Index(fields=["queue", "-priority", "run_at", "id"], name="bgtasks_task_queue_claim"),
         ]
 
     @property
@@ -165,6 +167,56 @@ class CompletedTask(TaskBase):
         return (self.finished_at - self.started_at).total_seconds()
 
 
+class Schedule(models.Model):
+    """A cron schedule: enqueues its task once per tick, however many workers run.
+
+    ``next_fire_at`` is the tick waiting to be enqueued. The worker that enqueues a tick moves
+    it forward with a compare-and-set (``UPDATE ... WHERE next_fire_at = <tick>``) in the same
+    transaction as the task insert, so exactly one of any number of workers wins each tick.
+    """
+
+    class Source(models.TextChoices):
+        CODE = "code", _("code")
+        SETTINGS = "settings", _("settings")
+        ADMIN = "admin", _("admin")
+
+    class CatchUp(models.TextChoices):
+        ONCE = "once", _("run once")
+        SKIP = "skip", _("skip")
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(_("name"), max_length=255, unique=True)
+    task_name = models.CharField(_("task name"), max_length=255)
+    params = models.JSONField(_("parameters"), default=empty_params, blank=True)
+    cron = models.CharField(_("cron expression"), max_length=255)
+    time_zone = models.CharField(
+        _("time zone"), max_length=64, blank=True, default="",
+        help_text=_("IANA name, e.g. Europe/Berlin. Empty: the TIME_ZONE setting."),
+    )
+    queue = models.CharField(_("queue"), max_length=100, blank=True, default="")
+    priority = models.IntegerField(_("priority"), null=True, blank=True)
+    catch_up = models.CharField(
+        _("missed ticks"), max_length=10, choices=CatchUp.choices, default=CatchUp.ONCE,
+        help_text=_("What to do with ticks missed while no worker ran."),
+    )
+    enabled = models.BooleanField(_("enabled"), default=True)
+    source = models.CharField(_("defined in"), max_length=10, choices=Source.choices, default=Source.ADMIN)
+    next_fire_at = models.DateTimeField(_("next fire time"), null=True, blank=True)
+    last_fired_at = models.DateTimeField(_("last tick enqueued"), null=True, blank=True)
+    last_task_id = models.BigIntegerField(_("last task id"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("schedule")
+        verbose_name_plural = _("schedules")
+        ordering = ["name"]
+        indexes = [models.Index(fields=["enabled", "next_fire_at"], name="bgtasks_schedule_due")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class WorkerQuerySet(models.QuerySet["Worker"]):
     def alive(self, stale_before: datetime) -> WorkerQuerySet:
         return self.filter(last_heartbeat_at__gte=stale_before)
@@ -195,4 +247,4 @@ class Worker(models.Model):
         return self.id
 
 
-__all__ = ["CompletedTask", "Task", "TaskBase", "Worker"]
+__all__ = ["CompletedTask", "Schedule", "Task", "TaskBase", "Worker"]

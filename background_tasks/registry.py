@@ -84,7 +84,9 @@ class TaskFunction(Generic[P, R]):
                 "a task call takes for itself; rename them."
             )
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task:
+    # Loosely typed on purpose: a call also takes the reserved options (schedule=, queue=, ...),
+    # which the function's own signature does not list.
+    def __call__(self, *args: Any, **kwargs: Any) -> Task:
         """Enqueue a call; reserved keyword arguments (schedule, priority, ...) configure it."""
         from .enqueue import enqueue
 
@@ -172,6 +174,7 @@ def background(
     remove_existing_tasks: bool = False,
     unique: bool = False,
     timeout: float | None = None,
+    cron: str | None = None,
     **options: Any,
 ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 def background(
@@ -187,12 +190,15 @@ def background(
     remove_existing_tasks: bool = False,
     unique: bool = False,
     timeout: float | None = None,
+    cron: str | None = None,
     **options: Any,
 ) -> Any:
     """Register a function as a task: ``@background`` or ``@background(queue=..., ...)``.
 
     ``name`` defaults to the function's dotted path (``module.function``), like
     django-background-tasks; a string as the only positional argument is taken as the name.
+    ``cron="0 3 * * *"`` also declares a schedule (named after the task) that enqueues it at
+    every tick; ``periodic()`` does the same with arguments, a time zone and more.
     """
     if isinstance(func_or_name, str):
         if name is not None:
@@ -219,7 +225,16 @@ def background(
         )
         if schedule is not None:
             _check_schedule(task.name, schedule)
+        if cron is not None:
+            from .periodic import check_schedule_options
+
+            # Validate before registering, so a bad expression leaves nothing half-registered.
+            check_schedule_options(f"Task {task.name!r}", cron, "", "once")
         registry.register(task)
+        if cron is not None:
+            from .periodic import periodic
+
+            periodic(task, cron)
         return task
 
     if func_or_name is None:
@@ -229,9 +244,15 @@ def background(
 
 def _check_schedule(task_name: str, schedule: Any) -> None:
     """Fail at decoration time, not at the first call, when a default schedule is unusable."""
-    from datetime import datetime, timedelta
+    from datetime import datetime, timedelta, timezone
+
+    from .schedule import resolve_run_at
 
     if isinstance(schedule, bool) or not isinstance(schedule, (int, float, timedelta, datetime)):
         raise InvalidTaskError(
             f"Task {task_name!r}: schedule must be seconds, a timedelta or a datetime, not {schedule!r}."
         )
+    try:
+        resolve_run_at(schedule, datetime.now(timezone.utc), timezone.utc)
+    except (TypeError, ValueError) as exc:
+        raise InvalidTaskError(f"Task {task_name!r}: {exc}") from None

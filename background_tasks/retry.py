@@ -7,6 +7,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeGuard
 
 from .exceptions import InvalidTaskError
 
@@ -29,8 +30,13 @@ class Backoff:
     def __post_init__(self) -> None:
         for name in ("exponent", "base", "max_delay", "jitter"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or value < 0):
-                raise InvalidTaskError(f"Backoff {name} must be a number >= 0, not {value!r}.")
+            if value is None or (name == "max_delay" and value == math.inf):  # inf: no cap
+                continue
+            # Not NaN: it compares false with everything and would end up as a 0 s delay.
+            if not _is_number(value) or not math.isfinite(value) or value < 0:
+                raise InvalidTaskError(
+                    f"Backoff {name} must be a finite number >= 0, not {value!r}."
+                )
         if self.jitter is not None and self.jitter > 1:
             raise InvalidTaskError(f"Backoff jitter is a fraction from 0 to 1, not {self.jitter!r}.")
 
@@ -46,9 +52,18 @@ class Backoff:
             raw = float(attempts) ** exponent + base
         except OverflowError:
             raw = math.inf
-        delay = min(raw, cap)
+        delay = min(raw, cap, MAX_DELAY_SECONDS)
         spread = (rng or random).uniform(-jitter, jitter) if jitter else 0.0
         return max(0.0, delay * (1 + spread))
+
+
+#: Longest delay ever used: far beyond any real retry, and small enough that adding it to now
+#: cannot overflow a timedelta or a datetime (which would crash the worker recording a failure).
+MAX_DELAY_SECONDS = 100 * 365 * 24 * 3600.0
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 #: What a task may give as its ``backoff``: a Backoff, a constant number of seconds, or a
@@ -60,11 +75,11 @@ def check_backoff(backoff: object, task_name: str) -> None:
     """Raise InvalidTaskError if ``backoff`` is not a usable retry policy."""
     if backoff is None or isinstance(backoff, Backoff) or callable(backoff):
         return
-    if isinstance(backoff, (int, float)) and not isinstance(backoff, bool) and backoff >= 0:
+    if _is_number(backoff) and math.isfinite(backoff) and backoff >= 0:
         return
     raise InvalidTaskError(
-        f"Task {task_name!r}: backoff must be a Backoff, a number of seconds >= 0 or a function "
-        f"of the attempt number, not {backoff!r}."
+        f"Task {task_name!r}: backoff must be a Backoff, a finite number of seconds >= 0 or a "
+        f"function of the attempt number, not {backoff!r}."
     )
 
 
@@ -74,13 +89,17 @@ def retry_delay(backoff: object, attempts: int, rng: random.Random | None = None
         backoff = Backoff()
     if isinstance(backoff, Backoff):
         return timedelta(seconds=backoff.seconds(attempts, rng))
-    if isinstance(backoff, (int, float)):
-        return timedelta(seconds=float(backoff))
+    if _is_number(backoff):
+        return _clamped(backoff)
     if callable(backoff):
         value = backoff(attempts)
         if isinstance(value, timedelta):
-            return max(value, timedelta(0))
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return timedelta(seconds=max(float(value), 0.0))
+            return _clamped(value.total_seconds())
+        if _is_number(value) and math.isfinite(value):
+            return _clamped(value)
         raise InvalidTaskError(f"A backoff function returned {value!r}; return seconds or a timedelta.")
     raise InvalidTaskError(f"Unusable backoff {backoff!r}.")
+
+
+def _clamped(seconds: float) -> timedelta:
+    return timedelta(seconds=min(max(float(seconds), 0.0), MAX_DELAY_SECONDS))

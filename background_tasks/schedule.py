@@ -7,13 +7,13 @@ Wall-clock times that a time zone skips or repeats are resolved as follows:
 * Naive datetimes (``resolve_run_at``) and calendar repeats (``relativedelta`` steps) follow
   PEP 495 ``fold=0``, exactly like ``django.utils.timezone.make_aware`` with zoneinfo: a time
   in a spring-forward gap is shifted forward by the gap length (02:30 -> 03:30 in Berlin) and
-  an ambiguous fall-back time means its first occurrence (the summer-time one).
-* Cron follows Vixie cron. Expressions whose hour field is ``*`` ("periodic", e.g.
-  ``*/30 * * * *``) track the clock on the wall: times skipped by a gap do not fire, times
-  repeated by a fall-back fire in both passes, so every real hour gets its fires exactly
-  once. Other expressions ("fixed-time", e.g. ``30 2 * * *``) fire once per wall-clock
-  match: in a gap at the first instant after it (02:30 -> 03:00 in Berlin), in a fold only
-  in the first pass. Matches that resolve to the same instant fire once.
+  an ambiguous fall-back time means its first occurrence (the earlier instant).
+* Cron follows Vixie cron. Expressions whose hour field matches every hour (``*``, ``*/1``,
+  ``0-23``: "periodic", e.g. ``*/30 * * * *``) track the clock on the wall: times skipped by
+  a gap do not fire, times repeated by a fall-back fire in both passes, so every real hour
+  gets its fires exactly once. Other expressions ("fixed-time", e.g. ``30 2 * * *``) fire
+  once per wall-clock match: in a gap at the first instant after it (02:30 -> 03:00 in
+  Berlin), in a fold only in the first pass. Matches that resolve to one instant fire once.
 """
 
 from __future__ import annotations
@@ -26,12 +26,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from dateutil.relativedelta import relativedelta
-
-__all__ = [
-    "DAILY", "EVERY_2_WEEKS", "EVERY_4_WEEKS", "HOURLY", "NEVER", "WEEKLY", "RepeatSpec",
-    "cron_fires_between", "decode_repeat", "encode_repeat", "next_cron_fire", "next_repeat",
-    "resolve_run_at", "validate_cron", "validate_timezone",
-]
 
 # Seconds, the same values as django-background-tasks' Task constants.
 HOURLY = 3600
@@ -50,8 +44,8 @@ _US = timedelta(microseconds=1)
 _CALENDAR_KEYS = ("years", "months", "days")
 _SPEC_KEYS = (*_CALENDAR_KEYS, "hours", "minutes", "seconds", "microseconds")
 # Average lengths, only used to guess k before correcting it exactly.
-_APPROX_SECONDS = {"years": 365.2425 * 86400, "months": 30.436875 * 86400, "days": 86400,
-                   "hours": 3600, "minutes": 60, "seconds": 1, "microseconds": 1e-6}
+_APPROX = (31_556_952, 2_629_746, 86_400, 3_600, 60, 1, 1e-6)  # 365.2425 d, 30.436875 d, ...
+_APPROX_SECONDS = dict(zip(_SPEC_KEYS, _APPROX, strict=True))
 _ABSOLUTE_FIELDS = ("year", "month", "day", "weekday", "hour", "minute", "second", "microsecond")
 _CRON_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 _EQUAL_RANGE = re.compile(r"([^-/]+)-([^-/]+)(/.*)?")
@@ -91,8 +85,9 @@ def resolve_run_at(schedule: object, now: datetime, tz: tzinfo) -> datetime:
             raise TypeError(f"Cannot schedule a task with {schedule!r}: expected {accepted}.")
         if isinstance(schedule, (int, float)):
             if not math.isfinite(schedule):
-                raise ValueError(f"Cannot schedule a task {schedule!r} seconds from now: "
-                                 f"expected {accepted}.")
+                raise ValueError(
+                    f"Cannot schedule a task {schedule!r} seconds from now: expected {accepted}."
+                )
             return now + timedelta(seconds=schedule)
         if isinstance(schedule, timedelta):
             return now + schedule
@@ -102,18 +97,23 @@ def resolve_run_at(schedule: object, now: datetime, tz: tzinfo) -> datetime:
             _require_tz(tz)
             return _from_wall(schedule, tz)
     except OverflowError as exc:
-        raise ValueError(f"Cannot schedule a task with {schedule!r}: the time is out of "
-                         "range.") from exc
+        raise ValueError(
+            f"Cannot schedule a task with {schedule!r}: the time is out of range."
+        ) from exc
     if isinstance(schedule, date):
-        raise TypeError(f"Cannot schedule a task with the date {schedule!r}: a date has no "
-                        f"time of day; expected {accepted}.")
+        raise TypeError(
+            f"Cannot schedule a task with the date {schedule!r}: a date has no "
+            f"time of day; expected {accepted}."
+        )
     raise TypeError(f"Cannot schedule a task with {schedule!r}: expected {accepted}.")
 
 
 def _duration_spec(step: timedelta, original: object) -> RepeatSpec:
     if step <= timedelta(0):
-        raise ValueError(f"Repeat step {original!r} must be at least one microsecond; use "
-                         "None or NEVER for no repeat.")
+        raise ValueError(
+            f"Repeat step {original!r} must be at least one microsecond; use "
+            "None or NEVER for no repeat."
+        )
     micros = step // _US
     # Whole seconds stay readable in the database; anything finer is stored exactly.
     return {"seconds": micros // 10**6} if micros % 10**6 == 0 else {"microseconds": micros}
@@ -132,10 +132,7 @@ def encode_repeat(repeat: object) -> RepeatSpec | None:
     """
     if repeat is None:
         return None
-    if isinstance(repeat, (bool, str)):
-        raise TypeError(f"Invalid repeat {repeat!r}: expected None, NEVER, a number of "
-                        "seconds, a timedelta or a dateutil relativedelta.")
-    if isinstance(repeat, (int, float)):
+    if isinstance(repeat, (int, float)) and not isinstance(repeat, bool):
         if not math.isfinite(repeat):
             raise ValueError(f"Invalid repeat {repeat!r}: the number of seconds must be finite.")
         if repeat == 0:
@@ -150,28 +147,39 @@ def encode_repeat(repeat: object) -> RepeatSpec | None:
         absolute = [f for f in _ABSOLUTE_FIELDS if getattr(repeat, f) is not None]
         if absolute or repeat.leapdays:
             names = ", ".join(absolute or ["leapdays"])
-            raise ValueError(f"Invalid repeat {repeat!r}: {names} cannot be repeated; use "
-                             "relative fields (years, months, weeks, days, hours, minutes, "
-                             "seconds) and anchor the first run, or use a cron expression.")
+            raise ValueError(
+                f"Invalid repeat {repeat!r}: {names} cannot be repeated; use "
+                "relative fields (years, months, weeks, days, hours, minutes, "
+                "seconds) and anchor the first run, or use a cron expression."
+            )
         normalized = repeat.normalized()
         fields = {k: getattr(normalized, k) for k in _SPEC_KEYS}
         if any(v < 0 for v in fields.values()) or not any(fields.values()):
-            raise ValueError(f"Invalid repeat {repeat!r}: every field must be >= 0 and one "
-                             "> 0, so that each step moves time forward.")
+            raise ValueError(
+                f"Invalid repeat {repeat!r}: every field must be >= 0 and one "
+                "> 0, so that each step moves time forward."
+            )
         if not any(fields[k] for k in _CALENDAR_KEYS):
             clock = {k: v for k, v in fields.items() if k not in _CALENDAR_KEYS}
             return _duration_spec(timedelta(**clock), repeat)
         return {k: int(v) for k, v in fields.items() if v}
-    raise TypeError(f"Invalid repeat {repeat!r}: expected None, NEVER, a number of seconds, "
-                    "a timedelta or a dateutil relativedelta.")
+    raise TypeError(
+        f"Invalid repeat {repeat!r}: expected None, NEVER, a number of seconds, "
+        "a timedelta or a dateutil relativedelta."
+    )
 
 
 def decode_repeat(spec: RepeatSpec) -> timedelta | relativedelta:
     """Return the timedelta (exact duration) or relativedelta (calendar step) of a spec."""
-    if (not isinstance(spec, dict) or not spec
-            or any(k not in _SPEC_KEYS or type(v) is not int or v <= 0 for k, v in spec.items())):
-        raise ValueError(f"Invalid repeat spec {spec!r}: expected a non-empty dict mapping "
-                         f"{', '.join(_SPEC_KEYS)} to positive integers.")
+    if (
+        not isinstance(spec, dict)
+        or not spec
+        or any(k not in _SPEC_KEYS or type(v) is not int or v <= 0 for k, v in spec.items())
+    ):
+        raise ValueError(
+            f"Invalid repeat spec {spec!r}: expected a non-empty dict mapping "
+            f"{', '.join(_SPEC_KEYS)} to positive integers."
+        )
     if any(k in spec for k in _CALENDAR_KEYS):
         return relativedelta(**spec)
     return timedelta(**spec)
@@ -217,21 +225,26 @@ def _parse_cron(expression: str) -> tuple[str, Any]:
     if normalised.startswith("@"):
         normalised = normalised.lower()
         if normalised not in _CRON_ALIASES:
-            raise ValueError(f"Unknown cron alias {expression!r}; use one of "
-                             f"{', '.join(_CRON_ALIASES)}.")
+            raise ValueError(
+                f"Unknown cron alias {expression!r}; use one of {', '.join(_CRON_ALIASES)}."
+            )
     else:
         fields = normalised.split(" ") if normalised else []
         if len(fields) != 5:
             # croniter reads a 6th field as seconds at the END, Quartz/Spring as seconds at
             # the start: accepting either would silently misread the other.
-            raise ValueError(f"Invalid cron expression {expression!r}: it has {len(fields)} "
-                             "fields; expected 5 (minute hour day-of-month month day-of-week).")
+            raise ValueError(
+                f"Invalid cron expression {expression!r}: it has {len(fields)} "
+                "fields; expected 5 (minute hour day-of-month month day-of-week)."
+            )
         for part in ",".join(fields).split(","):
             m = _EQUAL_RANGE.fullmatch(part)
             if m and m[1].lower() == m[2].lower():
                 # croniter expands "5-5" to the whole field (every minute), not to "5".
-                raise ValueError(f"Invalid cron expression {expression!r}: the range "
-                                 f"{part!r} has equal ends; write {m[1]!r} instead.")
+                raise ValueError(
+                    f"Invalid cron expression {expression!r}: the range "
+                    f"{part!r} has equal ends; write {m[1]!r} instead."
+                )
     try:
         walker = croniter(normalised, datetime(2000, 1, 1), ret_type=datetime)
         walker.get_next(datetime)  # Fails for expressions that never fire (Feb 30).
@@ -255,13 +268,14 @@ def validate_timezone(name: str) -> ZoneInfo:
     """Return the ZoneInfo named ``name`` or raise ValueError naming it."""
     if not isinstance(name, str):
         raise TypeError(f"A time zone name must be a string, not {name!r}.")
-    if name == "localtime":  # The host's zone: it would differ from machine to machine.
-        raise ValueError(f"Unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin'.")
     try:
+        if name == "localtime":  # The host's own zone: it differs from machine to machine.
+            raise ZoneInfoNotFoundError(name)
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
-        raise ValueError(f"Unknown time zone {name!r}: use an IANA name such as "
-                         "'Europe/Berlin'.") from exc
+        raise ValueError(
+            f"Unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin'."
+        ) from exc
 
 
 def _instants(wall: datetime, tz: tzinfo) -> tuple[datetime, ...]:

@@ -18,10 +18,20 @@ def _describe(value: object) -> str:
     return f"{type(value).__module__}.{type(value).__qualname__}".removeprefix("builtins.")
 
 
+def _string_problem(value: str) -> str | None:
+    # PostgreSQL's jsonb cannot hold U+0000: refused everywhere, so that code moving from
+    # SQLite to PostgreSQL fails at the call and not when the row is written or finished.
+    if "\x00" in value:
+        return "a string contains a NUL character (\\x00), which PostgreSQL cannot store"
+    return None
+
+
 def json_problem(value: object) -> str | None:
     """Return why ``value`` does not survive a JSON round trip unchanged, or None."""
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, (bool, int)):
         return None
+    if isinstance(value, str):
+        return _string_problem(value)
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{value!r} is not a finite number"
     if isinstance(value, (list, tuple)):
@@ -34,7 +44,7 @@ def json_problem(value: object) -> str | None:
         for key, item in value.items():
             if not isinstance(key, str):
                 return f"key {key!r} is a {_describe(key)}, and JSON keys must be strings"
-            problem = json_problem(item)
+            problem = _string_problem(key) or json_problem(item)
             if problem:
                 return f"key {key!r}: {problem}"
         return None

@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, close_old_connections, connections
+from django.db import DatabaseError, InterfaceError, close_old_connections, connection, connections
 
-from . import heartbeat, lifecycle
+from . import heartbeat, lifecycle, periodic
 from .claims import claim_tasks
 from .conf import app_settings
 from .execution import execute
@@ -48,8 +48,9 @@ class Worker:
         duration: float | None = None,
         shutdown_grace: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        worker_id: str | None = None,
     ) -> None:
-        self.id = heartbeat.new_worker_id()
+        self.id = worker_id or heartbeat.new_worker_id()
         self.queues = list(queues)
         self.concurrency = concurrency
         self.sleep = app_settings.POLL_INTERVAL if sleep is None else sleep
@@ -68,6 +69,7 @@ class Worker:
         self._force_requested = False
         self._threads: list[threading.Thread] = []
         self._next_beat = 0.0
+        self._next_schedule_check = 0.0
 
     # -- control ---------------------------------------------------------------------------
 
@@ -92,6 +94,7 @@ class Worker:
         """Process tasks until told to stop, the duration or task budget ends, or (burst) none are ready."""
         deadline = None if self.duration is None else self.clock() + self.duration
         self._until_db_ok(lambda: heartbeat.register(self.id, self.queues, self.concurrency))
+        self._until_db_ok(periodic.sync_schedules)
         self._next_beat = self.clock() + float(app_settings.HEARTBEAT_INTERVAL)
         logger.info(
             "event=worker_started worker=%s queues=%s concurrency=%s",
@@ -112,6 +115,7 @@ class Worker:
                     break
                 try:
                     self._heartbeat_if_due()
+                    self._fire_schedules_if_due()
                     got_full_batch, idle = self._claim_and_dispatch()
                     outage_backoff = 0.0
                 except _DB_ERRORS as exc:
@@ -156,15 +160,27 @@ class Worker:
         if deadline is not None:
             seconds = max(0.0, min(seconds, deadline - self.clock()))
         seconds = min(seconds, max(0.0, self._next_beat - self.clock()))
+        seconds = min(seconds, max(0.0, self._next_schedule_check - self.clock()))
         self._wake.wait(seconds)
         self._wake.clear()
 
-    def _heartbeat_if_due(self) -> None:
+    def _heartbeat_if_due(self, rescue: bool = True) -> None:
         if self.clock() < self._next_beat:
             return
         heartbeat.beat(self.id, self.queues, self.concurrency)
-        heartbeat.rescue_lost()
+        if rescue:
+            heartbeat.rescue_lost()
         self._next_beat = self.clock() + float(app_settings.HEARTBEAT_INTERVAL)
+
+    def _fire_schedules_if_due(self) -> None:
+        """Enqueue due cron ticks, and plan the next look for when the soonest one is due."""
+        if self.clock() < self._next_schedule_check:
+            return
+        periodic.fire_due()
+        wait = periodic.seconds_until_next_fire()
+        # Capped, so that schedules added or edited in the admin are seen within a poll interval.
+        wait = self.sleep if wait is None else min(wait, self.sleep)
+        self._next_schedule_check = self.clock() + max(wait, 0.01)
 
     # -- runner threads ---------------------------------------------------------------------
 
@@ -217,6 +233,11 @@ class Worker:
             self._inbox.put(None)
         grace_end = self.clock() + self.shutdown_grace
         while self._busy_beyond(unstarted) and not self._force_requested and self.clock() < grace_end:
+            # Still healthy while finishing: keep the heartbeat, or others would rescue our tasks.
+            try:
+                self._heartbeat_if_due(rescue=False)
+            except _DB_ERRORS as exc:
+                logger.error("event=database_error worker=%s error=%r", self.id, exc)
             self._wake.wait(min(1.0, max(0.0, grace_end - self.clock())))
             self._wake.clear()
         if self._force_requested:
@@ -233,7 +254,9 @@ class Worker:
         logger.info(
             "event=worker_stopped worker=%s processed=%s released=%s", self.id, self.processed, released
         )
-        connections.close_all()
+        if not connection.in_atomic_block:
+            # Not when embedded in a caller's transaction (a Worker run in-process).
+            connection.close()
         return EXIT_OK
 
     def _drain_inbox(self) -> list[Task]:

@@ -81,3 +81,10 @@ LOGGING = {
         "background_tasks": {"handlers": ["null"], "level": "WARNING", "propagate": True},
     },
 }
+
+# Worker subprocesses started by the real-process tests (tests/test_worker_process.py) need
+# heartbeats and rescues in fractions of a second; the test passes them in the environment.
+if os.environ.get("BACKGROUND_TASKS_HEARTBEAT_INTERVAL"):
+    BACKGROUND_TASKS_HEARTBEAT_INTERVAL = float(os.environ["BACKGROUND_TASKS_HEARTBEAT_INTERVAL"])
+if os.environ.get("BACKGROUND_TASKS_RESCUE_AFTER"):
+    BACKGROUND_TASKS_RESCUE_AFTER = float(os.environ["BACKGROUND_TASKS_RESCUE_AFTER"])

@@ -7,9 +7,11 @@ import logging
 import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from background_tasks.conf import app_settings
+from background_tasks.registry import registry
+from background_tasks.supervisor import Supervisor
 from background_tasks.worker import Worker
 
 
@@ -66,6 +68,12 @@ class Command(BaseCommand):
             "(default: BACKGROUND_TASKS_CONCURRENCY, 1).",
         )
         parser.add_argument(
+            "--processes", type=positive_int, default=None, metavar="N",
+            help="Run tasks in N supervised child processes instead of threads. Needed for hard "
+            "time limits (timeout=, MAX_RUN_TIME): an overrunning task's process is killed and "
+            "replaced. Each child runs one task at a time.",
+        )
+        parser.add_argument(
             "--shutdown-grace", type=non_negative_float, default=None, metavar="SECONDS",
             help="On SIGTERM/SIGINT, how long running tasks may finish before they are released "
             f"(default: {app_settings.SHUTDOWN_GRACE}).",
@@ -76,22 +84,41 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["processes"] and options["concurrency"] not in (None, 1):
+            raise CommandError(
+                "--processes and --concurrency cannot be combined: in process mode each child "
+                "runs one task at a time, so use --processes N alone."
+            )
         if options["log_std"]:
             _log_to_std_streams()
-        duration = options["duration"] or None  # django-background-tasks: 0 means for ever
-        worker = Worker(
-            queues=options["queue"],
-            concurrency=options["concurrency"] or app_settings.CONCURRENCY,
-            sleep=options["sleep"],
-            burst=options["burst"],
-            max_tasks=options["max_tasks"],
-            duration=duration,
-            shutdown_grace=options["shutdown_grace"],
-        )
-        worker.install_signal_handlers()
-        code = worker.run()
+        worker_options: dict[str, Any] = {
+            "queues": options["queue"],
+            "sleep": options["sleep"],
+            "burst": options["burst"],
+            "max_tasks": options["max_tasks"],
+            "duration": options["duration"] or None,  # django-background-tasks: 0 means for ever
+            "shutdown_grace": options["shutdown_grace"],
+        }
+        runner: Worker | Supervisor
+        if options["processes"]:
+            runner = Supervisor(processes=options["processes"], worker_options=worker_options)
+        else:
+            runner = Worker(concurrency=options["concurrency"] or app_settings.CONCURRENCY, **worker_options)
+            _warn_about_unenforced_time_limits()
+        runner.install_signal_handlers()
+        code = runner.run()
         if code:
             sys.exit(code)
+
+
+def _warn_about_unenforced_time_limits() -> None:
+    limited = sorted(name for name in registry if registry.get(name).timeout)
+    if app_settings.MAX_RUN_TIME or limited:
+        logging.getLogger("background_tasks").warning(
+            "event=time_limits_not_enforced reason=thread_mode tasks=%s max_run_time=%s hint=%r",
+            ",".join(limited) or "-", app_settings.MAX_RUN_TIME,
+            "run process_tasks with --processes N to enforce timeout= and MAX_RUN_TIME",
+        )
 
 
 def _log_to_std_streams() -> None:

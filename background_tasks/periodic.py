@@ -1,0 +1,285 @@
+"""Cron schedules: their definitions (code and settings), syncing them, and firing due ticks.
+
+Exactly once per tick without a leader: every worker looks for due schedules, and the one
+whose compare-and-set moves ``next_fire_at`` from the due tick to the next one inserts the task
+in that same transaction. Any other worker's update matches no row, so it enqueues nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import IntegrityError, router, transaction
+from django.utils import timezone as dj_timezone
+
+from . import schedule as schedule_maths
+from . import signals
+from .conf import PREFIX, app_settings
+from .exceptions import InvalidTaskError
+from .serialization import encode_params, params_hash
+
+if TYPE_CHECKING:
+    from .models import Schedule, Task
+    from .registry import TaskFunction
+
+logger = logging.getLogger("background_tasks")
+
+CATCH_UP_CHOICES = ("once", "skip")
+SETTINGS_KEYS = frozenset({"task", "cron", "args", "kwargs", "queue", "priority", "timezone", "catch_up"})
+
+
+@dataclass(frozen=True)
+class ScheduleDefinition:
+    """A schedule declared in code or settings, validated."""
+
+    name: str
+    task_name: str
+    cron: str
+    params: dict[str, Any] = field(default_factory=lambda: {"args": [], "kwargs": {}})
+    queue: str = ""
+    priority: int | None = None
+    time_zone: str = ""
+    catch_up: str = "once"
+    source: str = "code"
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "task_name": self.task_name, "cron": self.cron, "params": self.params,
+            "queue": self.queue, "priority": self.priority, "time_zone": self.time_zone,
+            "catch_up": self.catch_up, "source": self.source,
+        }
+
+
+_code_definitions: dict[str, ScheduleDefinition] = {}
+
+
+def check_schedule_options(where: str, cron: object, tz_name: object, catch_up: object) -> str:
+    """Validate what every schedule has; return the normalised cron expression."""
+    if not isinstance(cron, str):
+        raise InvalidTaskError(f"{where}: cron must be a string like '0 3 * * *', not {cron!r}.")
+    try:
+        normalised = schedule_maths.validate_cron(cron)
+        if tz_name:
+            if not isinstance(tz_name, str):
+                raise ValueError(f"time zone must be a name like 'Europe/Berlin', not {tz_name!r}.")
+            schedule_maths.validate_timezone(tz_name)
+    except ValueError as exc:
+        raise InvalidTaskError(f"{where}: {exc}") from None
+    if catch_up not in CATCH_UP_CHOICES:
+        raise InvalidTaskError(f"{where}: catch_up must be 'once' or 'skip', not {catch_up!r}.")
+    return normalised
+
+
+def periodic(
+    task: TaskFunction[Any, Any],
+    cron: str,
+    *,
+    name: str | None = None,
+    args: tuple[Any, ...] | list[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    queue: str = "",
+    priority: int | None = None,
+    timezone: str = "",
+    catch_up: str = "once",
+) -> ScheduleDefinition:
+    """Declare a cron schedule for ``task`` in code; workers sync it when they start.
+
+    ``timezone`` names the zone the cron expression is read in (default: TIME_ZONE);
+    ``catch_up`` says what happens to ticks missed while no worker ran: "once" runs the task
+    once for all of them, "skip" drops them.
+    """
+    from .registry import TaskFunction
+
+    if not isinstance(task, TaskFunction):
+        raise InvalidTaskError(f"periodic() takes a function decorated with @background, not {task!r}.")
+    name = name or task.name
+    where = f"Schedule {name!r}"
+    normalised = check_schedule_options(where, cron, timezone, catch_up)
+    params = encode_params(task.name, task.func, list(args), dict(kwargs or {}))
+    definition = ScheduleDefinition(
+        name=name, task_name=task.name, cron=normalised, params=params, queue=queue,
+        priority=priority, time_zone=timezone, catch_up=catch_up, source="code",
+    )
+    _code_definitions[name] = definition
+    return definition
+
+
+def settings_definitions() -> list[ScheduleDefinition]:
+    """Read ``BACKGROUND_TASKS_SCHEDULES``; raise ImproperlyConfigured naming what is wrong."""
+    from .registry import registry
+
+    raw = getattr(django_settings, PREFIX + "SCHEDULES", {})
+    if not isinstance(raw, Mapping):
+        raise ImproperlyConfigured(f"{PREFIX}SCHEDULES must be a dict of name -> schedule, not {raw!r}.")
+    definitions = []
+    for name, entry in raw.items():
+        where = f"{PREFIX}SCHEDULES[{name!r}]"
+        if not isinstance(entry, Mapping):
+            raise ImproperlyConfigured(f"{where} must be a dict, not {entry!r}.")
+        unknown = set(entry) - SETTINGS_KEYS
+        if unknown:
+            raise ImproperlyConfigured(f"{where} has unknown key(s) {sorted(unknown)}; known: {sorted(SETTINGS_KEYS)}.")
+        task_name = entry.get("task")
+        if not isinstance(task_name, str) or task_name not in registry:
+            raise ImproperlyConfigured(f"{where}: 'task' must name a registered task, not {task_name!r}.")
+        args, kwargs = entry.get("args", []), entry.get("kwargs", {})
+        if not isinstance(args, (list, tuple)) or not isinstance(kwargs, Mapping):
+            raise ImproperlyConfigured(f"{where}: 'args' must be a list and 'kwargs' a dict.")
+        try:
+            normalised = check_schedule_options(
+                where, entry.get("cron"), entry.get("timezone", ""), entry.get("catch_up", "once")
+            )
+            function = registry.get(task_name)
+            params = encode_params(task_name, function.func, list(args), dict(kwargs))
+        except InvalidTaskError as exc:
+            raise ImproperlyConfigured(str(exc)) from None
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(f"{where}: {exc}") from None
+        definitions.append(ScheduleDefinition(
+            name=str(name), task_name=task_name, cron=normalised, params=params,
+            queue=entry.get("queue", ""), priority=entry.get("priority"),
+            time_zone=entry.get("timezone", ""), catch_up=entry.get("catch_up", "once"),
+            source="settings",
+        ))
+    return definitions
+
+
+def all_definitions() -> dict[str, ScheduleDefinition]:
+    """Code definitions, then settings ones (a settings entry overrides code of the same name)."""
+    merged = dict(_code_definitions)
+    merged.update({d.name: d for d in settings_definitions()})
+    return merged
+
+
+def zone_of(schedule: Schedule) -> tzinfo:
+    if schedule.time_zone:
+        return schedule_maths.validate_timezone(schedule.time_zone)
+    return dj_timezone.get_default_timezone()
+
+
+def first_fire(schedule: Schedule, now: datetime) -> datetime:
+    return schedule_maths.next_cron_fire(schedule.cron, zone_of(schedule), now)
+
+
+def sync_schedules(now: datetime | None = None) -> None:
+    """Make the schedule table match the definitions in code and settings.
+
+    New definitions are created; changed ones updated (a new cron or time zone restarts from
+    the next tick); ones no longer defined are deleted. Schedules made in the admin are left
+    alone, and so is ``enabled``, so that an operator's pause survives a deploy.
+    """
+    from .models import Schedule
+
+    now = now or dj_timezone.now()
+    definitions = all_definitions()
+    using = router.db_for_write(Schedule)
+    for definition in definitions.values():
+        existing = Schedule.objects.using(using).filter(name=definition.name).first()
+        wanted = definition.fields()
+        if existing is None:
+            row = Schedule(name=definition.name, **wanted)
+            row.next_fire_at = first_fire(row, now)
+            try:
+                with transaction.atomic(using=using):
+                    row.save(using=using, force_insert=True)
+            except IntegrityError:
+                pass  # another worker created it at the same moment
+            continue
+        changed = {key: value for key, value in wanted.items() if getattr(existing, key) != value}
+        if not changed:
+            continue
+        for key, value in changed.items():
+            setattr(existing, key, value)
+        if {"cron", "time_zone"} & set(changed):
+            existing.next_fire_at = first_fire(existing, now)
+            changed["next_fire_at"] = existing.next_fire_at
+        existing.save(using=using, update_fields=[*changed, "updated_at"])
+    Schedule.objects.using(using).filter(
+        source__in=[Schedule.Source.CODE, Schedule.Source.SETTINGS]
+    ).exclude(name__in=list(definitions)).delete()
+
+
+def fire_due(now: datetime | None = None) -> int:
+    """Enqueue every due tick that no other worker enqueued first; return how many this one did."""
+    from .models import Schedule
+
+    now = now or dj_timezone.now()
+    fired = 0
+    for schedule in Schedule.objects.filter(enabled=True, next_fire_at__lte=now):
+        try:
+            if fire_one(schedule, now) is not None:
+                fired += 1
+        except ValueError as exc:  # a cron or zone made invalid by hand in the database
+            logger.error("event=schedule_invalid schedule=%s error=%r", schedule.name, exc)
+            Schedule.objects.filter(pk=schedule.pk).update(enabled=False)
+    return fired
+
+
+def fire_one(schedule: Schedule, now: datetime) -> Task | None:
+    """Enqueue the due tick of ``schedule`` if this worker wins it; return the task."""
+    from .models import Schedule, Task
+
+    tick = schedule.next_fire_at
+    assert tick is not None
+    # Missed ticks collapse: the schedule moves to its first tick after now.
+    next_tick = schedule_maths.next_cron_fire(schedule.cron, zone_of(schedule), max(now, tick))
+    late = (now - tick).total_seconds()
+    skip = schedule.catch_up == Schedule.CatchUp.SKIP and late > float(app_settings.SCHEDULE_MISFIRE_GRACE)
+    using = router.db_for_write(Schedule)
+    with transaction.atomic(using=using):
+        won = Schedule.objects.using(using).filter(pk=schedule.pk, next_fire_at=tick).update(
+            next_fire_at=next_tick, **({} if skip else {"last_fired_at": tick})
+        )
+        if not won or skip:
+            if won:
+                logger.info("event=schedule_tick_skipped schedule=%s tick=%s", schedule.name, tick.isoformat())
+            return None
+        task = _task_for_tick(schedule, tick, now)
+        task.save(using=using, force_insert=True)
+        Schedule.objects.using(using).filter(pk=schedule.pk).update(last_task_id=task.pk)
+    signals.task_created.send(sender=task.task_name, task=task)
+    return task
+
+
+def _task_for_tick(schedule: Schedule, tick: datetime, now: datetime) -> Task:
+    """Build the Task of one tick. A task name no longer registered still gets its row, which
+    the worker then records as failed with the reason: nothing is silently dropped."""
+    from .models import Task
+    from .registry import registry
+
+    function = registry.get(schedule.task_name) if schedule.task_name in registry else None
+    queue = schedule.queue or (function.queue if function else None) or app_settings.DEFAULT_QUEUE
+    priority = schedule.priority
+    if priority is None:
+        priority = function.priority if function and function.priority is not None else app_settings.DEFAULT_PRIORITY
+    return Task(
+        task_name=schedule.task_name,
+        params=schedule.params,
+        task_hash=params_hash(schedule.task_name, schedule.params),
+        verbose_name=f"{schedule.name} @ {tick.isoformat()}",
+        queue=queue,
+        priority=priority,
+        run_at=tick,
+        scheduled_at=tick,
+        max_attempts=function.max_attempts if function else None,
+        created_at=now,
+    )
+
+
+def seconds_until_next_fire(now: datetime | None = None) -> float | None:
+    """Return how long until the next enabled tick is due, or None if there is none."""
+    from django.db.models import Min
+
+    from .models import Schedule
+
+    now = now or dj_timezone.now()
+    soonest = Schedule.objects.filter(enabled=True).aggregate(at=Min("next_fire_at"))["at"]
+    if soonest is None:
+        return None
+    return max(0.0, (soonest - now) / timedelta(seconds=1))

@@ -1,0 +1,207 @@
+"""Process mode: a supervising parent and child worker processes it can stop for good.
+
+A thread cannot be killed, so hard time limits need a process boundary. The supervisor claims
+nothing itself: it starts ``processes`` children (each an ordinary Worker running one task at a
+time), watches the tasks they hold, and
+
+- kills a child whose task overran its time limit, records that attempt as failed
+  ("Timed out after N s", then retried per the task's policy) and starts a new child;
+- records the task of a child that died mid-task as a failed attempt and starts a new child;
+- on SIGTERM/SIGINT asks every child to stop cleanly (each finishes or releases its task within
+  the grace period); a second signal makes the children exit at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import FrameType
+from typing import Any
+
+from django.db import DatabaseError, InterfaceError, connections
+from django.utils import timezone
+
+from . import heartbeat, lifecycle
+from .child import run_child
+from .conf import app_settings
+from .exceptions import TaskTimedOut, WorkerLost
+from .models import Task
+from .registry import registry
+
+logger = logging.getLogger("background_tasks")
+
+CHECK_INTERVAL = 0.25
+#: A child that dies sooner than this after its start is restarted only after a growing pause.
+CRASH_WINDOW = 5.0
+MAX_RESTART_DELAY = 60.0
+
+
+def time_limit_of(task: Task) -> float | None:
+    """Return the task's hard time limit in seconds: its own ``timeout``, else MAX_RUN_TIME."""
+    if task.task_name in registry:
+        limit = registry.get(task.task_name).timeout
+        if limit:
+            return float(limit)
+    default = app_settings.MAX_RUN_TIME
+    return float(default) if default else None
+
+
+@dataclass
+class Child:
+    worker_id: str
+    process: multiprocessing.process.BaseProcess
+    reaped: bool = False
+    started_at: float = field(default_factory=time.monotonic)
+    died_at: float = 0.0
+    restart_at: float | None = None
+    kill_reason: dict[int, str] = field(default_factory=dict)
+
+
+class Supervisor:
+    """Runs and watches ``processes`` child workers; ``run()`` returns the exit code."""
+
+    def __init__(self, *, processes: int, worker_options: dict[str, Any]) -> None:
+        self.processes = processes
+        self.worker_options = worker_options
+        self.children: list[Child] = []
+        self.restarts = 0
+        self._stop_signals = 0
+        self._wake = threading.Event()
+        self._context = multiprocessing.get_context("spawn")
+        self._restart_delay = 0.0
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_signals += 1
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        self._on_signal(signal.SIGTERM, None)
+
+    def _start_child(self) -> Child:
+        worker_id = heartbeat.new_worker_id() + f":child{len(self.children) + self.restarts}"
+        process = self._context.Process(
+            target=run_child, args=(worker_id, self.worker_options), name=f"background_tasks-{worker_id}"
+        )
+        process.start()
+        logger.info("event=child_started worker=%s pid=%s", worker_id, process.pid)
+        return Child(worker_id, process)
+
+    def run(self) -> int:
+        # Children open their own connections; the parent's must not be shared with them.
+        connections.close_all()
+        self.children = [self._start_child() for _ in range(self.processes)]
+        forwarded = 0
+        while True:
+            if self._stop_signals > forwarded:
+                forwarded = self._stop_signals
+                self._forward_stop()
+            stopping = forwarded > 0
+            for index, child in enumerate(self.children):
+                if not child.process.is_alive():
+                    self._reap(child)
+                    if not stopping and self._should_replace(child) and self._may_restart(child):
+                        self.restarts += 1
+                        self.children[index] = self._start_child()
+            if all(not c.process.is_alive() for c in self.children) and (
+                stopping or not any(self._should_replace(c) for c in self.children)
+            ):
+                break
+            if not stopping:
+                self._enforce_time_limits()
+            self._wake.wait(CHECK_INTERVAL)
+            self._wake.clear()
+        connections.close_all()
+        logger.info("event=supervisor_stopped restarts=%s", self.restarts)
+        return 1 if forwarded > 1 else 0
+
+    @staticmethod
+    def _should_replace(child: Child) -> bool:
+        """Replace children that died or were killed, not ones that ended their work cleanly.
+
+        A child ends by itself with exit code 0 under --burst, --duration or --max-tasks.
+        """
+        return child.process.exitcode != 0
+
+    def _may_restart(self, child: Child) -> bool:
+        """Back off when children die right after they start (a crash loop, e.g. no database)."""
+        now = time.monotonic()
+        if child.restart_at is None:
+            # A child the supervisor killed for overrunning is no crash: replace it at once.
+            crashed_at_start = not child.kill_reason and child.died_at - child.started_at < CRASH_WINDOW
+            self._restart_delay = (
+                min(max(self._restart_delay * 2, 1.0), MAX_RESTART_DELAY) if crashed_at_start else 0.0
+            )
+            child.restart_at = now + self._restart_delay
+            if crashed_at_start:
+                logger.error(
+                    "event=child_crash_loop worker=%s restart_in=%.0fs", child.worker_id, self._restart_delay
+                )
+        return now >= child.restart_at
+
+    def _forward_stop(self) -> None:
+        for child in self.children:
+            if child.process.is_alive() and child.process.pid:
+                try:
+                    os.kill(child.process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    def _reap(self, child: Child) -> None:
+        """Record the attempt a dead child left behind, once."""
+        child.process.join()
+        if child.reaped:
+            return
+        child.reaped = True
+        child.died_at = time.monotonic()
+        code = child.process.exitcode
+        try:
+            for task in Task.objects.filter(locked_by=child.worker_id):
+                reason = child.kill_reason.get(task.pk) or (
+                    f"The worker process running this task exited unexpectedly (exit code {code})."
+                )
+                error = TaskTimedOut(reason) if task.pk in child.kill_reason else WorkerLost(reason)
+                lifecycle.record_failure(task, child.worker_id, reason, error)
+            heartbeat.unregister(child.worker_id)
+        except (DatabaseError, InterfaceError) as exc:
+            # Its rows stay locked; the rescue of lost workers will release them later.
+            logger.error("event=reap_failed worker=%s error=%r", child.worker_id, exc)
+        if code:
+            logger.warning("event=child_exited worker=%s exit_code=%s", child.worker_id, code)
+
+    def _enforce_time_limits(self) -> None:
+        now = timezone.now()
+        ids = {c.worker_id: c for c in self.children if c.process.is_alive()}
+        try:
+            held = list(Task.objects.filter(locked_by__in=list(ids)))
+        except (DatabaseError, InterfaceError) as exc:
+            logger.error("event=time_limit_check_failed error=%r", exc)
+            return
+        for task in held:
+            limit = time_limit_of(task)
+            if limit is None or task.locked_at is None or _elapsed(task.locked_at, now) <= limit:
+                continue
+            child = ids[task.locked_by or ""]
+            child.kill_reason[task.pk] = f"Timed out after {limit:g} s (hard time limit); the process was killed."
+            logger.error(
+                "event=task_timed_out task=%s task_id=%s worker=%s limit=%gs", task.task_name, task.pk,
+                child.worker_id, limit,
+            )
+            child.process.kill()
+            child.process.join()
+
+
+def _elapsed(since: datetime, now: datetime) -> float:
+    return (now - since).total_seconds()
+
+
+__all__ = ["Supervisor", "time_limit_of"]

@@ -1,0 +1,96 @@
+"""The example project works as its README says: ``check`` is clean and ``demo`` succeeds.
+
+Each command runs in a subprocess with the example project's own settings, on a SQLite file
+in a temporary directory (``EXAMPLE_DB_PATH``), never on the test database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MANAGE_PY = REPO_ROOT / "example_project" / "manage.py"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "example.sqlite3"
+
+
+def manage(*args: str, db_path: Path, **env_overrides: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    env.update(
+        DJANGO_SETTINGS_MODULE="example_project.settings",
+        EXAMPLE_DB_PATH=str(db_path),
+        PYTHONUNBUFFERED="1",
+        **env_overrides,
+    )
+    return subprocess.run(
+        [sys.executable, str(MANAGE_PY), *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+
+
+def test_check__is_clean_and_ignores_database_url(db_path: Path) -> None:
+    # A DATABASE_URL meant for the test suite must not send the example elsewhere.
+    result = manage(
+        "check",
+        "--fail-level",
+        "WARNING",
+        db_path=db_path,
+        DATABASE_URL="postgres://nobody@127.0.0.1:1/nowhere",
+    )
+
+    assert_ok(result)
+    assert "System check identified no issues" in result.stdout
+
+
+def test_demo__runs_three_tasks_to_success_with_a_retry_and_can_run_again(db_path: Path) -> None:
+    assert_ok(manage("migrate", "--noinput", db_path=db_path))
+
+    result = manage("demo", db_path=db_path)
+
+    assert_ok(result)
+    out = result.stdout
+    assert "All 3 tasks succeeded" in out
+    assert out.count("status:     succeeded after") == 3
+    # The flaky task failed its first attempt and succeeded on the retry.
+    assert "status:     succeeded after 2 attempt(s)" in out
+    assert re.search(r"attempt 1: .* failed: supplier API timed out", out)
+    assert "error of the failed attempt: shop.supplier.SupplierUnavailable" in out
+    # The worker's log lines are shown, including the failed attempt.
+    assert "event=task_failed task=shop.tasks.reserve_stock" in out
+    assert "will_retry=True" in out
+    # The scheduled task waited for its time.
+    assert "shop.tasks.build_sales_report" in out
+    assert "scheduled, due" in out
+
+    # A second run replaces the first one's rows instead of piling up or tripping over them.
+    again = manage("demo", db_path=db_path)
+
+    assert_ok(again)
+    assert "All 3 tasks succeeded" in again.stdout
+    with sqlite3.connect(db_path) as db:
+        demo_rows = db.execute(
+            "SELECT status, COUNT(*) FROM background_tasks_completedtask "
+            "WHERE verbose_name LIKE '[demo] %' GROUP BY status"
+        ).fetchall()
+        live_rows = db.execute("SELECT COUNT(*) FROM background_tasks_task").fetchone()[0]
+    assert demo_rows == [("succeeded", 3)]
+    assert live_rows == 0
