@@ -74,6 +74,8 @@ class Settings:
     BACKOFF_JITTER = Setting(0.1)
     #: Seconds an idle worker waits before it looks for ready tasks again.
     POLL_INTERVAL = Setting(5.0)
+    #: On PostgreSQL, wake idle workers with NOTIFY when a ready task is enqueued.
+    NOTIFY = Setting(True)
     #: Seconds between two heartbeats of a worker.
     HEARTBEAT_INTERVAL = Setting(10.0)
     #: Seconds without a heartbeat after which a worker counts as lost and its tasks are released.

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import time
+from contextlib import nullcontext
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, models, router, transaction
+from django.db import IntegrityError, OperationalError, connections, models, router, transaction
 from django.utils import timezone
 
 from . import schedule as schedule_maths
 from . import signals
+from .claims import MYSQL_RETRIES, MYSQL_RETRYABLE_ERRORS
 from .conf import app_settings
 from .exceptions import InvalidTaskError
+from .wakeup import notify_ready
 from .serialization import check_signature, decode_params, encode_params, params_hash
 
 if TYPE_CHECKING:
@@ -83,17 +87,50 @@ def enqueue(
         task.func(*call_args, **call_kwargs)
         return row
 
-    using = router.db_for_write(Task)
-    if remove_existing_tasks if remove_existing_tasks is not None else task.remove_existing_tasks:
-        # django-background-tasks' meaning: replace pending duplicates not yet picked up.
-        Task.objects.using(using).filter(task_hash=task_hash, locked_by__isnull=True).delete()
     if unique if unique is not None else task.unique:
         row.unique_key = task_hash
-        row = _insert_unique(row, using)
-    else:
-        row.save(using=using, force_insert=True)
+    if remove_existing_tasks is None:
+        remove_existing_tasks = task.remove_existing_tasks
+    using = router.db_for_write(Task)
+    row = _write(row, using, replace=bool(remove_existing_tasks))
+    if row.run_at <= now:
+        notify_ready(using, row.queue)
     signals.task_created.send(sender=task.name, task=row)
     return row
+
+
+def _write(row: Task, using: str, *, replace: bool) -> Task:
+    """Insert ``row``, first deleting pending duplicates if ``replace``; return the row that stands.
+
+    On MySQL/MariaDB a worker archiving the same unique task (delete, then insert its follower
+    with the same key) can deadlock with this delete and insert; InnoDB then rolls back one of
+    the two transactions. Outside a caller's transaction that rollback lost nothing else, so
+    the write is retried; inside one, the caller's whole transaction is gone and it must know.
+    """
+    from .models import Task
+
+    connection = connections[using]
+    for attempt in range(1, MYSQL_RETRIES + 1):
+        try:
+            # Replacing is a delete and an insert, which must commit together.
+            with transaction.atomic(using=using) if replace else nullcontext():
+                if replace:
+                    # django-background-tasks' meaning: replace pending duplicates not picked up.
+                    Task.objects.using(using).filter(
+                        task_hash=row.task_hash, locked_by__isnull=True
+                    ).delete()
+                if row.unique_key:
+                    return _insert_unique(row, using)
+                row.save(using=using, force_insert=True)
+                return row
+        except OperationalError as exc:
+            code = exc.args[0] if exc.args else None
+            retryable = connection.vendor == "mysql" and code in MYSQL_RETRYABLE_ERRORS
+            if not retryable or connection.in_atomic_block or attempt == MYSQL_RETRIES:
+                raise
+            row.pk = None
+            time.sleep(0.01 * attempt)  # let the transaction that won the deadlock commit
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _insert_unique(row: Task, using: str) -> Task:

@@ -16,13 +16,14 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, close_old_connections, connection, connections
+from django.db import DatabaseError, InterfaceError, close_old_connections, connection, connections, router
 
 from . import heartbeat, lifecycle, periodic
 from .claims import claim_tasks
 from .conf import app_settings
 from .execution import execute
 from .models import Task
+from .wakeup import Listener
 
 logger = logging.getLogger("background_tasks")
 
@@ -106,6 +107,7 @@ class Worker:
         ]
         for thread in self._threads:
             thread.start()
+        listener = self._start_listener()
         outage_backoff = 0.0
         try:
             while not self._stop_requested:
@@ -129,8 +131,19 @@ class Worker:
                 if not got_full_batch or self._free_slots() == 0:
                     self._wait(self.sleep, deadline)
         finally:
+            if listener is not None:
+                listener.stop()
             code = self._shut_down()
         return code
+
+    def _start_listener(self) -> Listener | None:
+        """On PostgreSQL, wake up as soon as a ready task is enqueued instead of at the next poll."""
+        using = router.db_for_write(Task)
+        if self.burst or not Listener.available(using):
+            return None
+        listener = Listener(using, self.queues, self._wake)
+        listener.start()
+        return listener
 
     def _claim_and_dispatch(self) -> tuple[bool, bool]:
         """Claim for the free slots; return (filled every slot, nothing running nor ready)."""

@@ -1,0 +1,82 @@
+"""Prompt pickup on PostgreSQL: NOTIFY when a ready task is enqueued, LISTEN in the worker.
+
+Polling stays the fallback everywhere (and is all there is on other databases, through a
+PgBouncer in transaction mode, or with psycopg2): a missed notification only delays a task
+until the next poll. No session-level state other than LISTEN is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connections
+
+from .conf import app_settings
+
+logger = logging.getLogger("background_tasks")
+
+CHANNEL = "background_tasks"
+
+
+def notify_ready(using: str, queue: str) -> None:
+    """Tell listening workers that a task of ``queue`` is ready (delivered on commit)."""
+    connection = connections[using]
+    if connection.vendor != "postgresql" or not app_settings.NOTIFY:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, queue])
+
+
+class Listener:
+    """A thread holding its own connection in LISTEN mode; sets ``wake`` on a notification."""
+
+    def __init__(self, using: str, queues: Sequence[str], wake: threading.Event) -> None:
+        self.using = using
+        self.queues = set(queues)
+        self.wake = wake
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="background_tasks-listener", daemon=True)
+
+    @staticmethod
+    def available(using: str) -> bool:
+        connection = connections[using]
+        if connection.vendor != "postgresql" or not app_settings.NOTIFY:
+            return False
+        try:
+            import psycopg  # noqa: F401 - psycopg 3 is what notifies(timeout=) needs
+        except ImportError:
+            return False
+        return True
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self._listen()
+                backoff = 0.5
+            except Exception as exc:  # noqa: BLE001 - any failure falls back to polling for a while
+                logger.warning("event=listener_error error=%r retry_in=%.1fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _listen(self) -> None:
+        wrapper = connections[self.using]
+        raw: Any = wrapper.get_new_connection(wrapper.get_connection_params())
+        try:
+            raw.autocommit = True
+            raw.execute(f"LISTEN {CHANNEL}")
+            while not self._stop.is_set():
+                for notification in raw.notifies(timeout=1.0):
+                    if not self.queues or notification.payload in self.queues:
+                        self.wake.set()
+        finally:
+            raw.close()
