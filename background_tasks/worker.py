@@ -180,6 +180,10 @@ class Worker:
     def _heartbeat_if_due(self, rescue: bool = True) -> None:
         if self.clock() < self._next_beat:
             return
+        if not connection.in_atomic_block:
+            # Recycle this thread's connection by CONN_MAX_AGE and health checks, as a request
+            # would (never inside a caller's transaction, when a Worker runs embedded).
+            close_old_connections()
         heartbeat.beat(self.id, self.queues, self.concurrency)
         if rescue:
             heartbeat.rescue_lost()
@@ -251,7 +255,7 @@ class Worker:
                 self._heartbeat_if_due(rescue=False)
             except _DB_ERRORS as exc:
                 logger.error("event=database_error worker=%s error=%r", self.id, exc)
-            self._wake.wait(min(1.0, max(0.0, grace_end - self.clock())))
+            self._wake.wait(max(0.0, min(1.0, grace_end - self.clock(), self._next_beat - self.clock())))
             self._wake.clear()
         if self._force_requested:
             logger.warning("event=worker_forced_exit worker=%s", self.id)

@@ -6,6 +6,8 @@ in a temporary directory (``EXAMPLE_DB_PATH``), never on the test database.
 
 from __future__ import annotations
 
+import json
+
 import os
 import re
 import sqlite3
@@ -94,3 +96,18 @@ def test_demo__runs_three_tasks_to_success_with_a_retry_and_can_run_again(db_pat
         live_rows = db.execute("SELECT COUNT(*) FROM background_tasks_task").fetchone()[0]
     assert demo_rows == [("succeeded", 3)]
     assert live_rows == 0
+
+
+def test_start_housekeeping__starts_one_repeating_series_however_often_it_runs(db_path: Path) -> None:
+    assert_ok(manage("migrate", "--noinput", db_path=db_path))
+
+    first = manage("start_housekeeping", db_path=db_path)
+    second = manage("start_housekeeping", db_path=db_path)
+    listing = manage("background_tasks", "list", "--json", db_path=db_path)
+
+    assert_ok(first)
+    assert_ok(second)
+    assert_ok(listing)
+    assert first.stdout.split(",")[0] == second.stdout.split(",")[0]  # the same task id
+    rows = json.loads(listing.stdout)
+    assert [row["task_name"] for row in rows] == ["shop.tasks.expire_unpaid_orders"]

@@ -64,3 +64,15 @@ def build_sales_report(day: str) -> dict[str, object]:
 def daily_sales_report() -> None:
     yesterday = timezone.localdate() - timedelta(days=1)
     build_sales_report(yesterday.isoformat())
+
+
+# A repeating task, the django-background-tasks way: enqueued once with repeat=, it enqueues its
+# next run (on the hour grid from its first run, so it never drifts) each time it finishes.
+# unique=True makes starting it idempotent: `manage.py start_housekeeping` run on every deploy
+# finds the pending run and adds no second series.
+@background(unique=True)
+def expire_unpaid_orders(max_age_hours: int = 24) -> int:
+    """Delete orders that never got a stock reservation within ``max_age_hours``."""
+    cutoff = timezone.now() - timedelta(hours=max_age_hours)
+    deleted, _ = Order.objects.filter(placed_at__lt=cutoff, reservation_code="").delete()
+    return deleted
