@@ -12,8 +12,13 @@ class BackgroundTasksConfig(AppConfig):
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
+        import django
+
         from . import checks, logs  # noqa: F401 - registers system checks and log receivers
         from .conf import app_settings
+
+        if django.VERSION >= (6, 0):
+            from . import backends  # noqa: F401 - the django.tasks backend's signal receivers
 
         if app_settings.AUTODISCOVER:
             # An error inside a tasks module propagates: a half-registered app must not start.

@@ -115,10 +115,7 @@ def _write(row: Task, using: str, *, replace: bool) -> Task:
             # Replacing is a delete and an insert, which must commit together.
             with transaction.atomic(using=using) if replace else nullcontext():
                 if replace:
-                    # django-background-tasks' meaning: replace pending duplicates not picked up.
-                    Task.objects.using(using).filter(
-                        task_hash=row.task_hash, locked_by__isnull=True
-                    ).delete()
+                    _delete_pending_duplicates(row, using)
                 if row.unique_key:
                     return _insert_unique(row, using)
                 row.save(using=using, force_insert=True)
@@ -131,6 +128,21 @@ def _write(row: Task, using: str, *, replace: bool) -> Task:
             row.pk = None
             time.sleep(0.01 * attempt)  # let the transaction that won the deadlock commit
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _delete_pending_duplicates(row: Task, using: str) -> None:
+    """Delete pending tasks with the same name and arguments that no worker has picked up.
+
+    That is django-background-tasks' ``remove_existing_tasks``. The rows are deleted by primary
+    key: a delete through the ``task_hash`` index would lock that index before the rows, the
+    opposite order to a worker deleting the row it finished, and the two would deadlock.
+    """
+    from .models import Task
+
+    pending = Task.objects.using(using).filter(task_hash=row.task_hash, locked_by__isnull=True)
+    ids = list(pending.values_list("pk", flat=True))
+    if ids:
+        Task.objects.using(using).filter(pk__in=ids, locked_by__isnull=True).delete()
 
 
 def _insert_unique(row: Task, using: str) -> Task:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, router, transaction
+from django.db import DataError, IntegrityError, router, transaction
 from django.utils import timezone as dj_timezone
 
 from . import schedule as schedule_maths
@@ -23,6 +23,7 @@ from . import signals
 from .conf import PREFIX, app_settings
 from .exceptions import InvalidTaskError
 from .serialization import encode_params, params_hash
+from .wakeup import notify_ready
 
 if TYPE_CHECKING:
     from .models import Schedule, Task
@@ -171,8 +172,10 @@ def sync_schedules(now: datetime | None = None) -> None:
     """Make the schedule table match the definitions in code and settings.
 
     New definitions are created; changed ones updated (a new cron or time zone restarts from
-    the next tick); ones no longer defined are deleted. Schedules made in the admin are left
-    alone, and so is ``enabled``, so that an operator's pause survives a deploy.
+    the next tick); ones no longer defined are deleted. ``enabled`` is never touched, so that an
+    operator's pause survives a deploy. Schedules made in the admin are left alone unless a
+    definition in code or settings has the same name: the definition then takes the row over
+    (the admin form refuses such names, so this only happens when a definition is added later).
     """
     from .models import Schedule
 
@@ -218,6 +221,9 @@ def fire_due(now: datetime | None = None) -> int:
         except ValueError as exc:  # a cron or zone made invalid by hand in the database
             logger.error("event=schedule_invalid schedule=%s error=%r", schedule.name, exc)
             Schedule.objects.filter(pk=schedule.pk).update(enabled=False)
+        except (DataError, IntegrityError) as exc:
+            # One schedule's bad row must not stop the others from firing.
+            logger.error("event=schedule_fire_failed schedule=%s error=%r", schedule.name, exc)
     return fired
 
 
@@ -240,14 +246,15 @@ def fire_one(schedule: Schedule, now: datetime) -> Task | None:
             if won:
                 logger.info("event=schedule_tick_skipped schedule=%s tick=%s", schedule.name, tick.isoformat())
             return None
-        task = _task_for_tick(schedule, tick, now)
+        task = task_for_tick(schedule, tick, now)
         task.save(using=using, force_insert=True)
         Schedule.objects.using(using).filter(pk=schedule.pk).update(last_task_id=task.pk)
+    notify_ready(using, task.queue)
     signals.task_created.send(sender=task.task_name, task=task)
     return task
 
 
-def _task_for_tick(schedule: Schedule, tick: datetime, now: datetime) -> Task:
+def task_for_tick(schedule: Schedule, tick: datetime, now: datetime) -> Task:
     """Build the Task of one tick. A task name no longer registered still gets its row, which
     the worker then records as failed with the reason: nothing is silently dropped."""
     from .models import Task
@@ -262,7 +269,7 @@ def _task_for_tick(schedule: Schedule, tick: datetime, now: datetime) -> Task:
         task_name=schedule.task_name,
         params=schedule.params,
         task_hash=params_hash(schedule.task_name, schedule.params),
-        verbose_name=f"{schedule.name} @ {tick.isoformat()}",
+        verbose_name=f"{schedule.name[:200]} @ {tick.isoformat()}",
         queue=queue,
         priority=priority,
         run_at=tick,

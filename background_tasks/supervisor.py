@@ -17,7 +17,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +32,7 @@ from .conf import app_settings
 from .exceptions import TaskTimedOut, WorkerLost
 from .models import Task
 from .registry import registry
+from .wakeup import Alarm
 
 logger = logging.getLogger("background_tasks")
 
@@ -72,7 +72,7 @@ class Supervisor:
         self.children: list[Child] = []
         self.restarts = 0
         self._stop_signals = 0
-        self._wake = threading.Event()
+        self._wake = Alarm()
         self._context = multiprocessing.get_context("spawn")
         self._restart_delay = 0.0
 
@@ -82,7 +82,7 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stop_signals += 1
-        self._wake.set()
+        self._wake.ring()
 
     def request_stop(self) -> None:
         self._on_signal(signal.SIGTERM, None)
@@ -119,7 +119,6 @@ class Supervisor:
             if not stopping:
                 self._enforce_time_limits()
             self._wake.wait(CHECK_INTERVAL)
-            self._wake.clear()
         connections.close_all()
         logger.info("event=supervisor_stopped restarts=%s", self.restarts)
         return 1 if forwarded > 1 else 0

@@ -8,6 +8,7 @@ until the next poll. No session-level state other than LISTEN is used.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,33 @@ logger = logging.getLogger("background_tasks")
 CHANNEL = "background_tasks"
 
 
+class Alarm:
+    """Wakes a waiting loop; safe to ring from signal handlers and other threads.
+
+    ``threading.Event`` is not: its ``set()`` takes a non-reentrant lock that the interrupted
+    main thread may be holding (inside ``clear()`` or ``wait()``), which would hang a worker
+    on SIGTERM. ``queue.SimpleQueue.put()`` is documented as reentrant.
+    """
+
+    def __init__(self) -> None:
+        self._rings: queue.SimpleQueue[None] = queue.SimpleQueue()
+
+    def ring(self) -> None:
+        self._rings.put(None)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a ring; return whether one came. Consumes all rings."""
+        try:
+            self._rings.get(timeout=max(timeout, 0.0))
+        except queue.Empty:
+            return False
+        while True:
+            try:
+                self._rings.get_nowait()
+            except queue.Empty:
+                return True
+
+
 def notify_ready(using: str, queue: str) -> None:
     """Tell listening workers that a task of ``queue`` is ready (delivered on commit)."""
     connection = connections[using]
@@ -31,9 +59,9 @@ def notify_ready(using: str, queue: str) -> None:
 
 
 class Listener:
-    """A thread holding its own connection in LISTEN mode; sets ``wake`` on a notification."""
+    """A thread holding its own connection in LISTEN mode; rings ``wake`` on a notification."""
 
-    def __init__(self, using: str, queues: Sequence[str], wake: threading.Event) -> None:
+    def __init__(self, using: str, queues: Sequence[str], wake: Alarm) -> None:
         self.using = using
         self.queues = set(queues)
         self.wake = wake
@@ -77,6 +105,6 @@ class Listener:
             while not self._stop.is_set():
                 for notification in raw.notifies(timeout=1.0):
                     if not self.queues or notification.payload in self.queues:
-                        self.wake.set()
+                        self.wake.ring()
         finally:
             raw.close()

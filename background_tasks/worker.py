@@ -23,7 +23,7 @@ from .claims import claim_tasks
 from .conf import app_settings
 from .execution import execute
 from .models import Task
-from .wakeup import Listener
+from .wakeup import Alarm, Listener
 
 logger = logging.getLogger("background_tasks")
 
@@ -65,7 +65,7 @@ class Worker:
         self._inbox: queue.Queue[Task | None] = queue.Queue()
         self._running: dict[int, Task] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = Alarm()
         self._stop_requested = False
         self._force_requested = False
         self._threads: list[threading.Thread] = []
@@ -79,7 +79,7 @@ class Worker:
         if self._stop_requested:
             self._force_requested = True
         self._stop_requested = True
-        self._wake.set()
+        self._wake.ring()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.request_stop()
@@ -175,7 +175,6 @@ class Worker:
         seconds = min(seconds, max(0.0, self._next_beat - self.clock()))
         seconds = min(seconds, max(0.0, self._next_schedule_check - self.clock()))
         self._wake.wait(seconds)
-        self._wake.clear()
 
     def _heartbeat_if_due(self, rescue: bool = True) -> None:
         if self.clock() < self._next_beat:
@@ -215,7 +214,7 @@ class Worker:
                 finally:
                     with self._lock:
                         self._running.pop(task.pk, None)
-                    self._wake.set()
+                    self._wake.ring()
         finally:
             connections.close_all()
 
@@ -255,8 +254,7 @@ class Worker:
                 self._heartbeat_if_due(rescue=False)
             except _DB_ERRORS as exc:
                 logger.error("event=database_error worker=%s error=%r", self.id, exc)
-            self._wake.wait(max(0.0, min(1.0, grace_end - self.clock(), self._next_beat - self.clock())))
-            self._wake.clear()
+            self._wake.wait(min(1.0, grace_end - self.clock(), self._next_beat - self.clock()))
         if self._force_requested:
             logger.warning("event=worker_forced_exit worker=%s", self.id)
             return EXIT_FORCED

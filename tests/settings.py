@@ -88,3 +88,7 @@ if os.environ.get("BACKGROUND_TASKS_HEARTBEAT_INTERVAL"):
     BACKGROUND_TASKS_HEARTBEAT_INTERVAL = float(os.environ["BACKGROUND_TASKS_HEARTBEAT_INTERVAL"])
 if os.environ.get("BACKGROUND_TASKS_RESCUE_AFTER"):
     BACKGROUND_TASKS_RESCUE_AFTER = float(os.environ["BACKGROUND_TASKS_RESCUE_AFTER"])
+# The legacy name of the default hard time limit, for the process-mode tests
+# (tests/test_process_mode.py); only the supervised worker subprocesses get it.
+if os.environ.get("MAX_RUN_TIME"):
+    MAX_RUN_TIME = float(os.environ["MAX_RUN_TIME"])

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from django.contrib import admin
 from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission, User
 from django.contrib.contenttypes.models import ContentType
@@ -17,9 +18,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from background_tasks.admin import TaskAdmin
+from background_tasks.admin import CompletedTaskAdmin, ScheduleAdmin, TaskAdmin, WorkerAdmin
 from background_tasks.conf import app_settings
-from background_tasks.models import CompletedTask, Task, Worker
+from background_tasks.models import CompletedTask, Schedule, Task, Worker
 from tests.testapp.models import TaskRun
 
 if TYPE_CHECKING:
@@ -132,6 +133,18 @@ def staff(client: Client, django_user_model: type[User]) -> StaffLogin:
         return client
 
     return login
+
+
+# --- registration --------------------------------------------------------------------------
+
+
+def test_admin_site__registers_an_admin_for_every_model() -> None:
+    registered = {model: type(model_admin) for model, model_admin in admin.site._registry.items()}
+
+    assert registered[Task] is TaskAdmin
+    assert registered[CompletedTask] is CompletedTaskAdmin
+    assert registered[Worker] is WorkerAdmin
+    assert registered[Schedule] is ScheduleAdmin
 
 
 # --- rendering and escaping ---------------------------------------------------------------

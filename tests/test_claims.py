@@ -198,7 +198,7 @@ def test_sqlite_claim_sql__is_one_update_with_a_limited_subquery_and_no_row_lock
     assert sql.startswith(
         'UPDATE "task" SET locked_by = %s, locked_at = %s, attempts = attempts + 1 WHERE '
     )
-    assert "WHERE locked_by IS NULL AND id IN (SELECT id FROM \"task\" WHERE " in sql
+    assert 'WHERE locked_by IS NULL AND id IN (SELECT id FROM "task" WHERE ' in sql
     assert "ORDER BY priority ASC, run_at ASC, id ASC LIMIT %s) RETURNING id" in sql
     assert "FOR UPDATE" not in sql
     # worker id, locked_at, now, one queue, limit: the order _claim_sqlite passes them in.

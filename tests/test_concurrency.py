@@ -115,27 +115,12 @@ def test_burst_workers__run_each_of_a_thousand_tasks_exactly_once(tmp_path: Path
 
     pids = set(TaskRun.objects.values_list("worker_pid", flat=True))
     assert pids <= {proc.pid for proc in procs}
-    if connection.vendor != "mysql":
-        # Not on MySQL/MariaDB yet: a claim there locks every ready row it scans, so a worker
-        # claiming at the same moment finds nothing and, in burst mode, exits (see the xfail
-        # below). Usually some of them still get a few tasks, but not reliably.
-        assert len(pids) >= 2, "one worker ran every task: the others never got a claim in"
+    assert len(pids) >= 2, "one worker ran every task: the others never got a claim in"
 
 
-def test_claim__takes_the_next_row_while_another_claim_is_still_open(
-    request: pytest.FixtureRequest,
-) -> None:
+def test_claim__takes_the_next_row_while_another_claim_is_still_open() -> None:
     if connection.vendor == "sqlite":
         pytest.skip("SQLite has one writer: claims queue on the write lock, they never overlap")
-    if connection.vendor == "mysql":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="InnoDB locks every row the claim's SELECT ... FOR UPDATE SKIP LOCKED scans "
-                "(a full scan and filesort: no index serves ORDER BY priority DESC, run_at, id), "
-                "so a concurrent claim skips them all and finds nothing.",
-            )
-        )
     first, second = tasks.record("first"), tasks.record("second")
     holding, done = threading.Event(), threading.Event()
     held: list[Task] = []

@@ -39,8 +39,13 @@ def test_decorator_with_options__keeps_them_on_the_task() -> None:
     backoff = Backoff(exponent=2)
 
     @background(
-        name="tests.with_options", schedule=60, queue="reports", priority=7, max_attempts=4,
-        backoff=backoff, remove_existing_tasks=True,
+        name="tests.with_options",
+        schedule=60,
+        queue="reports",
+        priority=7,
+        max_attempts=4,
+        backoff=backoff,
+        remove_existing_tasks=True,
     )
     def build_report(report_id: int) -> None: ...
 

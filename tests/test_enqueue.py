@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from background_tasks.models import Task
+from background_tasks.registry import RESERVED_KWARGS
 from background_tasks.serialization import params_hash
 from background_tasks.testing import run_tasks
 from tests.testapp import tasks
@@ -119,6 +120,43 @@ def test_call_options__override_the_decorator() -> None:
     assert row.params == {"args": [1], "kwargs": {}}  # the options are not arguments
 
 
+@pytest.mark.parametrize(
+    ("option", "make_value"),
+    [
+        ("schedule", lambda: 60),
+        ("priority", lambda: 5),
+        ("queue", lambda: "other"),
+        ("verbose_name", lambda: "Label"),
+        ("creator", lambda: User.objects.create(username="ada")),
+        ("repeat", lambda: Task.HOURLY),
+        ("repeat_until", lambda: datetime(2030, 1, 1, tzinfo=UTC)),
+        ("remove_existing_tasks", lambda: True),
+        ("unique", lambda: True),
+    ],
+)
+def test_call_options__are_taken_by_the_call_and_never_passed_to_the_function(
+    option: str, make_value: Callable[[], object]
+) -> None:
+    task = tasks.record("k", **{option: make_value()})
+
+    assert Task.objects.get(pk=task.pk).params == {"args": ["k"], "kwargs": {}}
+    assert run_tasks(now=T0.replace(year=2031), max_tasks=1) == 1
+    assert TaskRun.objects.filter(key="k").exists()
+
+
+def test_call_options__include_every_django_background_tasks_keyword() -> None:
+    assert {
+        "schedule",
+        "priority",
+        "queue",
+        "verbose_name",
+        "creator",
+        "repeat",
+        "repeat_until",
+        "remove_existing_tasks",
+    } <= RESERVED_KWARGS
+
+
 def test_priority__higher_runs_first_by_default() -> None:
     for key, priority in [("low", -1), ("high", 10), ("normal", 0)]:
         tasks.record(key, priority=priority)
@@ -151,8 +189,9 @@ def test_creator__is_recorded_as_a_generic_relation() -> None:
 @pytest.mark.parametrize(
     ("make_creator", "message"),
     [
-        pytest.param(lambda: User(username="unsaved"), "creator must be a saved model instance",
-                     id="unsaved"),
+        pytest.param(
+            lambda: User(username="unsaved"), "creator must be a saved model instance", id="unsaved"
+        ),
         pytest.param(lambda: "ada", "creator must be a saved model instance", id="not-a-model"),
     ],
 )

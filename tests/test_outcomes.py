@@ -41,7 +41,11 @@ def sent() -> Iterator[list[Sent]]:
     """Record every task signal sent during the test, in order."""
     record: list[Sent] = []
     names = [
-        "task_created", "task_started", "task_succeeded", "task_failed", "task_gave_up",
+        "task_created",
+        "task_started",
+        "task_succeeded",
+        "task_failed",
+        "task_gave_up",
         "task_cancelled",
     ]
     receivers = []
@@ -281,6 +285,17 @@ def test_unregistered_task__fails_at_once_with_a_clear_message_and_the_worker_ca
     assert "No task is registered as 'tests.removed_long_ago'" in failed.last_error
     assert completed_of(good).status == CompletedTask.Status.SUCCEEDED
     assert tasks.CALLS == [((), {})]
+
+
+def test_unregistered_task__an_importable_function_is_never_imported_and_run() -> None:
+    row = Task.objects.create(task_name="os.getcwd")
+
+    assert run_tasks() == 1
+
+    failed = completed_of(row)
+    assert failed.status == CompletedTask.Status.FAILED
+    assert failed.result is None
+    assert "No task is registered as 'os.getcwd'" in failed.last_error
 
 
 def test_params_that_no_longer_fit__fail_at_once_without_calling_the_function() -> None:

@@ -132,14 +132,6 @@ def test_schedule__a_time_in_the_past_runs_now(clock: Clock, schedule: object) -
     assert TaskRun.objects.filter(key="past").count() == 1
 
 
-def test_schedule__the_decorator_default_applies_and_a_call_overrides_it(clock: Clock) -> None:
-    default = tasks.delayed_record("default")
-    overridden = tasks.delayed_record("now", schedule=0)
-
-    assert Task.objects.get(pk=default.pk).run_at == T0 + timedelta(seconds=60)
-    assert Task.objects.get(pk=overridden.pk).run_at == T0
-
-
 @pytest.mark.parametrize(
     "schedule",
     [

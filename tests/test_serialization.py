@@ -34,8 +34,23 @@ def two_and_rest(first: Any, second: Any = None, *rest: Any, **options: Any) -> 
 
 @pytest.mark.parametrize(
     "value",
-    [None, True, False, 0, -3, 2**70, 1.5, -0.25, "", "héllo ☃ 😀", [], [1, [2, [3]]], (1, "a"),
-     {}, {"a": {"b": [None, 1.0, "x"]}}],
+    [
+        None,
+        True,
+        False,
+        0,
+        -3,
+        2**70,
+        1.5,
+        -0.25,
+        "",
+        "héllo ☃ 😀",
+        [],
+        [1, [2, [3]]],
+        (1, "a"),
+        {},
+        {"a": {"b": [None, 1.0, "x"]}},
+    ],
 )
 def test_json_problem__json_values_have_none(value: object) -> None:
     assert json_problem(value) is None
@@ -213,8 +228,11 @@ def test_check_signature__too_many_positional_arguments_are_refused() -> None:
 @pytest.mark.parametrize(
     ("make_value", "kind"),
     [
-        pytest.param(lambda: User.objects.create(username="ada"), "django.contrib.auth.models.User",
-                     id="model"),
+        pytest.param(
+            lambda: User.objects.create(username="ada"),
+            "django.contrib.auth.models.User",
+            id="model",
+        ),
         pytest.param(lambda: {1, 2}, "set", id="set"),
         pytest.param(lambda: b"7", "bytes", id="bytes"),
         pytest.param(object, "object", id="object"),

@@ -11,8 +11,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import time_machine
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 
+from background_tasks import enqueue as enqueue_module
 from background_tasks.claims import claim_tasks
 from background_tasks.execution import execute
 from background_tasks.models import CompletedTask, Task
@@ -199,3 +200,44 @@ def test_remove_existing__with_unique_returns_the_running_task_it_could_not_repl
 
     assert again.pk == running.pk
     assert Task.objects.count() == 1
+
+
+def _deadlocking_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the next replace hit an InnoDB deadlock once; return the list of calls made."""
+    real = enqueue_module._delete_pending_duplicates
+    calls: list[int] = []
+
+    def delete(row: Task, using: str) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError(1213, "Deadlock found when trying to get lock")
+        real(row, using)
+
+    monkeypatch.setattr(enqueue_module, "_delete_pending_duplicates", delete)
+    return calls
+
+
+@pytest.mark.skipif(connection.vendor != "mysql", reason="only InnoDB deadlocks are retried")
+@pytest.mark.django_db(transaction=True)
+def test_remove_existing__a_deadlock_with_a_worker_is_retried_on_mysql(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    old = tasks.unique_record("k", schedule=HOUR)
+    calls = _deadlocking_once(monkeypatch)
+
+    new = tasks.unique_record("k", remove_existing_tasks=True)
+
+    assert len(calls) == 2
+    assert Task.objects.get().pk == new.pk != old.pk
+
+
+def test_remove_existing__a_deadlock_inside_the_callers_transaction_is_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The database rolled the caller's whole transaction back: retrying alone would hide that.
+    calls = _deadlocking_once(monkeypatch)
+
+    with pytest.raises(OperationalError), transaction.atomic():
+        tasks.unique_record("k", remove_existing_tasks=True)
+
+    assert len(calls) == 1

@@ -29,7 +29,7 @@ posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 #: Heartbeat and rescue windows short enough for a test, passed to workers via the environment.
 QUICK_RESCUE = {
     "BACKGROUND_TASKS_HEARTBEAT_INTERVAL": "0.2",
-    "BACKGROUND_TASKS_RESCUE_AFTER": "1.0",
+    "BACKGROUND_TASKS_RESCUE_AFTER": "1.5",
 }
 START_TIMEOUT = 60.0
 EXIT_TIMEOUT = 30.0
@@ -62,31 +62,37 @@ def spawn(transactional_db: None) -> Iterator[Spawn]:
             proc.communicate()  # reaps the process and closes its pipes
 
 
-def registered(proc: subprocess.Popen[str], timeout: float = START_TIMEOUT) -> Worker:
+def wait_while_running(
+    condition: Callable[[], object],
+    *procs: subprocess.Popen[str],
+    timeout: float = START_TIMEOUT,
+    message: str = "",
+) -> None:
+    """``wait_for(condition)``, failing at once with its stderr if a worker process exits."""
+
+    def check() -> object:
+        for proc in procs:
+            if proc.poll() is not None:
+                _, err = proc.communicate()
+                raise AssertionError(
+                    f"worker exited with {proc.returncode} while waiting for {message}:\n{err}"
+                )
+        return condition()
+
+    wait_for(check, timeout, message=message)
+
+
+def registered(proc: subprocess.Popen[str]) -> Worker:
     """Wait until the worker process has its Worker row (its signal handlers are then in place)."""
-
-    def row() -> Worker | None:
-        if proc.poll() is not None:
-            _, err = proc.communicate()
-            raise AssertionError(f"worker exited with {proc.returncode} before registering:\n{err}")
-        return Worker.objects.filter(host=socket.gethostname(), pid=proc.pid).first()
-
-    wait_for(row, timeout, message=f"worker {proc.pid} to register")
-    return Worker.objects.get(host=socket.gethostname(), pid=proc.pid)
+    rows = Worker.objects.filter(host=socket.gethostname(), pid=proc.pid)
+    wait_while_running(rows.exists, proc, message=f"worker {proc.pid} to register")
+    return rows.get()
 
 
-def started(key: str, proc: subprocess.Popen[str], timeout: float = START_TIMEOUT) -> None:
-    """Wait until ``started_then_sleeps(key, ...)`` has begun running in some worker."""
-
-    def has_started() -> bool:
-        if proc.poll() is not None:
-            _, err = proc.communicate()
-            raise AssertionError(
-                f"worker exited with {proc.returncode} before {key!r} started:\n{err}"
-            )
-        return TaskRun.objects.filter(key=f"{key}:started").exists()
-
-    wait_for(has_started, timeout, message=f"task {key!r} to start")
+def started(key: str, proc: subprocess.Popen[str]) -> None:
+    """Wait until ``started_then_sleeps(key, ...)`` has begun running in the worker."""
+    rows = TaskRun.objects.filter(key=f"{key}:started")
+    wait_while_running(rows.exists, proc, message=f"task {key!r} to start")
 
 
 def stop(
@@ -245,8 +251,9 @@ def test_worker_row__describes_the_process_is_refreshed_and_removed_on_exit(spaw
     assert worker.concurrency == 2
     assert worker.started_at >= before - timedelta(seconds=1)
     first_beat = worker.last_heartbeat_at
-    wait_for(
-        lambda: Worker.objects.filter(pk=worker.pk, last_heartbeat_at__gt=first_beat).exists(),
+    wait_while_running(
+        Worker.objects.filter(pk=worker.pk, last_heartbeat_at__gt=first_beat).exists,
+        proc,
         timeout=10,
         message="a heartbeat",
     )
@@ -279,9 +286,9 @@ def test_rescue__a_dead_workers_task_is_released_with_an_error_and_runs_again(sp
         Task.objects.filter(pk=pk).update(locked_by=holder, locked_at=stale, attempts=1)
 
     proc = spawn("--sleep", "0.1", env=QUICK_RESCUE)
-    wait_for(
+    wait_while_running(
         lambda: CompletedTask.objects.filter(task_id__in=[task.pk, orphan.pk]).count() == 2,
-        timeout=30,
+        proc,
         message="both lost tasks to be rescued and run",
     )
     stop(proc, expected=("event=task_rescued", "event=task_failed"))
@@ -304,11 +311,12 @@ def test_rescue__never_takes_a_healthy_workers_task_however_long_it_runs(spawn: 
     registered(first)
     registered(second)
 
-    # Three rescue windows long, while the other worker rescues every 0.2 s.
-    task = tasks.started_then_sleeps("long", 3.0)
-    wait_for(
-        lambda: CompletedTask.objects.filter(task_id=task.pk).exists(),
-        timeout=60,
+    # Over two rescue windows long, while the other worker looks for lost tasks every 0.2 s.
+    task = tasks.started_then_sleeps("long", 4.0)
+    wait_while_running(
+        CompletedTask.objects.filter(task_id=task.pk).exists,
+        first,
+        second,
         message="the long task to finish",
     )
     assert Worker.objects.count() == 2  # neither worker was given up for lost
@@ -325,21 +333,19 @@ def test_rescue__never_takes_a_healthy_workers_task_however_long_it_runs(spawn: 
 
 
 @posix_only
-@pytest.mark.xfail(
-    strict=True,
-    reason="Worker._shut_down() sends no heartbeats while it waits out the grace period, so a "
-    "task finishing during a grace longer than RESCUE_AFTER is rescued and run again.",
-)
 def test_rescue__never_takes_a_task_a_stopping_worker_is_finishing(spawn: Spawn) -> None:
     """The shutdown grace may exceed the rescue window: the stopping worker is still healthy."""
+    # The other worker serves another queue, so only the first one can run the task, but it
+    # still rescues the tasks of any worker whose heartbeat goes stale.
     first = spawn("--sleep", "0.1", "--shutdown-grace", "30", env=QUICK_RESCUE)
-    task = tasks.started_then_sleeps("finishing", 6.0)
-    started("finishing", first)
-    second = spawn("--sleep", "0.1", env=QUICK_RESCUE)
+    second = spawn("--sleep", "0.1", "--queue", "elsewhere", env=QUICK_RESCUE)
+    registered(first)
     registered(second)
+    task = tasks.started_then_sleeps("finishing", 4.0)
+    started("finishing", first)
+    assert runs("finishing:done") == 0
 
-    # The first worker finishes the task within its 30 s grace; seconds of it are left, several
-    # rescue windows.
+    # The first worker finishes the task within its 30 s grace, over two rescue windows later.
     first.send_signal(signal.SIGTERM)
     exited_cleanly(first)
     stop(second)

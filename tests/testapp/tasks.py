@@ -216,3 +216,22 @@ def fails_with_nul_in_message() -> None:
 @background(name="tests.returns_nul")
 def returns_nul() -> str:
     return "a\x00b"
+
+
+@background(name="tests.kills_its_process", max_attempts=3, backoff=0)
+def kills_its_process(key: str) -> None:
+    """Record ``<key>:started``; the first attempt then dies by SIGKILL (as under the OOM killer),
+    a later one records ``<key>:done``. Only ever run in process mode: it kills its worker."""
+    import signal
+
+    TaskRun.objects.create(key=f"{key}:started", worker_pid=os.getpid())
+    if TaskRun.objects.filter(key=f"{key}:started").count() == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    TaskRun.objects.create(key=f"{key}:done", worker_pid=os.getpid())
+
+
+@background(name="tests.blocks", max_attempts=1)
+def blocks(key: str) -> None:
+    """Record ``<key>:started``, then block; no time limit of its own, so MAX_RUN_TIME applies."""
+    TaskRun.objects.create(key=f"{key}:started", worker_pid=os.getpid())
+    time.sleep(600)  # only a hard kill ends it

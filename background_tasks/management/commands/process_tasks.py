@@ -83,12 +83,16 @@ class Command(BaseCommand):
             help="Write the worker's log to standard output and standard error.",
         )
 
-    def handle(self, *args: Any, **options: Any) -> None:
-        if options["processes"] and options["concurrency"] not in (None, 1):
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        # Checked before the system checks run, which may touch the database (Django 6.1).
+        if options.get("processes") and options.get("concurrency") not in (None, 1):
             raise CommandError(
                 "--processes and --concurrency cannot be combined: in process mode each child "
                 "runs one task at a time, so use --processes N alone."
             )
+        return super().execute(*args, **options)
+
+    def handle(self, *args: Any, **options: Any) -> None:
         if options["log_std"]:
             _log_to_std_streams()
         worker_options: dict[str, Any] = {

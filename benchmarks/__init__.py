@@ -1,0 +1,1 @@
+"""Benchmarks of background_tasks: run ``make bench`` (see docs/benchmarks.md)."""

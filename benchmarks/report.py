@@ -1,0 +1,140 @@
+"""Plain-text tables of the measured figures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .claim_cost import ClaimResult
+from .memory import FLAT_GROWTH, MemoryResult
+from .throughput import DrainResult, EnqueueResult, StartupResult
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Render rows under headers; numbers right-aligned, text left-aligned."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    numeric = [all(_is_number(row[i]) for row in rows) and bool(rows) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(row, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def heading(title: str) -> str:
+    return f"\n== {title}\n"
+
+
+def kib(value: int) -> str:
+    return f"{value / 1024:.1f} MiB"
+
+
+def enqueue(results: Sequence[EnqueueResult]) -> str:
+    rows = [
+        (r.mode, r.tasks, round(r.seconds, 2), round(r.rate), round(r.micros_per_task))
+        for r in results
+    ]
+    return table(["mode", "tasks", "seconds", "tasks/s", "us/task"], rows)
+
+
+def drain(startup: StartupResult, results: Sequence[DrainResult]) -> str:
+    rows = [
+        (
+            r.label,
+            r.processes,
+            r.concurrency,
+            r.conn_max_age,
+            r.tasks,
+            round(r.wall_seconds, 2),
+            round(r.wall_rate),
+            round(r.busy_seconds, 2),
+            round(r.busy_rate),
+            round(r.cpu_millis_per_task, 2),
+            "/".join(map(str, r.per_worker)),
+        )
+        for r in results
+    ]
+    headers = [
+        "run",
+        "processes",
+        "threads each",
+        "CONN_MAX_AGE",
+        "tasks",
+        "wall s",
+        "tasks/s (wall)",
+        "busy s",
+        "tasks/s (busy)",
+        "worker CPU ms/task",
+        "tasks per worker",
+    ]
+    return (
+        f"start-up + shutdown of one worker on an empty queue: {startup.wall_seconds:.2f} s wall, "
+        f"{startup.cpu_seconds:.2f} s CPU\n\n" + table(headers, rows)
+    )
+
+
+def claims(results: Sequence[ClaimResult]) -> str:
+    rows = [
+        (
+            r.scenario,
+            r.variant,
+            r.plan.index or "NONE",
+            "yes" if r.plan.sorts else "no",
+            "-" if r.plan.work is None else f"{r.plan.work} {r.plan.work_unit}",
+            f"{r.median:.3f}",
+            f"{r.p95:.3f}",
+            f"{r.total_seconds:.3f}",
+            "FLAG: " + "; ".join(r.flags) if r.flags else "ok",
+        )
+        for r in results
+    ]
+    headers = [
+        "scenario",
+        "queues",
+        "index used",
+        "sort",
+        "plan work",
+        "claim median ms",
+        "claim p95 ms",
+        "claims+releases s",
+        "verdict",
+    ]
+    return table(headers, rows)
+
+
+def plans(results: Sequence[ClaimResult], everything: bool) -> str:
+    chunks = []
+    for r in results:
+        if everything or r.flags or r.variant == results[0].variant:
+            body = "\n".join("    " + line for line in r.plan.text.splitlines())
+            chunks.append(f"-- {r.scenario} / {r.variant}\n{body}")
+    return "\n\n".join(chunks)
+
+
+def memory(result: MemoryResult) -> str:
+    checkpoints = result.checkpoints()
+    rows = [(f"{s.done:,}", round(s.seconds, 1), kib(s.rss_kib)) for s in checkpoints]
+    lines = [table(["tasks done", "seconds", "RSS"], rows), ""]
+    first, last = result.at(result.tasks // 10), result.end
+    verdict = "FLAT" if result.flat else "FLAG: GROWS"
+    lines += [
+        f"RSS after {first.done:,} tasks: {kib(first.rss_kib)}; at the end ({last.done:,} tasks): "
+        f"{kib(last.rss_kib)}; growth {result.growth:+.1%} ({verdict}, limit {FLAT_GROWTH:.0%})",
+        f"max sampled RSS {kib(max(s.rss_kib for s in result.samples))}; peak VmHWM "
+        f"{kib(result.peak_kib)}; {len(result.samples)} samples",
+        f"{result.tasks:,} tasks in {result.wall_seconds:.1f} s wall "
+        f"({result.tasks / result.wall_seconds:.0f} tasks/s incl. start-up); "
+        f"first tenth {result.first_tenth_rate:.0f} tasks/s, "
+        f"last tenth {result.last_tenth_rate:.0f} tasks/s",
+        f"worker: --concurrency {result.concurrency}, {result.worker_settings}",
+    ]
+    return "\n".join(lines)

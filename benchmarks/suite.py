@@ -1,0 +1,141 @@
+"""Run the benchmark phases against the configured database and print what they measured."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from django.db import DatabaseError, connection
+
+from . import claim_cost, db, machine, memory, report, throughput
+from .workers import load_average
+
+
+def _progress(message: str) -> None:
+    print(f"... {message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the selected phases; return 0, or 1 when a phase failed."""
+    db.ensure_database()
+    db.migrate()
+    db.empty()
+    description = machine.describe() + db.server_description() + db.latency_probe()
+    width = max(len(label) for label, _ in description)
+    print(f"background_tasks benchmarks on {connection.vendor}")
+    for label, value in description:
+        print(f"  {label.ljust(width)}  {value}")
+    print(f"  {'Settings'.ljust(width)}  {_settings_line(args)}", flush=True)
+
+    results: dict[str, Any] = {"machine": dict(description), "settings": vars(args).copy()}
+    failed = False
+    phases: dict[str, Callable[[], Any]] = {
+        "enqueue": lambda: _enqueue(args),
+        "drain": lambda: _drain(args),
+        "claims": lambda: _claims(args),
+        "memory": lambda: _memory(args),
+    }
+    try:
+        for name in args.phases:
+            try:
+                results[name] = phases[name]()
+                print(f"(load average after this phase: {load_average()})", flush=True)
+            except (DatabaseError, RuntimeError, OSError):
+                failed = True
+                print(f"\n!! phase {name} failed:\n{traceback.format_exc()}", flush=True)
+                connection.close()  # start the next phase on a fresh connection
+    finally:
+        _clean_up()
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(results, handle, indent=2, default=_jsonable)
+        print(f"\nresults written to {args.json}")
+    return 1 if failed else 0
+
+
+def _settings_line(args: argparse.Namespace) -> str:
+    return (
+        f"tasks={args.tasks} workers={args.workers} "
+        f"conn_max_age={args.conn_max_age or '0 (default)'} "
+        f"claim_rows={args.claim_rows} claim_rounds={args.claim_rounds} "
+        f"memory_tasks={args.memory_tasks} memory_concurrency={args.memory_concurrency} "
+        f"memory_conn_max_age={args.memory_conn_max_age} memory_backlog={args.memory_backlog} "
+        f"quick={args.quick}"
+    )
+
+
+def _enqueue(args: argparse.Namespace) -> Any:
+    _progress(f"enqueue: {args.tasks} calls of a @background no-op task, twice")
+    results = throughput.measure_enqueue(args.tasks)
+    print(report.heading("1. Enqueue throughput (noop() calls from this process)"))
+    print(report.enqueue(results), flush=True)
+    return results
+
+
+def _drain(args: argparse.Namespace) -> Any:
+    runs: list[tuple[str, int, int, str | None]] = [("a", 1, 1, None), ("b", args.workers, 1, None)]
+    if args.conn_max_age is None:
+        # The same as (a) with persistent connections: what Django's default CONN_MAX_AGE costs.
+        runs.append(("c", 1, 1, "none"))
+    _progress("drain: start-up cost of one worker on an empty queue")
+    startup = throughput.measure_startup()
+    results = []
+    for label, processes, concurrency, conn_max_age in runs:
+        _progress(
+            f"drain ({label}): {args.tasks} tasks, {processes} process_tasks --burst process(es)"
+        )
+        results.append(
+            throughput.measure_drain(
+                args.tasks, processes, concurrency, f"({label})", startup, conn_max_age
+            )
+        )
+    print(report.heading("2. Drain throughput (real process_tasks --burst processes)"))
+    print(report.drain(startup, results), flush=True)
+    return {"startup": startup, "runs": results}
+
+
+def _claims(args: argparse.Namespace) -> Any:
+    _progress(
+        f"claims: 5 scenarios, {args.claim_rows:,} extra rows each, "
+        f"{args.claim_rounds} claims per query"
+    )
+    results = claim_cost.measure(args.claim_rows, args.claim_rounds)
+    print(report.heading("3. Claim cost vs history and far-future scheduled rows"))
+    print(report.claims(results))
+    print(report.heading("Claim plans"))
+    print(report.plans(results, everything=args.plans), flush=True)
+    return results
+
+
+def _memory(args: argparse.Namespace) -> Any:
+    _progress(
+        f"memory: one process_tasks --concurrency {args.memory_concurrency} "
+        f"draining {args.memory_tasks:,} tasks"
+    )
+    env = {"BENCH_CONN_MAX_AGE": args.memory_conn_max_age}
+    if connection.vendor == "postgresql" and not args.memory_durable:
+        env["BENCH_PG_ASYNC_COMMIT"] = "1"
+    result = memory.measure(args.memory_tasks, args.memory_concurrency, args.memory_backlog, env)
+    print(report.heading(f"4. Worker resident memory over {args.memory_tasks:,} tasks"))
+    print(report.memory(result), flush=True)
+    return result
+
+
+def _clean_up() -> None:
+    """Leave the bench tables empty, even after a failure or Ctrl-C, if the database lets us."""
+    try:
+        connection.close()
+        db.empty()
+    except (DatabaseError, KeyboardInterrupt):
+        pass
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)

@@ -1,0 +1,157 @@
+"""Enqueue throughput (calls of a decorated task) and drain throughput (real worker processes)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import Max, Min
+from django.utils import timezone
+
+from background_tasks.models import CompletedTask, Task
+
+from . import db
+from .tasks import noop
+from .workers import children_cpu_seconds, workers
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    mode: str
+    tasks: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.tasks / self.seconds
+
+    @property
+    def micros_per_task(self) -> float:
+        return self.seconds / self.tasks * 1e6
+
+
+@dataclass(frozen=True)
+class StartupResult:
+    """One ``process_tasks --burst`` run on an empty queue: start-up and shutdown only."""
+
+    wall_seconds: float
+    cpu_seconds: float
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    label: str
+    processes: int
+    concurrency: int
+    conn_max_age: str
+    tasks: int
+    wall_seconds: float
+    busy_seconds: float
+    cpu_seconds: float  # all worker processes, user + system, start-up included
+    startup_cpu_seconds: float
+    per_worker: tuple[int, ...]
+
+    @property
+    def wall_rate(self) -> float:
+        return self.tasks / self.wall_seconds
+
+    @property
+    def busy_rate(self) -> float:
+        return self.tasks / self.busy_seconds if self.busy_seconds > 0 else float("nan")
+
+    @property
+    def cpu_millis_per_task(self) -> float:
+        work = self.cpu_seconds - self.processes * self.startup_cpu_seconds
+        return max(work, 0.0) / self.tasks * 1000
+
+
+def measure_enqueue(count: int) -> list[EnqueueResult]:
+    """Time ``noop()`` calls: each in its own autocommit transaction, then all in one."""
+    results = []
+    db.empty()
+    start = time.perf_counter()
+    for _ in range(count):
+        noop()
+    results.append(EnqueueResult("autocommit (1 tx per task)", count, time.perf_counter() - start))
+    _expect_rows(Task, count)
+
+    db.empty()
+    start = time.perf_counter()
+    with transaction.atomic():
+        for _ in range(count):
+            noop()
+    results.append(EnqueueResult("one transaction", count, time.perf_counter() - start))
+    _expect_rows(Task, count)
+    db.empty()
+    return results
+
+
+def measure_startup() -> StartupResult:
+    """Time a worker that finds nothing to do, to tell start-up cost from per-task cost."""
+    db.empty()
+    cpu = children_cpu_seconds()
+    start = time.perf_counter()
+    with workers(1, ["--burst"]) as group:
+        group.wait()
+        wall = time.perf_counter() - start
+        group.check()
+    return StartupResult(wall, children_cpu_seconds() - cpu)
+
+
+def measure_drain(
+    count: int,
+    processes: int,
+    concurrency: int,
+    label: str,
+    startup: StartupResult,
+    conn_max_age: str | None = None,
+) -> DrainResult:
+    """Time real ``process_tasks --burst`` processes draining ``count`` ready no-op tasks.
+
+    ``conn_max_age`` overrides CONN_MAX_AGE in the workers ("none": persistent connections).
+    """
+    db.empty()
+    db.insert(Task, db.noop_task_rows(count, run_at=timezone.now() - timedelta(seconds=1)))
+    db.analyze()
+    args = ["--burst", "--concurrency", str(concurrency)]
+    env = {"BENCH_CONN_MAX_AGE": conn_max_age} if conn_max_age is not None else None
+    cpu = children_cpu_seconds()
+    start = time.perf_counter()
+    with workers(processes, args, env) as group:
+        group.wait()
+        wall = time.perf_counter() - start
+        group.check()
+    cpu = children_cpu_seconds() - cpu
+    _expect_rows(Task, 0)
+    done = CompletedTask.objects.filter(status=CompletedTask.Status.SUCCEEDED)
+    _expect_rows(CompletedTask, count, done)
+    span = done.aggregate(first=Min("started_at"), last=Max("finished_at"))
+    busy = (span["last"] - span["first"]).total_seconds()
+    per_worker = Counter(done.values_list("worker", flat=True))
+    db.empty()
+    effective = conn_max_age or os.environ.get("BENCH_CONN_MAX_AGE") or "0 (default)"
+    return DrainResult(
+        label,
+        processes,
+        concurrency,
+        effective,
+        count,
+        wall,
+        busy,
+        cpu,
+        startup.cpu_seconds,
+        tuple(sorted(per_worker.values(), reverse=True)),
+    )
+
+
+def _expect_rows(
+    model: type[Task] | type[CompletedTask], expected: int, queryset: object = None
+) -> None:
+    rows = queryset if queryset is not None else model.objects.all()
+    found = rows.count()  # type: ignore[attr-defined]
+    if found != expected:
+        raise RuntimeError(f"expected {expected} {model.__name__} rows, found {found}")
