@@ -21,6 +21,7 @@ _NUMBERS = {
     "BACKOFF_BASE": 0.0,
     "BACKOFF_MAX": 0.0,
     "BACKOFF_JITTER": 0.0,
+    "SCHEDULE_MISFIRE_GRACE": 0.0,
 }
 
 

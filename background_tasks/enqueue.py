@@ -92,7 +92,9 @@ def enqueue(
     if remove_existing_tasks is None:
         remove_existing_tasks = task.remove_existing_tasks
     using = router.db_for_write(Task)
-    row = _write(row, using, replace=bool(remove_existing_tasks))
+    written = _write(row, using, replace=bool(remove_existing_tasks))
+    if written is not row:
+        return written  # unique=True found a pending copy: nothing was created
     if row.run_at <= now:
         notify_ready(using, row.queue)
     signals.task_created.send(sender=task.name, task=row)

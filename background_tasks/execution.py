@@ -70,7 +70,7 @@ def execute(task: Task, worker_id: str, persist: Persist = _once) -> str | None:
     if task.cancel_requested_at is not None:
         # Asked to cancel before this attempt began (say, while released by a stopping worker).
         return persist(lambda: _cancelled(task, worker_id, "Cancelled before it ran again."))
-    signals.task_started.send(sender=task.task_name, task=task, worker_id=worker_id)
+    signals.emit(signals.task_started, sender=task.task_name, task=task, worker_id=worker_id)
     try:
         function = registry.get(task.task_name)
         args, kwargs = decode_params(task.params)
@@ -86,8 +86,9 @@ def execute(task: Task, worker_id: str, persist: Persist = _once) -> str | None:
     except TaskCancelled as exc:
         reason = str(exc) or "Cancelled by the task."
         return persist(lambda: _cancelled(task, worker_id, reason))
-    except (Exception, SystemExit) as exc:
-        # SystemExit too: a task calling sys.exit() must not take the worker down with it.
+    except BaseException as exc:
+        # Everything, SystemExit and KeyboardInterrupt included: whatever a task raises is its
+        # failure, never the end of the worker thread running it.
         failure: BaseException = exc
         error = traceback.format_exc()
         permanent = isinstance(exc, PermanentFailure)

@@ -114,7 +114,7 @@ def record_success(task: Task, worker_id: str, result: Any, *, now: datetime | N
     """Record a returned attempt: the task moves to CompletedTask as succeeded."""
     completed = archive(task, CompletedTask.Status.SUCCEEDED, worker_id, now=now, result=result)
     if completed is not None:
-        signals.task_succeeded.send(sender=task.task_name, task=task, completed=completed, result=result)
+        signals.emit(signals.task_succeeded, sender=task.task_name, task=task, completed=completed, result=result)
     return completed
 
 
@@ -136,10 +136,10 @@ def record_failure(
         )
         if completed is None:
             return None
-        signals.task_failed.send(
-            sender=task.task_name, task=task, exception=exception, traceback=error, will_retry=False
+        signals.emit(
+            signals.task_failed, sender=task.task_name, task=task, exception=exception, traceback=error, will_retry=False
         )
-        signals.task_gave_up.send(sender=task.task_name, task=task, completed=completed, exception=exception)
+        signals.emit(signals.task_gave_up, sender=task.task_name, task=task, completed=completed, exception=exception)
         return "gave_up"
     if _cancel_requested(task):
         # An operator asked to stop it: a failure is no reason to try again.
@@ -152,8 +152,8 @@ def record_failure(
         logger.warning("event=outcome_dropped task_id=%s worker=%s reason=not_held", task.pk, worker_id)
         return None
     task.locked_by, task.locked_at, task.last_error, task.run_at = None, None, error, now + delay
-    signals.task_failed.send(
-        sender=task.task_name, task=task, exception=exception, traceback=error, will_retry=True
+    signals.emit(
+        signals.task_failed, sender=task.task_name, task=task, exception=exception, traceback=error, will_retry=True
     )
     return "retry"
 
@@ -167,7 +167,7 @@ def record_cancelled(task: Task, worker_id: str | None, reason: str = "") -> Com
         schedule_next=False,
     )
     if completed is not None:
-        signals.task_cancelled.send(sender=task.task_name, task=task, completed=completed)
+        signals.emit(signals.task_cancelled, sender=task.task_name, task=task, completed=completed)
     return completed
 
 
@@ -256,7 +256,7 @@ def retry_completed(completed: CompletedTask, *, now: datetime | None = None) ->
     fresh.repeat = None
     fresh.repeat_until = None
     fresh.save(using=_using(), force_insert=True)
-    signals.task_created.send(sender=fresh.task_name, task=fresh)
+    signals.emit(signals.task_created, sender=fresh.task_name, task=fresh)
     return fresh
 
 

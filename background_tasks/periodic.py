@@ -22,7 +22,7 @@ from . import schedule as schedule_maths
 from . import signals
 from .conf import PREFIX, app_settings
 from .exceptions import InvalidTaskError
-from .serialization import encode_params, params_hash
+from .serialization import check_signature, encode_params, params_hash
 from .wakeup import notify_ready
 
 if TYPE_CHECKING:
@@ -102,6 +102,8 @@ def periodic(
     name = name or task.name
     where = f"Schedule {name!r}"
     normalised = check_schedule_options(where, cron, timezone, catch_up)
+    # Checked now, not at the first tick: a call that cannot work would fail at every tick.
+    check_signature(task.name, task.func, list(args), dict(kwargs or {}))
     params = encode_params(task.name, task.func, list(args), dict(kwargs or {}))
     definition = ScheduleDefinition(
         name=name, task_name=task.name, cron=normalised, params=params, queue=queue,
@@ -137,6 +139,7 @@ def settings_definitions() -> list[ScheduleDefinition]:
                 where, entry.get("cron"), entry.get("timezone", ""), entry.get("catch_up", "once")
             )
             function = registry.get(task_name)
+            check_signature(task_name, function.func, list(args), dict(kwargs))
             params = encode_params(task_name, function.func, list(args), dict(kwargs))
         except InvalidTaskError as exc:
             raise ImproperlyConfigured(str(exc)) from None
@@ -250,7 +253,7 @@ def fire_one(schedule: Schedule, now: datetime) -> Task | None:
         task.save(using=using, force_insert=True)
         Schedule.objects.using(using).filter(pk=schedule.pk).update(last_task_id=task.pk)
     notify_ready(using, task.queue)
-    signals.task_created.send(sender=task.task_name, task=task)
+    signals.emit(signals.task_created, sender=task.task_name, task=task)
     return task
 
 

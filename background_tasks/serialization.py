@@ -43,7 +43,7 @@ def json_problem(value: object) -> str | None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                return f"key {key!r} is a {_describe(key)}, and JSON keys must be strings"
+                return f"key {key!r} is of type {_describe(key)}, and JSON keys must be strings"
             problem = _string_problem(key) or json_problem(item)
             if problem:
                 return f"key {key!r}: {problem}"

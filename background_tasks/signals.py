@@ -10,7 +10,12 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from django.dispatch import Signal
+
+logger = logging.getLogger("background_tasks")
 
 task_created = Signal()
 task_started = Signal()
@@ -18,3 +23,24 @@ task_succeeded = Signal()
 task_failed = Signal()
 task_gave_up = Signal()
 task_cancelled = Signal()
+
+
+def emit(signal: Signal, sender: str, **kwargs: Any) -> None:
+    """Send a signal from the worker; a receiver that raises is logged, never fatal.
+
+    The outcome of a task is recorded before its signal is sent, so a broken receiver can cost
+    a log line but never a task or a worker thread.
+    """
+    for receiver, response in signal.send_robust(sender=sender, **kwargs):
+        if isinstance(response, Exception):
+            logger.error(
+                "event=signal_receiver_failed signal=%s receiver=%r error=%r",
+                _name_of(signal), receiver, response, exc_info=response,
+            )
+
+
+def _name_of(signal: Signal) -> str:
+    for name, value in globals().items():
+        if value is signal:
+            return name
+    return repr(signal)

@@ -66,9 +66,11 @@ class Child:
 class Supervisor:
     """Runs and watches ``processes`` child workers; ``run()`` returns the exit code."""
 
-    def __init__(self, *, processes: int, worker_options: dict[str, Any]) -> None:
+    def __init__(self, *, processes: int, worker_options: dict[str, Any], log_std: bool = False) -> None:
         self.processes = processes
         self.worker_options = worker_options
+        self.log_std = log_std
+        self.started = 0
         self.children: list[Child] = []
         self.restarts = 0
         self._stop_signals = 0
@@ -88,9 +90,10 @@ class Supervisor:
         self._on_signal(signal.SIGTERM, None)
 
     def _start_child(self) -> Child:
-        worker_id = heartbeat.new_worker_id() + f":child{len(self.children) + self.restarts}"
+        worker_id = heartbeat.new_worker_id() + f":child{self.started}"
+        self.started += 1
         process = self._context.Process(
-            target=run_child, args=(worker_id, self.worker_options), name=f"background_tasks-{worker_id}"
+            target=run_child, args=(worker_id, self.worker_options, self.log_std), name=f"background_tasks-{worker_id}"
         )
         process.start()
         logger.info("event=child_started worker=%s pid=%s", worker_id, process.pid)

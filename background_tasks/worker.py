@@ -12,6 +12,7 @@ import queue
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
@@ -209,14 +210,24 @@ class Worker:
                 try:
                     if not self._force_requested:
                         close_old_connections()
-                        execute(task, self.id, persist=self._until_db_ok)
-                        self.processed += 1
+                        self._execute(task)
                 finally:
                     with self._lock:
                         self._running.pop(task.pk, None)
                     self._wake.ring()
         finally:
             connections.close_all()
+
+    def _execute(self, task: Task) -> None:
+        try:
+            execute(task, self.id, persist=self._until_db_ok)
+        except Exception as exc:
+            # A bug outside the task body (in the library or a custom hook): record the attempt
+            # as failed so the row is not left held by a live worker, and keep the thread alive.
+            logger.exception("event=runner_error worker=%s task_id=%s", self.id, task.pk)
+            error = "".join(traceback.format_exception(exc))
+            self._until_db_ok(lambda: lifecycle.record_failure(task, self.id, error, exc))
+        self.processed += 1
 
     def _until_db_ok(self, action: Callable[[], Any]) -> Any:
         """Run a database action, retrying through outages so that no outcome is lost."""

@@ -27,15 +27,16 @@ committed = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(autouse=True)
 def _restore_process_state() -> Iterator[None]:
-    """Undo what the command does to the process: signal handlers and --log-std handlers."""
+    """Undo what the command does to the process: signal handlers and --log-std logging."""
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     logger = logging.getLogger("background_tasks")
-    log_handlers, log_level = list(logger.handlers), logger.level
+    log_handlers, log_level, log_propagate = list(logger.handlers), logger.level, logger.propagate
     yield
     for signum, handler in handlers.items():
         signal.signal(signum, handler)
     logger.handlers[:] = log_handlers
     logger.setLevel(log_level)
+    logger.propagate = log_propagate
 
 
 def process_tasks(*args: str) -> None:

@@ -68,7 +68,7 @@ def test_json_problem__json_values_have_none(value: object) -> None:
         (uuid.UUID(int=1), "a value of type uuid.UUID cannot be stored as JSON"),
         (float("nan"), "nan is not a finite number"),
         (float("-inf"), "-inf is not a finite number"),
-        ({1: "x"}, "key 1 is a int, and JSON keys must be strings"),
+        ({1: "x"}, "key 1 is of type int, and JSON keys must be strings"),
         ([1, [2, {3}]], "item 1: item 1: a value of type set cannot be stored as JSON"),
         ({"a": {"b": b"x"}}, "key 'a': key 'b': a value of type bytes cannot be stored as JSON"),
         ("nul\x00byte", "NUL character"),

@@ -94,7 +94,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["log_std"]:
-            _log_to_std_streams()
+            log_to_std_streams()
         worker_options: dict[str, Any] = {
             "queues": options["queue"],
             "sleep": options["sleep"],
@@ -105,7 +105,9 @@ class Command(BaseCommand):
         }
         runner: Worker | Supervisor
         if options["processes"]:
-            runner = Supervisor(processes=options["processes"], worker_options=worker_options)
+            runner = Supervisor(
+                processes=options["processes"], worker_options=worker_options, log_std=options["log_std"]
+            )
         else:
             runner = Worker(concurrency=options["concurrency"] or app_settings.CONCURRENCY, **worker_options)
             _warn_about_unenforced_time_limits()
@@ -125,9 +127,16 @@ def _warn_about_unenforced_time_limits() -> None:
         )
 
 
-def _log_to_std_streams() -> None:
-    """Send the worker's log records to stdout (below WARNING) and stderr (WARNING and up)."""
+def log_to_std_streams() -> None:
+    """Send the worker's log records to stdout (below WARNING) and stderr (WARNING and up).
+
+    Nothing is added when LOGGING already writes the ``background_tasks`` logger to a console
+    stream, and the records stop propagating to the root logger, so no line is written twice.
+    """
     logger = logging.getLogger("background_tasks")
+    if any(getattr(h, "stream", None) in (sys.stdout, sys.stderr) for h in logger.handlers):
+        return
+    logger.propagate = False
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     out = logging.StreamHandler(sys.stdout)
     out.setLevel(logging.DEBUG)
