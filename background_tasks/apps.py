@@ -10,9 +10,8 @@ class BackgroundTasksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.utils.module_loading import autodiscover_modules
-
         import django
+        from django.utils.module_loading import autodiscover_modules
 
         from . import checks, logs  # noqa: F401 - registers system checks and log receivers
         from .conf import app_settings

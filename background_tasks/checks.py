@@ -30,69 +30,91 @@ def _is_number(value: object) -> bool:
 
 
 @register(Tags.compatibility)
-def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+def check_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     if not apps.is_installed("django.contrib.contenttypes"):
-        errors.append(Error(
-            "background_tasks needs django.contrib.contenttypes (tasks record their creator).",
-            hint="Add 'django.contrib.contenttypes' to INSTALLED_APPS.",
-            id="background_tasks.E001",
-        ))
+        errors.append(
+            Error(
+                "background_tasks needs django.contrib.contenttypes (tasks record their creator).",
+                hint="Add 'django.contrib.contenttypes' to INSTALLED_APPS.",
+                id="background_tasks.E001",
+            )
+        )
     max_attempts = app_settings.MAX_ATTEMPTS
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        errors.append(Error(
-            f"MAX_ATTEMPTS must be an integer >= 1, not {max_attempts!r}.",
-            hint=f"Set {PREFIX}MAX_ATTEMPTS (or the legacy MAX_ATTEMPTS) to e.g. 25.",
-            id="background_tasks.E002",
-        ))
+        errors.append(
+            Error(
+                f"MAX_ATTEMPTS must be an integer >= 1, not {max_attempts!r}.",
+                hint=f"Set {PREFIX}MAX_ATTEMPTS (or the legacy MAX_ATTEMPTS) to e.g. 25.",
+                id="background_tasks.E002",
+            )
+        )
     if str(app_settings.PRIORITY_ORDERING).upper() not in ("ASC", "DESC", "PRIORITY", "-PRIORITY"):
-        errors.append(Error(
-            f"PRIORITY_ORDERING must be 'DESC' or 'ASC', not {app_settings.PRIORITY_ORDERING!r}.",
-            id="background_tasks.E003",
-        ))
+        errors.append(
+            Error(
+                "PRIORITY_ORDERING must be 'DESC' or 'ASC', "
+                f"not {app_settings.PRIORITY_ORDERING!r}.",
+                id="background_tasks.E003",
+            )
+        )
     for name, minimum in _NUMBERS.items():
         value = getattr(app_settings, name)
         if not _is_number(value) or not value >= minimum:  # "not >=" also catches NaN
-            errors.append(Error(
-                f"{PREFIX}{name} must be a number >= {minimum:g}, not {value!r}.",
-                id="background_tasks.E004",
-            ))
+            errors.append(
+                Error(
+                    f"{PREFIX}{name} must be a number >= {minimum:g}, not {value!r}.",
+                    id="background_tasks.E004",
+                )
+            )
     jitter = app_settings.BACKOFF_JITTER
     if _is_number(jitter) and jitter > 1:
-        errors.append(Error(
-            f"{PREFIX}BACKOFF_JITTER is a fraction from 0 to 1, not {jitter!r}.",
-            hint="Above 1 some retries would get a negative delay and run at once.",
-            id="background_tasks.E004",
-        ))
+        errors.append(
+            Error(
+                f"{PREFIX}BACKOFF_JITTER is a fraction from 0 to 1, not {jitter!r}.",
+                hint="Above 1 some retries would get a negative delay and run at once.",
+                id="background_tasks.E004",
+            )
+        )
     run_time = app_settings.MAX_RUN_TIME
     if run_time is not None and (not _is_number(run_time) or not run_time > 0):
-        errors.append(Error(
-            f"MAX_RUN_TIME must be a number of seconds > 0 or None, not {run_time!r}.",
-            id="background_tasks.E005",
-        ))
+        errors.append(
+            Error(
+                f"MAX_RUN_TIME must be a number of seconds > 0 or None, not {run_time!r}.",
+                id="background_tasks.E005",
+            )
+        )
     concurrency = getattr(settings, PREFIX + "CONCURRENCY", 1)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        errors.append(Error(
-            f"{PREFIX}CONCURRENCY must be an integer >= 1, not {concurrency!r}.",
-            id="background_tasks.E006",
-        ))
+        errors.append(
+            Error(
+                f"{PREFIX}CONCURRENCY must be an integer >= 1, not {concurrency!r}.",
+                id="background_tasks.E006",
+            )
+        )
     rescue_after, heartbeat = app_settings.RESCUE_AFTER, app_settings.HEARTBEAT_INTERVAL
     if _is_number(rescue_after) and _is_number(heartbeat) and rescue_after <= heartbeat:
-        errors.append(Error(
-            f"{PREFIX}RESCUE_AFTER ({app_settings.RESCUE_AFTER}) must be longer than "
-            f"{PREFIX}HEARTBEAT_INTERVAL ({app_settings.HEARTBEAT_INTERVAL}), or live workers "
-            "would be taken for lost.",
-            hint="Keep RESCUE_AFTER at several heartbeat intervals (the defaults are 60 and 10).",
-            id="background_tasks.E007",
-        ))
+        errors.append(
+            Error(
+                f"{PREFIX}RESCUE_AFTER ({app_settings.RESCUE_AFTER}) must be longer than "
+                f"{PREFIX}HEARTBEAT_INTERVAL ({app_settings.HEARTBEAT_INTERVAL}), or live workers "
+                "would be taken for lost.",
+                hint="Keep RESCUE_AFTER at several heartbeat intervals "
+                "(the defaults are 60 and 10).",
+                id="background_tasks.E007",
+            )
+        )
     known = set(setting_names())
     for name in dir(settings):
         if name.startswith(PREFIX) and name not in known:
-            errors.append(Warning(
-                f"Unknown setting {name}: background_tasks has no such setting.",
-                hint=f"Known settings: {', '.join(sorted(known))}.",
-                id="background_tasks.W001",
-            ))
+            errors.append(
+                Warning(
+                    f"Unknown setting {name}: background_tasks has no such setting.",
+                    hint=f"Known settings: {', '.join(sorted(known))}.",
+                    id="background_tasks.W001",
+                )
+            )
     errors.extend(_check_databases())
     errors.extend(_check_schedules())
     return errors
@@ -116,20 +138,25 @@ def _check_databases() -> list[CheckMessage]:
         if "sqlite3" not in config.get("ENGINE", ""):
             continue
         if sqlite3.sqlite_version_info < (3, 35):
-            messages.append(Error(
-                f"SQLite {sqlite3.sqlite_version} is too old for background_tasks (3.35+ needed, "
-                "for UPDATE ... RETURNING).",
-                hint="Use a Python built against a newer SQLite.",
-                id="background_tasks.E008",
-            ))
+            messages.append(
+                Error(
+                    f"SQLite {sqlite3.sqlite_version} is too old for background_tasks "
+                    "(3.35+ needed, "
+                    "for UPDATE ... RETURNING).",
+                    hint="Use a Python built against a newer SQLite.",
+                    id="background_tasks.E008",
+                )
+            )
         options = config.get("OPTIONS", {})
         if str(options.get("transaction_mode", "")).upper() != "IMMEDIATE":
-            messages.append(Warning(
-                f"Database {alias!r} is SQLite without OPTIONS['transaction_mode'] = 'IMMEDIATE'.",
-                hint="With several workers, transactions that read before they write can fail "
-                "with 'database is locked'. Set 'transaction_mode': 'IMMEDIATE' and "
-                "'init_command': 'PRAGMA journal_mode=WAL;' (see docs/installation.md).",
-                id="background_tasks.W002",
-            ))
+            messages.append(
+                Warning(
+                    f"Database {alias!r} is SQLite without "
+                    "OPTIONS['transaction_mode'] = 'IMMEDIATE'.",
+                    hint="With several workers, transactions that read before they write can fail "
+                    "with 'database is locked'. Set 'transaction_mode': 'IMMEDIATE' and "
+                    "'init_command': 'PRAGMA journal_mode=WAL;' (see docs/installation.md).",
+                    id="background_tasks.W002",
+                )
+            )
     return messages
-

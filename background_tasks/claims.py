@@ -105,8 +105,12 @@ def _table(connection: BaseDatabaseWrapper) -> str:
 
 
 def _claim_postgresql(
-    connection: BaseDatabaseWrapper, worker_id: str, queues: Sequence[str], limit: int,
-    now: datetime, descending: bool,
+    connection: BaseDatabaseWrapper,
+    worker_id: str,
+    queues: Sequence[str],
+    limit: int,
+    now: datetime,
+    descending: bool,
 ) -> list[int]:
     sql = postgresql_claim_sql(_table(connection), queues, descending)
     with connection.cursor() as cursor:
@@ -115,8 +119,12 @@ def _claim_postgresql(
 
 
 def _claim_sqlite(
-    connection: BaseDatabaseWrapper, worker_id: str, queues: Sequence[str], limit: int,
-    now: datetime, descending: bool,
+    connection: BaseDatabaseWrapper,
+    worker_id: str,
+    queues: Sequence[str],
+    limit: int,
+    now: datetime,
+    descending: bool,
 ) -> list[int]:
     sql = sqlite_claim_sql(_table(connection), queues, descending)
     stamp = connection.ops.adapt_datetimefield_value(now)

@@ -45,7 +45,8 @@ class Setting(Generic[T]):
         value: Any = getattr(django_settings, self.setting_name, _UNSET)
         if value is _UNSET and self.legacy:
             value = getattr(django_settings, self.legacy, _UNSET)
-        return self.default if value is _UNSET else value  # type: ignore[no-any-return]
+        result: T = self.default if value is _UNSET else value
+        return result
 
 
 class Settings:
@@ -92,7 +93,7 @@ class Settings:
     STORE_RESULTS = Setting(True)
 
     @property
-    def CONCURRENCY(self) -> int:  # noqa: N802 - settings are upper case
+    def CONCURRENCY(self) -> int:
         """Threads a worker runs tasks in when ``--concurrency`` is not given."""
         value: Any = getattr(django_settings, PREFIX + "CONCURRENCY", _UNSET)
         if value is not _UNSET:

@@ -15,8 +15,8 @@ from . import signals
 from .claims import MYSQL_RETRIES, MYSQL_RETRYABLE_ERRORS
 from .conf import app_settings
 from .exceptions import InvalidTaskError
-from .wakeup import notify_ready
 from .serialization import check_signature, decode_params, encode_params, params_hash
+from .wakeup import notify_ready
 
 if TYPE_CHECKING:
     from .models import Task
@@ -54,15 +54,21 @@ def enqueue(
     run_at = schedule_maths.resolve_run_at(task.schedule if schedule is None else schedule, now, tz)
     repeat_spec = schedule_maths.encode_repeat(repeat)
     if repeat_until is not None:
-        repeat_until = schedule_maths.resolve_run_at(repeat_until, now, tz) if isinstance(
-            repeat_until, datetime
-        ) else _bad_repeat_until(task.name, repeat_until)
+        repeat_until = (
+            schedule_maths.resolve_run_at(repeat_until, now, tz)
+            if isinstance(repeat_until, datetime)
+            else _bad_repeat_until(task.name, repeat_until)
+        )
     priority = _resolve_priority(task, priority)
     queue = queue if queue is not None else (task.queue or app_settings.DEFAULT_QUEUE)
     if not isinstance(queue, str) or not queue:
-        raise InvalidTaskError(f"Task {task.name!r}: queue must be a non-empty string, not {queue!r}.")
+        raise InvalidTaskError(
+            f"Task {task.name!r}: queue must be a non-empty string, not {queue!r}."
+        )
     if verbose_name is not None and not isinstance(verbose_name, str):
-        raise InvalidTaskError(f"Task {task.name!r}: verbose_name must be a string, not {verbose_name!r}.")
+        raise InvalidTaskError(
+            f"Task {task.name!r}: verbose_name must be a string, not {verbose_name!r}."
+        )
     task_hash = params_hash(task.name, params)
 
     row = Task(
@@ -109,7 +115,6 @@ def _write(row: Task, using: str, *, replace: bool) -> Task:
     the two transactions. Outside a caller's transaction that rollback lost nothing else, so
     the write is retried; inside one, the caller's whole transaction is gone and it must know.
     """
-    from .models import Task
 
     connection = connections[using]
     for attempt in range(1, MYSQL_RETRIES + 1):
@@ -166,14 +171,18 @@ def _insert_unique(row: Task, using: str) -> Task:
                 return existing
             # The other row finished between our insert and our read: try again.
             row.pk = None
-    raise InvalidTaskError(f"Could not enqueue unique task {row.task_name!r}: it kept changing underneath.")
+    raise InvalidTaskError(
+        f"Could not enqueue unique task {row.task_name!r}: it kept changing underneath."
+    )
 
 
 def _resolve_priority(task: TaskFunction[Any, Any], priority: int | None) -> int:
     if priority is None:
         priority = task.priority if task.priority is not None else app_settings.DEFAULT_PRIORITY
     if isinstance(priority, bool) or not isinstance(priority, int):
-        raise InvalidTaskError(f"Task {task.name!r}: priority must be an integer, not {priority!r}.")
+        raise InvalidTaskError(
+            f"Task {task.name!r}: priority must be an integer, not {priority!r}."
+        )
     return priority
 
 

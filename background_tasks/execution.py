@@ -7,14 +7,14 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from . import lifecycle, signals
 from .conf import app_settings
 from .exceptions import InvalidTaskArguments, PermanentFailure, TaskCancelled, TaskNotRegistered
 from .models import Task
 from .registry import registry
-from .serialization import json_problem, check_signature, decode_params
+from .serialization import check_signature, decode_params, json_problem
 
 logger = logging.getLogger("background_tasks")
 
@@ -51,10 +51,16 @@ def _running(task: Task) -> Iterator[None]:
         _current.task = None
 
 
-Persist = Callable[[Callable[[], Any]], Any]
+T = TypeVar("T")
 
 
-def _once(action: Callable[[], Any]) -> Any:
+class Persist(Protocol):
+    """Runs a database write of an outcome (the worker's version retries through outages)."""
+
+    def __call__(self, action: Callable[[], T]) -> T: ...
+
+
+def _once(action: Callable[[], T]) -> T:
     return action()
 
 
@@ -77,7 +83,11 @@ def execute(task: Task, worker_id: str, persist: Persist = _once) -> str | None:
         check_signature(task.task_name, function.func, args, kwargs)
     except (TaskNotRegistered, InvalidTaskArguments) as exc:
         unrunnable: BaseException = exc
-        return persist(lambda: lifecycle.record_failure(task, worker_id, str(unrunnable), unrunnable, permanent=True))
+        return persist(
+            lambda: lifecycle.record_failure(
+                task, worker_id, str(unrunnable), unrunnable, permanent=True
+            )
+        )
 
     try:
         with _running(task):
@@ -92,7 +102,9 @@ def execute(task: Task, worker_id: str, persist: Persist = _once) -> str | None:
         failure: BaseException = exc
         error = traceback.format_exc()
         permanent = isinstance(exc, PermanentFailure)
-        return persist(lambda: lifecycle.record_failure(task, worker_id, error, failure, permanent=permanent))
+        return persist(
+            lambda: lifecycle.record_failure(task, worker_id, error, failure, permanent=permanent)
+        )
 
     if cancel_seen:
         return persist(lambda: _cancelled(task, worker_id, "Cancelled while running."))
@@ -110,6 +122,8 @@ def _storable_result(task: Task, result: Any) -> Any:
         return None
     problem = json_problem(result)
     if problem:
-        logger.warning("event=result_not_stored task=%s task_id=%s reason=%r", task.task_name, task.pk, problem)
+        logger.warning(
+            "event=result_not_stored task=%s task_id=%s reason=%r", task.task_name, task.pk, problem
+        )
         return None
     return result

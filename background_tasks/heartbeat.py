@@ -15,7 +15,6 @@ from django.utils import timezone
 
 from . import lifecycle
 from .conf import app_settings
-from .exceptions import WorkerLost
 from .models import Task, Worker
 
 logger = logging.getLogger("background_tasks")

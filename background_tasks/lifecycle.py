@@ -49,12 +49,18 @@ def _held(task: Task, worker_id: str | None) -> Any:
     return Task.objects.using(_using()).filter(pk=task.pk, locked_by=worker_id)
 
 
-def _record(task: Task, status: str, worker_id: str | None, now: datetime, **fields: Any) -> CompletedTask:
+def _record(
+    task: Task, status: str, worker_id: str | None, now: datetime, **fields: Any
+) -> CompletedTask:
     values = {name: getattr(task, name) for name in _COPIED_FIELDS}
     values.update(fields)
     return CompletedTask.objects.using(_using()).create(
-        task_id=task.pk, status=status, worker=worker_id or "", started_at=task.locked_at,
-        finished_at=now, **values,
+        task_id=task.pk,
+        status=status,
+        worker=worker_id or "",
+        started_at=task.locked_at,
+        finished_at=now,
+        **values,
     )
 
 
@@ -93,8 +99,13 @@ def _schedule_next_occurrence(task: Task, now: datetime) -> Task | None:
 
 
 def archive(
-    task: Task, status: str, worker_id: str | None, *, now: datetime | None = None,
-    schedule_next: bool = True, **fields: Any,
+    task: Task,
+    status: str,
+    worker_id: str | None,
+    *,
+    now: datetime | None = None,
+    schedule_next: bool = True,
+    **fields: Any,
 ) -> CompletedTask | None:
     """Move a held task to CompletedTask; return None if this worker no longer holds it."""
     now = now or timezone.now()
@@ -102,7 +113,9 @@ def archive(
         # The fenced delete comes first: it is the write that proves we still own the row.
         deleted, _ = _held(task, worker_id).delete()
         if not deleted:
-            logger.warning("event=outcome_dropped task_id=%s worker=%s reason=not_held", task.pk, worker_id)
+            logger.warning(
+                "event=outcome_dropped task_id=%s worker=%s reason=not_held", task.pk, worker_id
+            )
             return None
         completed = _record(task, status, worker_id, now, **fields)
         if schedule_next:
@@ -110,17 +123,30 @@ def archive(
     return completed
 
 
-def record_success(task: Task, worker_id: str, result: Any, *, now: datetime | None = None) -> CompletedTask | None:
+def record_success(
+    task: Task, worker_id: str, result: Any, *, now: datetime | None = None
+) -> CompletedTask | None:
     """Record a returned attempt: the task moves to CompletedTask as succeeded."""
     completed = archive(task, CompletedTask.Status.SUCCEEDED, worker_id, now=now, result=result)
     if completed is not None:
-        signals.emit(signals.task_succeeded, sender=task.task_name, task=task, completed=completed, result=result)
+        signals.emit(
+            signals.task_succeeded,
+            sender=task.task_name,
+            task=task,
+            completed=completed,
+            result=result,
+        )
     return completed
 
 
 def record_failure(
-    task: Task, worker_id: str | None, error: str, exception: BaseException | None, *,
-    permanent: bool = False, now: datetime | None = None,
+    task: Task,
+    worker_id: str | None,
+    error: str,
+    exception: BaseException | None,
+    *,
+    permanent: bool = False,
+    now: datetime | None = None,
 ) -> str | None:
     """Record a failed attempt: retry later with backoff, or give up. Return what happened.
 
@@ -131,29 +157,55 @@ def record_failure(
     gives_up = permanent or task.attempts >= max_attempts_of(task)
     if gives_up:
         completed = archive(
-            task, CompletedTask.Status.FAILED, worker_id, now=now, last_error=error,
+            task,
+            CompletedTask.Status.FAILED,
+            worker_id,
+            now=now,
+            last_error=error,
             schedule_next=bool(app_settings.REPEAT_AFTER_FAILURE),
         )
         if completed is None:
             return None
         signals.emit(
-            signals.task_failed, sender=task.task_name, task=task, exception=exception, traceback=error, will_retry=False
+            signals.task_failed,
+            sender=task.task_name,
+            task=task,
+            exception=exception,
+            traceback=error,
+            will_retry=False,
         )
-        signals.emit(signals.task_gave_up, sender=task.task_name, task=task, completed=completed, exception=exception)
+        signals.emit(
+            signals.task_gave_up,
+            sender=task.task_name,
+            task=task,
+            completed=completed,
+            exception=exception,
+        )
         return "gave_up"
     if _cancel_requested(task):
         # An operator asked to stop it: a failure is no reason to try again.
-        return "cancelled" if record_cancelled(task, worker_id, f"Cancelled while running.\n\n{error}") else None
+        return (
+            "cancelled"
+            if record_cancelled(task, worker_id, f"Cancelled while running.\n\n{error}")
+            else None
+        )
     delay = _retry_delay_of(task)
     updated = _held(task, worker_id).update(
         locked_by=None, locked_at=None, last_error=error, run_at=now + delay
     )
     if not updated:
-        logger.warning("event=outcome_dropped task_id=%s worker=%s reason=not_held", task.pk, worker_id)
+        logger.warning(
+            "event=outcome_dropped task_id=%s worker=%s reason=not_held", task.pk, worker_id
+        )
         return None
     task.locked_by, task.locked_at, task.last_error, task.run_at = None, None, error, now + delay
     signals.emit(
-        signals.task_failed, sender=task.task_name, task=task, exception=exception, traceback=error, will_retry=True
+        signals.task_failed,
+        sender=task.task_name,
+        task=task,
+        exception=exception,
+        traceback=error,
+        will_retry=True,
     )
     return "retry"
 
@@ -161,9 +213,16 @@ def record_failure(
 def record_cancelled(task: Task, worker_id: str | None, reason: str = "") -> CompletedTask | None:
     """Move a task to CompletedTask as cancelled; a repeating series ends with it."""
     # The reason goes first; the error of an earlier failed attempt, if any, is kept below it.
-    error = f"{reason}\n\nLast error before the cancel:\n{task.last_error}" if task.last_error else reason
+    error = (
+        f"{reason}\n\nLast error before the cancel:\n{task.last_error}"
+        if task.last_error
+        else reason
+    )
     completed = archive(
-        task, CompletedTask.Status.CANCELLED, worker_id, last_error=_storable_text(error),
+        task,
+        CompletedTask.Status.CANCELLED,
+        worker_id,
+        last_error=_storable_text(error),
         schedule_next=False,
     )
     if completed is not None:
@@ -176,15 +235,19 @@ def release(tasks: list[Task], worker_id: str) -> int:
     ids = [t.pk for t in tasks]
     if not ids:
         return 0
-    return Task.objects.using(_using()).filter(pk__in=ids, locked_by=worker_id).update(
-        locked_by=None, locked_at=None, attempts=F("attempts") - 1
+    return (
+        Task.objects.using(_using())
+        .filter(pk__in=ids, locked_by=worker_id)
+        .update(locked_by=None, locked_at=None, attempts=F("attempts") - 1)
     )
 
 
 def _cancel_requested(task: Task) -> bool:
     if task.cancel_requested_at is not None:
         return True
-    return Task.objects.using(_using()).filter(pk=task.pk, cancel_requested_at__isnull=False).exists()
+    return (
+        Task.objects.using(_using()).filter(pk=task.pk, cancel_requested_at__isnull=False).exists()
+    )
 
 
 def _backoff_of(task: Task) -> Any:
@@ -209,7 +272,9 @@ def _retry_delay_of(task: Task) -> timedelta:
         return retry_delay(None, task.attempts)
 
 
-def cancel_waiting(task_ids: list[int], reason: str = "Cancelled by an operator.") -> tuple[int, int]:
+def cancel_waiting(
+    task_ids: list[int], reason: str = "Cancelled by an operator."
+) -> tuple[int, int]:
     """Cancel tasks not held by a worker; return (cancelled, held by a worker so left alone).
 
     Rows a worker holds are skipped and never waited for (SKIP LOCKED where the database has
@@ -239,7 +304,9 @@ def request_cancel(task_ids: list[int]) -> int:
         if _supports_skip_locked(using):
             running = running.select_for_update(skip_locked=True)
         ids = list(running.values_list("pk", flat=True))
-        return Task.objects.using(using).filter(pk__in=ids).update(cancel_requested_at=timezone.now())
+        return (
+            Task.objects.using(using).filter(pk__in=ids).update(cancel_requested_at=timezone.now())
+        )
 
 
 def retry_completed(completed: CompletedTask, *, now: datetime | None = None) -> Task:

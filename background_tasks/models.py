@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
@@ -32,7 +32,10 @@ class TaskBase(models.Model):
     run_at = models.DateTimeField(_("run at"), default=timezone.now)
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
     max_attempts = models.PositiveIntegerField(
-        _("max attempts"), null=True, blank=True, help_text=_("Empty: the task's or the global default.")
+        _("max attempts"),
+        null=True,
+        blank=True,
+        help_text=_("Empty: the task's or the global default."),
     )
     last_error = models.TextField(_("last error"), blank=True, default="")
     repeat = models.JSONField(_("repeat"), null=True, blank=True)
@@ -92,16 +95,22 @@ class Task(TaskBase):
     NEVER = schedule.NEVER
 
     scheduled_at = models.DateTimeField(
-        _("scheduled at"), null=True, blank=True, editable=False,
+        _("scheduled at"),
+        null=True,
+        blank=True,
+        editable=False,
         help_text=_("The time this occurrence was due; retries move run_at, never this."),
     )
     repeat_anchor = models.DateTimeField(_("repeat anchor"), null=True, blank=True, editable=False)
     unique_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
-    locked_by = models.CharField(_("locked by"), max_length=255, null=True, blank=True, db_index=True)
+    # NULL, not "", means "not held": the claim, the fence and the indexes all test IS NULL.
+    locked_by = models.CharField(
+        _("locked by"), max_length=255, null=True, blank=True, db_index=True
+    )
     locked_at = models.DateTimeField(_("locked at"), null=True, blank=True)
     cancel_requested_at = models.DateTimeField(_("cancel requested at"), null=True, blank=True)
 
-    objects: ClassVar[TaskQuerySet] = TaskQuerySet.as_manager()  # type: ignore[assignment]
+    objects = TaskQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("task")
@@ -112,7 +121,9 @@ class Task(TaskBase):
         # matters for correctness of throughput too: a locking read locks the rows it examines.
         indexes = [
             models.Index(fields=["-priority", "run_at", "id"], name="bgtasks_task_claim"),
-            models.Index(fields=["queue", "-priority", "run_at", "id"], name="bgtasks_task_queue_claim"),
+            models.Index(
+                fields=["queue", "-priority", "run_at", "id"], name="bgtasks_task_queue_claim"
+            ),
         ]
 
     @property
@@ -145,14 +156,16 @@ class CompletedTask(TaskBase):
         FAILED = "failed", _("failed")
         CANCELLED = "cancelled", _("cancelled")
 
-    task_id = models.BigIntegerField(_("task id"), db_index=True, help_text=_("Id of the Task row."))
+    task_id = models.BigIntegerField(
+        _("task id"), db_index=True, help_text=_("Id of the Task row.")
+    )
     status = models.CharField(_("status"), max_length=20, choices=Status.choices, db_index=True)
     worker = models.CharField(_("worker"), max_length=255, blank=True, default="")
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished at"), default=timezone.now, db_index=True)
     result = models.JSONField(_("result"), null=True, blank=True)
 
-    objects: ClassVar[CompletedTaskQuerySet] = CompletedTaskQuerySet.as_manager()  # type: ignore[assignment]
+    objects = CompletedTaskQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("completed task")
@@ -190,17 +203,25 @@ class Schedule(models.Model):
     params = models.JSONField(_("parameters"), default=empty_params, blank=True)
     cron = models.CharField(_("cron expression"), max_length=255)
     time_zone = models.CharField(
-        _("time zone"), max_length=64, blank=True, default="",
+        _("time zone"),
+        max_length=64,
+        blank=True,
+        default="",
         help_text=_("IANA name, e.g. Europe/Berlin. Empty: the TIME_ZONE setting."),
     )
     queue = models.CharField(_("queue"), max_length=100, blank=True, default="")
     priority = models.IntegerField(_("priority"), null=True, blank=True)
     catch_up = models.CharField(
-        _("missed ticks"), max_length=10, choices=CatchUp.choices, default=CatchUp.ONCE,
+        _("missed ticks"),
+        max_length=10,
+        choices=CatchUp.choices,
+        default=CatchUp.ONCE,
         help_text=_("What to do with ticks missed while no worker ran."),
     )
     enabled = models.BooleanField(_("enabled"), default=True)
-    source = models.CharField(_("defined in"), max_length=10, choices=Source.choices, default=Source.ADMIN)
+    source = models.CharField(
+        _("defined in"), max_length=10, choices=Source.choices, default=Source.ADMIN
+    )
     next_fire_at = models.DateTimeField(_("next fire time"), null=True, blank=True)
     last_fired_at = models.DateTimeField(_("last tick enqueued"), null=True, blank=True)
     last_task_id = models.BigIntegerField(_("last task id"), null=True, blank=True)
@@ -234,9 +255,11 @@ class Worker(models.Model):
     queues = models.JSONField(_("queues"), default=list, blank=True)
     concurrency = models.PositiveIntegerField(_("concurrency"), default=1)
     started_at = models.DateTimeField(_("started at"), default=timezone.now)
-    last_heartbeat_at = models.DateTimeField(_("last heartbeat"), default=timezone.now, db_index=True)
+    last_heartbeat_at = models.DateTimeField(
+        _("last heartbeat"), default=timezone.now, db_index=True
+    )
 
-    objects: ClassVar[WorkerQuerySet] = WorkerQuerySet.as_manager()  # type: ignore[assignment]
+    objects = WorkerQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("worker")

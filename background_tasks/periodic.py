@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("background_tasks")
 
 CATCH_UP_CHOICES = ("once", "skip")
-SETTINGS_KEYS = frozenset({"task", "cron", "args", "kwargs", "queue", "priority", "timezone", "catch_up"})
+SETTINGS_KEYS = frozenset(
+    {"task", "cron", "args", "kwargs", "queue", "priority", "timezone", "catch_up"}
+)
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,14 @@ class ScheduleDefinition:
 
     def fields(self) -> dict[str, Any]:
         return {
-            "task_name": self.task_name, "cron": self.cron, "params": self.params,
-            "queue": self.queue, "priority": self.priority, "time_zone": self.time_zone,
-            "catch_up": self.catch_up, "source": self.source,
+            "task_name": self.task_name,
+            "cron": self.cron,
+            "params": self.params,
+            "queue": self.queue,
+            "priority": self.priority,
+            "time_zone": self.time_zone,
+            "catch_up": self.catch_up,
+            "source": self.source,
         }
 
 
@@ -98,7 +105,9 @@ def periodic(
     from .registry import TaskFunction
 
     if not isinstance(task, TaskFunction):
-        raise InvalidTaskError(f"periodic() takes a function decorated with @background, not {task!r}.")
+        raise InvalidTaskError(
+            f"periodic() takes a function decorated with @background, not {task!r}."
+        )
     name = name or task.name
     where = f"Schedule {name!r}"
     normalised = check_schedule_options(where, cron, timezone, catch_up)
@@ -106,8 +115,15 @@ def periodic(
     check_signature(task.name, task.func, list(args), dict(kwargs or {}))
     params = encode_params(task.name, task.func, list(args), dict(kwargs or {}))
     definition = ScheduleDefinition(
-        name=name, task_name=task.name, cron=normalised, params=params, queue=queue,
-        priority=priority, time_zone=timezone, catch_up=catch_up, source="code",
+        name=name,
+        task_name=task.name,
+        cron=normalised,
+        params=params,
+        queue=queue,
+        priority=priority,
+        time_zone=timezone,
+        catch_up=catch_up,
+        source="code",
     )
     _code_definitions[name] = definition
     return definition
@@ -119,7 +135,9 @@ def settings_definitions() -> list[ScheduleDefinition]:
 
     raw = getattr(django_settings, PREFIX + "SCHEDULES", {})
     if not isinstance(raw, Mapping):
-        raise ImproperlyConfigured(f"{PREFIX}SCHEDULES must be a dict of name -> schedule, not {raw!r}.")
+        raise ImproperlyConfigured(
+            f"{PREFIX}SCHEDULES must be a dict of name -> schedule, not {raw!r}."
+        )
     definitions = []
     for name, entry in raw.items():
         where = f"{PREFIX}SCHEDULES[{name!r}]"
@@ -127,10 +145,14 @@ def settings_definitions() -> list[ScheduleDefinition]:
             raise ImproperlyConfigured(f"{where} must be a dict, not {entry!r}.")
         unknown = set(entry) - SETTINGS_KEYS
         if unknown:
-            raise ImproperlyConfigured(f"{where} has unknown key(s) {sorted(unknown)}; known: {sorted(SETTINGS_KEYS)}.")
+            raise ImproperlyConfigured(
+                f"{where} has unknown key(s) {sorted(unknown)}; known: {sorted(SETTINGS_KEYS)}."
+            )
         task_name = entry.get("task")
         if not isinstance(task_name, str) or task_name not in registry:
-            raise ImproperlyConfigured(f"{where}: 'task' must name a registered task, not {task_name!r}.")
+            raise ImproperlyConfigured(
+                f"{where}: 'task' must name a registered task, not {task_name!r}."
+            )
         args, kwargs = entry.get("args", []), entry.get("kwargs", {})
         if not isinstance(args, (list, tuple)) or not isinstance(kwargs, Mapping):
             raise ImproperlyConfigured(f"{where}: 'args' must be a list and 'kwargs' a dict.")
@@ -145,12 +167,19 @@ def settings_definitions() -> list[ScheduleDefinition]:
             raise ImproperlyConfigured(str(exc)) from None
         except (TypeError, ValueError) as exc:
             raise ImproperlyConfigured(f"{where}: {exc}") from None
-        definitions.append(ScheduleDefinition(
-            name=str(name), task_name=task_name, cron=normalised, params=params,
-            queue=entry.get("queue", ""), priority=entry.get("priority"),
-            time_zone=entry.get("timezone", ""), catch_up=entry.get("catch_up", "once"),
-            source="settings",
-        ))
+        definitions.append(
+            ScheduleDefinition(
+                name=str(name),
+                task_name=task_name,
+                cron=normalised,
+                params=params,
+                queue=entry.get("queue", ""),
+                priority=entry.get("priority"),
+                time_zone=entry.get("timezone", ""),
+                catch_up=entry.get("catch_up", "once"),
+                source="settings",
+            )
+        )
     return definitions
 
 
@@ -232,22 +261,30 @@ def fire_due(now: datetime | None = None) -> int:
 
 def fire_one(schedule: Schedule, now: datetime) -> Task | None:
     """Enqueue the due tick of ``schedule`` if this worker wins it; return the task."""
-    from .models import Schedule, Task
+    from .models import Schedule
 
     tick = schedule.next_fire_at
     assert tick is not None
     # Missed ticks collapse: the schedule moves to its first tick after now.
     next_tick = schedule_maths.next_cron_fire(schedule.cron, zone_of(schedule), max(now, tick))
     late = (now - tick).total_seconds()
-    skip = schedule.catch_up == Schedule.CatchUp.SKIP and late > float(app_settings.SCHEDULE_MISFIRE_GRACE)
+    skip = schedule.catch_up == Schedule.CatchUp.SKIP and late > float(
+        app_settings.SCHEDULE_MISFIRE_GRACE
+    )
     using = router.db_for_write(Schedule)
     with transaction.atomic(using=using):
-        won = Schedule.objects.using(using).filter(pk=schedule.pk, next_fire_at=tick).update(
-            next_fire_at=next_tick, **({} if skip else {"last_fired_at": tick})
+        won = (
+            Schedule.objects.using(using)
+            .filter(pk=schedule.pk, next_fire_at=tick)
+            .update(next_fire_at=next_tick, **({} if skip else {"last_fired_at": tick}))
         )
         if not won or skip:
             if won:
-                logger.info("event=schedule_tick_skipped schedule=%s tick=%s", schedule.name, tick.isoformat())
+                logger.info(
+                    "event=schedule_tick_skipped schedule=%s tick=%s",
+                    schedule.name,
+                    tick.isoformat(),
+                )
             return None
         task = task_for_tick(schedule, tick, now)
         task.save(using=using, force_insert=True)
@@ -267,7 +304,11 @@ def task_for_tick(schedule: Schedule, tick: datetime, now: datetime) -> Task:
     queue = schedule.queue or (function.queue if function else None) or app_settings.DEFAULT_QUEUE
     priority = schedule.priority
     if priority is None:
-        priority = function.priority if function and function.priority is not None else app_settings.DEFAULT_PRIORITY
+        priority = (
+            function.priority
+            if function and function.priority is not None
+            else app_settings.DEFAULT_PRIORITY
+        )
     return Task(
         task_name=schedule.task_name,
         params=schedule.params,
@@ -292,4 +333,4 @@ def seconds_until_next_fire(now: datetime | None = None) -> float | None:
     soonest = Schedule.objects.filter(enabled=True).aggregate(at=Min("next_fire_at"))["at"]
     if soonest is None:
         return None
-    return max(0.0, (soonest - now) / timedelta(seconds=1))
+    return float(max(0.0, (soonest - now) / timedelta(seconds=1)))

@@ -54,7 +54,7 @@ class TaskFunction(Generic[P, R]):
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        functools.update_wrapper(self, self.func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, self.func)
         self._validate()
 
     def _validate(self) -> None:
@@ -63,24 +63,39 @@ class TaskFunction(Generic[P, R]):
         if len(self.name) > 255:
             raise InvalidTaskError(f"Task name {self.name!r} is longer than 255 characters.")
         if self.queue is not None and (not isinstance(self.queue, str) or not self.queue):
-            raise InvalidTaskError(f"Task {self.name!r}: queue must be a non-empty string, not {self.queue!r}.")
-        if self.priority is not None and (isinstance(self.priority, bool) or not isinstance(self.priority, int)):
-            raise InvalidTaskError(f"Task {self.name!r}: priority must be an integer, not {self.priority!r}.")
-        if self.max_attempts is not None and (
-            isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1
+            raise InvalidTaskError(
+                f"Task {self.name!r}: queue must be a non-empty string, not {self.queue!r}."
+            )
+        if self.priority is not None and (
+            isinstance(self.priority, bool) or not isinstance(self.priority, int)
         ):
             raise InvalidTaskError(
-                f"Task {self.name!r}: max_attempts must be an integer >= 1, not {self.max_attempts!r}."
+                f"Task {self.name!r}: priority must be an integer, not {self.priority!r}."
+            )
+        if self.max_attempts is not None and (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or self.max_attempts < 1
+        ):
+            raise InvalidTaskError(
+                f"Task {self.name!r}: max_attempts must be an integer >= 1, "
+                f"not {self.max_attempts!r}."
             )
         if self.timeout is not None and (
-            isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or self.timeout <= 0
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, (int, float))
+            or self.timeout <= 0
         ):
-            raise InvalidTaskError(f"Task {self.name!r}: timeout must be a number of seconds > 0, not {self.timeout!r}.")
+            raise InvalidTaskError(
+                f"Task {self.name!r}: timeout must be a number of seconds > 0, "
+                f"not {self.timeout!r}."
+            )
         check_backoff(self.backoff, self.name)
         clashing = RESERVED_KWARGS & set(_parameter_names(self.func))
         if clashing:
             raise InvalidTaskError(
-                f"Task {self.name!r}: parameter(s) {sorted(clashing)} clash with the keyword arguments "
+                f"Task {self.name!r}: parameter(s) {sorted(clashing)} clash with the keyword "
+                "arguments "
                 "a task call takes for itself; rename them."
             )
 
@@ -146,9 +161,9 @@ class TaskRegistry:
             if function is not None:
                 return function
         raise TaskNotRegistered(
-                f"No task is registered as {name!r}. Is the function decorated with @background in "
-                "an installed app's tasks module, and does the worker run the same code?"
-            )
+            f"No task is registered as {name!r}. Is the function decorated with @background in "
+            "an installed app's tasks module, and does the worker run the same code?"
+        )
 
     def __contains__(self, name: object) -> bool:
         return name in self._tasks
@@ -228,7 +243,7 @@ def background(
             raise InvalidTaskError(f"@background decorates functions, not {func!r}.")
         task = TaskFunction(
             func=func,
-            name=name or f"{func.__module__}.{func.__qualname__}",
+            name=f"{func.__module__}.{func.__qualname__}" if name is None else name,
             schedule=schedule,
             queue=queue,
             priority=priority,
@@ -265,7 +280,8 @@ def _check_schedule(task_name: str, schedule: Any) -> None:
 
     if isinstance(schedule, bool) or not isinstance(schedule, (int, float, timedelta, datetime)):
         raise InvalidTaskError(
-            f"Task {task_name!r}: schedule must be seconds, a timedelta or a datetime, not {schedule!r}."
+            f"Task {task_name!r}: schedule must be seconds, a timedelta or a datetime, "
+            f"not {schedule!r}."
         )
     try:
         resolve_run_at(schedule, datetime.now(timezone.utc), timezone.utc)

@@ -38,7 +38,9 @@ class Backoff:
                     f"Backoff {name} must be a finite number >= 0, not {value!r}."
                 )
         if self.jitter is not None and self.jitter > 1:
-            raise InvalidTaskError(f"Backoff jitter is a fraction from 0 to 1, not {self.jitter!r}.")
+            raise InvalidTaskError(
+                f"Backoff jitter is a fraction from 0 to 1, not {self.jitter!r}."
+            )
 
     def seconds(self, attempts: int, rng: random.Random | None = None) -> float:
         """Return the delay after failed attempt number ``attempts`` (1 for the first)."""
@@ -54,7 +56,7 @@ class Backoff:
             raw = math.inf
         delay = min(raw, cap, MAX_DELAY_SECONDS)
         spread = (rng or random).uniform(-jitter, jitter) if jitter else 0.0
-        return max(0.0, delay * (1 + spread))
+        return float(max(0.0, delay * (1 + spread)))
 
 
 #: Longest delay ever used: far beyond any real retry, and small enough that adding it to now
@@ -97,7 +99,9 @@ def retry_delay(backoff: object, attempts: int, rng: random.Random | None = None
             return _clamped(value.total_seconds())
         if _is_number(value) and math.isfinite(value):
             return _clamped(value)
-        raise InvalidTaskError(f"A backoff function returned {value!r}; return seconds or a timedelta.")
+        raise InvalidTaskError(
+            f"A backoff function returned {value!r}; return seconds or a timedelta."
+        )
     raise InvalidTaskError(f"Unusable backoff {backoff!r}.")
 
 

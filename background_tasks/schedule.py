@@ -169,6 +169,11 @@ def encode_repeat(repeat: object) -> RepeatSpec | None:
     )
 
 
+def _as_kwargs(spec: RepeatSpec) -> dict[str, Any]:
+    """Type a spec as keyword arguments (relativedelta's first positional is a date)."""
+    return dict(spec)
+
+
 def decode_repeat(spec: RepeatSpec) -> timedelta | relativedelta:
     """Return the timedelta (exact duration) or relativedelta (calendar step) of a spec."""
     if (
@@ -181,7 +186,7 @@ def decode_repeat(spec: RepeatSpec) -> timedelta | relativedelta:
             f"{', '.join(_SPEC_KEYS)} to positive integers."
         )
     if any(k in spec for k in _CALENDAR_KEYS):
-        return relativedelta(**spec)
+        return relativedelta(**_as_kwargs(spec))
     return timedelta(**spec)
 
 
@@ -203,7 +208,9 @@ def next_repeat(anchor: datetime, spec: RepeatSpec, after: datetime, tz: tzinfo)
     wall = anchor.astimezone(tz).replace(tzinfo=None)
 
     def occurrence(k: int) -> datetime:
-        return _from_wall(wall + relativedelta(**{f: v * k for f, v in spec.items()}), tz)
+        return _from_wall(
+            wall + relativedelta(**_as_kwargs({f: v * k for f, v in spec.items()})), tz
+        )
 
     approx = sum(_APPROX_SECONDS[f] * v for f, v in spec.items())
     elapsed = (after.astimezone(tz).replace(tzinfo=None) - wall).total_seconds()

@@ -64,7 +64,9 @@ def _argument_names(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -
     return names
 
 
-def check_signature(task_name: str, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+def check_signature(
+    task_name: str, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> None:
     """Raise InvalidTaskArguments when the call does not fit the function's signature."""
     try:
         signature = inspect.signature(func)
@@ -73,7 +75,9 @@ def check_signature(task_name: str, func: Any, args: Sequence[Any], kwargs: Mapp
     try:
         signature.bind(*args, **kwargs)
     except TypeError as exc:
-        raise InvalidTaskArguments(f"Task {task_name!r} cannot be called with these arguments: {exc}.") from None
+        raise InvalidTaskArguments(
+            f"Task {task_name!r} cannot be called with these arguments: {exc}."
+        ) from None
 
 
 def encode_params(

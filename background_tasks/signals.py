@@ -35,7 +35,10 @@ def emit(signal: Signal, sender: str, **kwargs: Any) -> None:
         if isinstance(response, Exception):
             logger.error(
                 "event=signal_receiver_failed signal=%s receiver=%r error=%r",
-                _name_of(signal), receiver, response, exc_info=response,
+                _name_of(signal),
+                receiver,
+                response,
+                exc_info=response,
             )
 
 

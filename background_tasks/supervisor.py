@@ -13,6 +13,7 @@ time), watches the tasks they hold, and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -66,7 +67,9 @@ class Child:
 class Supervisor:
     """Runs and watches ``processes`` child workers; ``run()`` returns the exit code."""
 
-    def __init__(self, *, processes: int, worker_options: dict[str, Any], log_std: bool = False) -> None:
+    def __init__(
+        self, *, processes: int, worker_options: dict[str, Any], log_std: bool = False
+    ) -> None:
         self.processes = processes
         self.worker_options = worker_options
         self.log_std = log_std
@@ -93,7 +96,9 @@ class Supervisor:
         worker_id = heartbeat.new_worker_id() + f":child{self.started}"
         self.started += 1
         process = self._context.Process(
-            target=run_child, args=(worker_id, self.worker_options, self.log_std), name=f"background_tasks-{worker_id}"
+            target=run_child,
+            args=(worker_id, self.worker_options, self.log_std),
+            name=f"background_tasks-{worker_id}",
         )
         process.start()
         logger.info("event=child_started worker=%s pid=%s", worker_id, process.pid)
@@ -139,24 +144,28 @@ class Supervisor:
         now = time.monotonic()
         if child.restart_at is None:
             # A child the supervisor killed for overrunning is no crash: replace it at once.
-            crashed_at_start = not child.kill_reason and child.died_at - child.started_at < CRASH_WINDOW
+            crashed_at_start = (
+                not child.kill_reason and child.died_at - child.started_at < CRASH_WINDOW
+            )
             self._restart_delay = (
-                min(max(self._restart_delay * 2, 1.0), MAX_RESTART_DELAY) if crashed_at_start else 0.0
+                min(max(self._restart_delay * 2, 1.0), MAX_RESTART_DELAY)
+                if crashed_at_start
+                else 0.0
             )
             child.restart_at = now + self._restart_delay
             if crashed_at_start:
                 logger.error(
-                    "event=child_crash_loop worker=%s restart_in=%.0fs", child.worker_id, self._restart_delay
+                    "event=child_crash_loop worker=%s restart_in=%.0fs",
+                    child.worker_id,
+                    self._restart_delay,
                 )
         return now >= child.restart_at
 
     def _forward_stop(self) -> None:
         for child in self.children:
             if child.process.is_alive() and child.process.pid:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(child.process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
 
     def _reap(self, child: Child) -> None:
         """Record the attempt a dead child left behind, once."""
@@ -193,10 +202,15 @@ class Supervisor:
             if limit is None or task.locked_at is None or _elapsed(task.locked_at, now) <= limit:
                 continue
             child = ids[task.locked_by or ""]
-            child.kill_reason[task.pk] = f"Timed out after {limit:g} s (hard time limit); the process was killed."
+            child.kill_reason[task.pk] = (
+                f"Timed out after {limit:g} s (hard time limit); the process was killed."
+            )
             logger.error(
-                "event=task_timed_out task=%s task_id=%s worker=%s limit=%gs", task.task_name, task.pk,
-                child.worker_id, limit,
+                "event=task_timed_out task=%s task_id=%s worker=%s limit=%gs",
+                task.task_name,
+                task.pk,
+                child.worker_id,
+                limit,
             )
             child.process.kill()
             child.process.join()

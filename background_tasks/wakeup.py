@@ -37,7 +37,7 @@ class Alarm:
         self._rings.put(None)
 
     def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for a ring; return whether one came. Consumes all rings."""
+        """Wait up to ``timeout`` seconds for a ring; return whether one came (consuming all)."""
         try:
             self._rings.get(timeout=max(timeout, 0.0))
         except queue.Empty:
@@ -66,7 +66,9 @@ class Listener:
         self.queues = set(queues)
         self.wake = wake
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="background_tasks-listener", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="background_tasks-listener", daemon=True
+        )
 
     @staticmethod
     def available(using: str) -> bool:
@@ -91,7 +93,7 @@ class Listener:
             try:
                 self._listen()
                 backoff = 0.5
-            except Exception as exc:  # noqa: BLE001 - any failure falls back to polling for a while
+            except Exception as exc:
                 logger.warning("event=listener_error error=%r retry_in=%.1fs", exc, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)

@@ -7,6 +7,7 @@ its own database connection. Signal handlers only set flags the loop reads.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import signal
@@ -15,9 +16,17 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any
+from typing import TypeVar
 
-from django.db import DatabaseError, InterfaceError, close_old_connections, connection, connections, router
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    connections,
+    router,
+)
 
 from . import heartbeat, lifecycle, periodic
 from .claims import claim_tasks
@@ -28,11 +37,16 @@ from .wakeup import Alarm, Listener
 
 logger = logging.getLogger("background_tasks")
 
+T = TypeVar("T")
+
 #: Exit codes of ``process_tasks``.
 EXIT_OK = 0
 EXIT_FORCED = 1
 
 _DB_ERRORS = (DatabaseError, InterfaceError)
+# Errors of the connection, not of the statement: worth retrying once the database is back.
+# (A DataError or IntegrityError would fail the same way for ever.)
+_OUTAGE_ERRORS = (OperationalError, InterfaceError)
 _MAX_OUTAGE_BACKOFF = 30.0
 
 
@@ -59,7 +73,9 @@ class Worker:
         self.burst = burst
         self.max_tasks = max_tasks
         self.duration = duration
-        self.shutdown_grace = app_settings.SHUTDOWN_GRACE if shutdown_grace is None else shutdown_grace
+        self.shutdown_grace = (
+            app_settings.SHUTDOWN_GRACE if shutdown_grace is None else shutdown_grace
+        )
         self.clock = clock
         self.claimed = 0
         self.processed = 0
@@ -93,14 +109,16 @@ class Worker:
     # -- main loop ------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Process tasks until told to stop, the duration or task budget ends, or (burst) none are ready."""
+        """Run until stopped, out of time or task budget, or (burst) out of ready tasks."""
         deadline = None if self.duration is None else self.clock() + self.duration
         self._until_db_ok(lambda: heartbeat.register(self.id, self.queues, self.concurrency))
         self._until_db_ok(periodic.sync_schedules)
         self._next_beat = self.clock() + float(app_settings.HEARTBEAT_INTERVAL)
         logger.info(
             "event=worker_started worker=%s queues=%s concurrency=%s",
-            self.id, ",".join(self.queues) or "*", self.concurrency,
+            self.id,
+            ",".join(self.queues) or "*",
+            self.concurrency,
         )
         self._threads = [
             threading.Thread(target=self._runner, name=f"background_tasks-runner-{i}", daemon=True)
@@ -114,7 +132,11 @@ class Worker:
             while not self._stop_requested:
                 if deadline is not None and self.clock() >= deadline:
                     break
-                if self.max_tasks is not None and self.claimed >= self.max_tasks and not self._busy():
+                if (
+                    self.max_tasks is not None
+                    and self.claimed >= self.max_tasks
+                    and not self._busy()
+                ):
                     break
                 try:
                     self._heartbeat_if_due()
@@ -123,7 +145,12 @@ class Worker:
                     outage_backoff = 0.0
                 except _DB_ERRORS as exc:
                     outage_backoff = min(max(outage_backoff * 2, 0.5), _MAX_OUTAGE_BACKOFF)
-                    logger.error("event=database_error worker=%s retry_in=%.1fs error=%r", self.id, outage_backoff, exc)
+                    logger.error(
+                        "event=database_error worker=%s retry_in=%.1fs error=%r",
+                        self.id,
+                        outage_backoff,
+                        exc,
+                    )
                     self._reset_connection()
                     self._wait(outage_backoff, deadline)
                     continue
@@ -138,7 +165,7 @@ class Worker:
         return code
 
     def _start_listener(self) -> Listener | None:
-        """On PostgreSQL, wake up as soon as a ready task is enqueued instead of at the next poll."""
+        """On PostgreSQL, wake up as soon as a ready task is enqueued, not at the next poll."""
         using = router.db_for_write(Task)
         if self.burst or not Listener.available(using):
             return None
@@ -221,24 +248,33 @@ class Worker:
     def _execute(self, task: Task) -> None:
         try:
             execute(task, self.id, persist=self._until_db_ok)
-        except Exception as exc:
+        except Exception as raised:
+            exc: Exception = raised
             # A bug outside the task body (in the library or a custom hook): record the attempt
             # as failed so the row is not left held by a live worker, and keep the thread alive.
             logger.exception("event=runner_error worker=%s task_id=%s", self.id, task.pk)
             error = "".join(traceback.format_exception(exc))
-            self._until_db_ok(lambda: lifecycle.record_failure(task, self.id, error, exc))
+            try:
+                self._until_db_ok(lambda: lifecycle.record_failure(task, self.id, error, exc))
+            except Exception:
+                # Left held: once this worker exits, rescue releases the row.
+                logger.exception(
+                    "event=outcome_not_recorded worker=%s task_id=%s", self.id, task.pk
+                )
         self.processed += 1
 
-    def _until_db_ok(self, action: Callable[[], Any]) -> Any:
+    def _until_db_ok(self, action: Callable[[], T]) -> T:
         """Run a database action, retrying through outages so that no outcome is lost."""
         backoff = 0.5
         while True:
             try:
                 return action()
-            except _DB_ERRORS as exc:
+            except _OUTAGE_ERRORS as exc:
                 if self._force_requested:
                     raise
-                logger.error("event=database_error worker=%s retry_in=%.1fs error=%r", self.id, backoff, exc)
+                logger.error(
+                    "event=database_error worker=%s retry_in=%.1fs error=%r", self.id, backoff, exc
+                )
                 self._reset_connection()
                 time.sleep(backoff)  # outage backoff: nothing to wait on but time
                 backoff = min(backoff * 2, _MAX_OUTAGE_BACKOFF)
@@ -246,10 +282,8 @@ class Worker:
     @staticmethod
     def _reset_connection() -> None:
         for conn in connections.all(initialized_only=True):
-            try:
+            with contextlib.suppress(*_DB_ERRORS):
                 conn.close()
-            except _DB_ERRORS:
-                pass
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -259,7 +293,9 @@ class Worker:
         for _ in self._threads:
             self._inbox.put(None)
         grace_end = self.clock() + self.shutdown_grace
-        while self._busy_beyond(unstarted) and not self._force_requested and self.clock() < grace_end:
+        while (
+            self._busy_beyond(unstarted) and not self._force_requested and self.clock() < grace_end
+        ):
             # Still healthy while finishing: keep the heartbeat, or others would rescue our tasks.
             try:
                 self._heartbeat_if_due(rescue=False)
@@ -278,7 +314,10 @@ class Worker:
             logger.error("event=shutdown_db_error worker=%s error=%r", self.id, exc)
             released = 0
         logger.info(
-            "event=worker_stopped worker=%s processed=%s released=%s", self.id, self.processed, released
+            "event=worker_stopped worker=%s processed=%s released=%s",
+            self.id,
+            self.processed,
+            released,
         )
         if not connection.in_atomic_block:
             # Not when embedded in a caller's transaction (a Worker run in-process).

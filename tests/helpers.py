@@ -16,7 +16,12 @@ from tests import dburl
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, message: str = "") -> None:
+def wait_for(
+    condition: Callable[[], object],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    message: str = "",
+) -> None:
     """Poll ``condition`` until it is true; fail the test once ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -54,9 +59,16 @@ def start_worker(
     )
 
 
-def run_command(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_command(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run a management command in a subprocess and wait for it."""
     return subprocess.run(
-        manage_command(*args), env=env or worker_env(), cwd=REPO_ROOT,
-        capture_output=True, text=True, timeout=timeout, check=False,
+        manage_command(*args),
+        env=env or worker_env(),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )

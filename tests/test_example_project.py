@@ -7,7 +7,6 @@ in a temporary directory (``EXAMPLE_DB_PATH``), never on the test database.
 from __future__ import annotations
 
 import json
-
 import os
 import re
 import sqlite3
@@ -98,7 +97,9 @@ def test_demo__runs_three_tasks_to_success_with_a_retry_and_can_run_again(db_pat
     assert live_rows == 0
 
 
-def test_start_housekeeping__starts_one_repeating_series_however_often_it_runs(db_path: Path) -> None:
+def test_start_housekeeping__starts_one_repeating_series_however_often_it_runs(
+    db_path: Path,
+) -> None:
     assert_ok(manage("migrate", "--noinput", db_path=db_path))
 
     first = manage("start_housekeeping", db_path=db_path)

@@ -49,8 +49,12 @@ def test_sync__keeps_an_operators_pause_and_restarts_after_a_cron_change() -> No
 
 
 def test_sync__deletes_code_schedules_no_longer_defined_and_keeps_admin_ones() -> None:
-    Schedule.objects.create(name="gone", task_name="x", cron="* * * * *", source=Schedule.Source.CODE)
-    Schedule.objects.create(name="mine", task_name="x", cron="* * * * *", source=Schedule.Source.ADMIN)
+    Schedule.objects.create(
+        name="gone", task_name="x", cron="* * * * *", source=Schedule.Source.CODE
+    )
+    Schedule.objects.create(
+        name="mine", task_name="x", cron="* * * * *", source=Schedule.Source.ADMIN
+    )
 
     periodic.sync_schedules(NOW)
 
@@ -85,14 +89,38 @@ def test_sync__creates_schedules_from_settings() -> None:
     [
         ({"task": "tests.testapp.tasks.record", "cron": "61 * * * *", "args": ["k"]}, "61 * * * *"),
         ({"task": "no.such.task", "cron": "* * * * *"}, "no.such.task"),
-        ({"task": "tests.testapp.tasks.record", "cron": "* * * * *", "args": ["k"], "timezone": "Mars/Base"}, "Mars/Base"),
-        ({"task": "tests.testapp.tasks.record", "cron": "* * * * *", "args": ["k"], "every": 5}, "every"),
+        (
+            {
+                "task": "tests.testapp.tasks.record",
+                "cron": "* * * * *",
+                "args": ["k"],
+                "timezone": "Mars/Base",
+            },
+            "Mars/Base",
+        ),
+        (
+            {"task": "tests.testapp.tasks.record", "cron": "* * * * *", "args": ["k"], "every": 5},
+            "every",
+        ),
         ({"task": "tests.testapp.tasks.record", "cron": "* * * * *", "args": [{1, 2}]}, "set"),
-        ({"task": "tests.testapp.tasks.record", "cron": "* * * * *", "args": ["k"], "catch_up": "all"}, "all"),
+        (
+            {
+                "task": "tests.testapp.tasks.record",
+                "cron": "* * * * *",
+                "args": ["k"],
+                "catch_up": "all",
+            },
+            "all",
+        ),
     ],
 )
-def test_settings_schedule__bad_entry_raises_a_clear_error(entry: dict[str, object], message: str) -> None:
-    with override_settings(BACKGROUND_TASKS_SCHEDULES={"bad": entry}), pytest.raises(ImproperlyConfigured) as error:
+def test_settings_schedule__bad_entry_raises_a_clear_error(
+    entry: dict[str, object], message: str
+) -> None:
+    with (
+        override_settings(BACKGROUND_TASKS_SCHEDULES={"bad": entry}),
+        pytest.raises(ImproperlyConfigured) as error,
+    ):
         periodic.settings_definitions()
 
     assert message in str(error.value)
@@ -115,8 +143,11 @@ def test_periodic__rejects_arguments_that_are_not_json() -> None:
 
 def _schedule(**fields: object) -> Schedule:
     values: dict[str, object] = {
-        "name": "every-minute", "task_name": "tests.testapp.tasks.record",
-        "params": {"args": ["tick"], "kwargs": {}}, "cron": "* * * * *", "next_fire_at": NOW,
+        "name": "every-minute",
+        "task_name": "tests.testapp.tasks.record",
+        "params": {"args": ["tick"], "kwargs": {}},
+        "cron": "* * * * *",
+        "next_fire_at": NOW,
     }
     values.update(fields)
     return Schedule.objects.create(**values)
@@ -198,7 +229,9 @@ def test_fire_due__a_tick_of_an_unregistered_task_is_enqueued_and_fails_visibly(
     assert "gone.from.code" in failed.last_error
 
 
-@override_settings(BACKGROUND_TASKS_SCHEDULES={"bad": {"task": "tests.testapp.tasks.record", "cron": "* * *"}})
+@override_settings(
+    BACKGROUND_TASKS_SCHEDULES={"bad": {"task": "tests.testapp.tasks.record", "cron": "* * *"}}
+)
 def test_system_check__reports_a_bad_settings_schedule() -> None:
     from background_tasks.checks import check_settings
 

@@ -38,6 +38,7 @@ def _idle_worker() -> subprocess.Popen[str]:
     # The worker's first empty claim happened before it registered its listener thread's
     # LISTEN; wait until PostgreSQL shows that session listening.
     with connection.cursor() as cursor:
+
         def listening() -> bool:
             cursor.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN background_tasks%%'"
@@ -54,7 +55,11 @@ def test_notify__an_idle_worker_runs_a_new_task_long_before_its_next_poll() -> N
         started = time.monotonic()
         tasks.record("woken")
 
-        wait_for(lambda: TaskRun.objects.filter(key="woken").exists(), timeout=POLL / 4, message="the pickup")
+        wait_for(
+            lambda: TaskRun.objects.filter(key="woken").exists(),
+            timeout=POLL / 4,
+            message="the pickup",
+        )
         assert time.monotonic() - started < POLL / 4
     finally:
         _stop(proc)

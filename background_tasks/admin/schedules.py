@@ -247,6 +247,8 @@ class ScheduleAdmin(ScheduleModelAdmin):
         """Read an annotation of ``get_queryset``, or query it for a row loaded without it."""
         if hasattr(obj, name):
             return getattr(obj, name)
+        if obj.last_task_id is None:
+            return None
         if name == "last_task_pending":
             return Task.objects.filter(pk=obj.last_task_id).exists()
         completed = (

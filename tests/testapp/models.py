@@ -7,3 +7,6 @@ class TaskRun(models.Model):
     key = models.CharField(max_length=100, db_index=True)
     worker_pid = models.IntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.key

@@ -235,3 +235,9 @@ def blocks(key: str) -> None:
     """Record ``<key>:started``, then block; no time limit of its own, so MAX_RUN_TIME applies."""
     TaskRun.objects.create(key=f"{key}:started", worker_pid=os.getpid())
     time.sleep(600)  # only a hard kill ends it
+
+
+@background(name="tests.record_retried_at_once", backoff=0)
+def record_retried_at_once(key: str) -> None:
+    """Like ``record``, but a lost or failed attempt is retried at once, not after a backoff."""
+    TaskRun.objects.create(key=key, worker_pid=os.getpid())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -46,40 +48,65 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--queue", action="append", type=queue_name, default=[], metavar="NAME",
+            "--queue",
+            action="append",
+            type=queue_name,
+            default=[],
+            metavar="NAME",
             help="Only run tasks of this queue (repeat for several; default: all queues).",
         )
         parser.add_argument(
-            "--sleep", type=non_negative_float, default=None, metavar="SECONDS",
-            help=f"Seconds to wait between polls when idle (default: {app_settings.POLL_INTERVAL}).",
+            "--sleep",
+            type=non_negative_float,
+            default=None,
+            metavar="SECONDS",
+            help="Seconds to wait between polls when idle "
+            f"(default: {app_settings.POLL_INTERVAL}).",
         )
         parser.add_argument(
-            "--duration", type=non_negative_float, default=None, metavar="SECONDS",
-            help="Stop cleanly after this many seconds (default: run until stopped; 0 means the same).",
+            "--duration",
+            type=non_negative_float,
+            default=None,
+            metavar="SECONDS",
+            help="Stop cleanly after this many seconds "
+            "(default: run until stopped; 0 means the same).",
         )
         parser.add_argument("--burst", action="store_true", help="Exit once no task is ready.")
         parser.add_argument(
-            "--max-tasks", type=positive_int, default=None, metavar="N",
+            "--max-tasks",
+            type=positive_int,
+            default=None,
+            metavar="N",
             help="Stop cleanly after claiming N tasks.",
         )
         parser.add_argument(
-            "--concurrency", type=positive_int, default=None, metavar="N",
+            "--concurrency",
+            type=positive_int,
+            default=None,
+            metavar="N",
             help="Threads running tasks in this process, each with its own database connection "
             "(default: BACKGROUND_TASKS_CONCURRENCY, 1).",
         )
         parser.add_argument(
-            "--processes", type=positive_int, default=None, metavar="N",
+            "--processes",
+            type=positive_int,
+            default=None,
+            metavar="N",
             help="Run tasks in N supervised child processes instead of threads. Needed for hard "
             "time limits (timeout=, MAX_RUN_TIME): an overrunning task's process is killed and "
             "replaced. Each child runs one task at a time.",
         )
         parser.add_argument(
-            "--shutdown-grace", type=non_negative_float, default=None, metavar="SECONDS",
+            "--shutdown-grace",
+            type=non_negative_float,
+            default=None,
+            metavar="SECONDS",
             help="On SIGTERM/SIGINT, how long running tasks may finish before they are released "
             f"(default: {app_settings.SHUTDOWN_GRACE}).",
         )
         parser.add_argument(
-            "--log-std", action="store_true",
+            "--log-std",
+            action="store_true",
             help="Write the worker's log to standard output and standard error.",
         )
 
@@ -106,13 +133,27 @@ class Command(BaseCommand):
         runner: Worker | Supervisor
         if options["processes"]:
             runner = Supervisor(
-                processes=options["processes"], worker_options=worker_options, log_std=options["log_std"]
+                processes=options["processes"],
+                worker_options=worker_options,
+                log_std=options["log_std"],
             )
         else:
-            runner = Worker(concurrency=options["concurrency"] or app_settings.CONCURRENCY, **worker_options)
+            runner = Worker(
+                concurrency=options["concurrency"] or app_settings.CONCURRENCY, **worker_options
+            )
             _warn_about_unenforced_time_limits()
+        # Restored afterwards, for callers that run the command in their own process. Only the
+        # main thread can set handlers; elsewhere the worker installs none either.
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = {
+            sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT) if in_main
+        }
         runner.install_signal_handlers()
-        code = runner.run()
+        try:
+            code = runner.run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if code:
             sys.exit(code)
 
@@ -122,7 +163,8 @@ def _warn_about_unenforced_time_limits() -> None:
     if app_settings.MAX_RUN_TIME or limited:
         logging.getLogger("background_tasks").warning(
             "event=time_limits_not_enforced reason=thread_mode tasks=%s max_run_time=%s hint=%r",
-            ",".join(limited) or "-", app_settings.MAX_RUN_TIME,
+            ",".join(limited) or "-",
+            app_settings.MAX_RUN_TIME,
             "run process_tasks with --processes N to enforce timeout= and MAX_RUN_TIME",
         )
 

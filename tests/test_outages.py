@@ -1,0 +1,146 @@
+"""Database outages: the workers' connections are killed again and again while they drain a queue.
+
+Two real ``process_tasks`` workers drain 300 tasks while the test kills every other connection
+to the test database a few times (PostgreSQL: ``pg_terminate_backend``; MariaDB/MySQL:
+``KILL``), each time after some more tasks completed. The workers must reconnect and go on:
+every task succeeds (at least once: a task whose connection died mid-run runs again), nothing is
+left in the queue, and both workers are still running at the end and stop cleanly. SQLite has no
+server connections to kill, so the test is skipped there.
+
+Logs go to files, not pipes: 300 tasks log more than a pipe buffer holds.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from django.db import OperationalError, connection, transaction
+
+from background_tasks.models import CompletedTask, Task, Worker
+from tests.helpers import REPO_ROOT, manage_command, wait_for, worker_env
+from tests.testapp import tasks
+from tests.testapp.models import TaskRun
+
+pytestmark = [
+    pytest.mark.concurrency,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
+]
+
+WORKERS = 2
+TASKS = 300
+ROUNDS = 4
+MYSQL_UNKNOWN_THREAD = 1094
+
+
+def kill_other_connections() -> int:
+    """Kill every connection to the test database but this one; return how many were killed."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return sum(1 for (terminated,) in cursor.fetchall() if terminated)
+        cursor.execute(
+            "SELECT id FROM information_schema.processlist "
+            "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+        )
+        killed = 0
+        for (thread_id,) in cursor.fetchall():
+            try:
+                cursor.execute(f"KILL {int(thread_id)}")
+            except OperationalError as exc:
+                if exc.args[0] != MYSQL_UNKNOWN_THREAD:  # it ended by itself meanwhile
+                    raise
+            else:
+                killed += 1
+        return killed
+
+
+@pytest.fixture
+def killable_connections() -> None:
+    if connection.vendor not in ("postgresql", "mysql"):
+        pytest.skip("only a database server has connections to kill")
+
+
+def _start(log_dir: Path, index: int) -> subprocess.Popen[bytes]:
+    with (
+        (log_dir / f"worker-{index}.out").open("wb") as out,
+        (log_dir / f"worker-{index}.err").open("wb") as err,
+    ):
+        # The child keeps its own copies of the descriptors; ours close with the block.
+        return subprocess.Popen(
+            manage_command("process_tasks", "--concurrency", "2", "--sleep", "0.1", "--log-std"),
+            env=worker_env(),
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=err,
+        )
+
+
+def test_connection_kills__workers_reconnect_and_every_task_completes(
+    killable_connections: None, tmp_path: Path
+) -> None:
+    keys = [f"outage-{index:03d}" for index in range(TASKS)]
+    with transaction.atomic():
+        for key in keys:
+            tasks.record_retried_at_once(key)  # retried at once when a kill makes it fail
+
+    def logs(index: int) -> str:
+        return (tmp_path / f"worker-{index}.err").read_text(errors="replace")
+
+    def running() -> bool:
+        for index, proc in enumerate(procs):
+            assert proc.poll() is None, (
+                f"worker {index} exited with {proc.returncode}:\n{logs(index)}"
+            )
+        return True
+
+    procs: list[subprocess.Popen[bytes]] = []
+    killed: list[int] = []
+    try:
+        procs.extend(_start(tmp_path, index) for index in range(WORKERS))
+        wait_for(lambda: running() and Worker.objects.count() == WORKERS, 60, message="the workers")
+        for round_ in range(1, ROUNDS + 1):
+            target = round_ * TASKS // (ROUNDS + 1)
+            wait_for(
+                lambda target=target: running() and CompletedTask.objects.count() >= target,
+                timeout=60,
+                message=f"{target} tasks to complete",
+            )
+            killed.append(kill_other_connections())
+        wait_for(
+            lambda: running() and not Task.objects.exists(),
+            timeout=120,
+            message="every task to complete",
+        )
+        running()
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for index, proc in enumerate(procs):
+            code = proc.wait(timeout=30)
+            assert code == 0, f"worker {index} exited with {code}:\n{logs(index)}"
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+    assert all(count > 0 for count in killed), killed
+    for index in range(WORKERS):
+        assert "Traceback" not in logs(index), logs(index)
+        # They did see the outages, and went on.
+        assert "event=database_error" in logs(index) or "event=task_failed" in logs(index)
+    runs = Counter(TaskRun.objects.values_list("key", flat=True))
+    assert set(runs) == set(keys), "lost tasks: " + ", ".join(sorted(set(keys) - set(runs)))
+    completed = CompletedTask.objects.filter(task_name=tasks.record_retried_at_once.name)
+    assert completed.count() == TASKS
+    assert completed.succeeded().count() == TASKS
+    assert not Task.objects.exists()
+    assert not Worker.objects.exists()
