@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 from collections.abc import Sequence
+from importlib import metadata
 from typing import Any
 
 from django.db import connections
@@ -75,11 +76,12 @@ class Listener:
         connection = connections[using]
         if connection.vendor != "postgresql" or not app_settings.NOTIFY:
             return False
+        # notifies(timeout=) arrived in psycopg 3.2; psycopg 2 and older 3.x poll only.
         try:
-            import psycopg  # noqa: F401 - psycopg 3 is what notifies(timeout=) needs
-        except ImportError:
+            major, minor = (int(part) for part in metadata.version("psycopg").split(".")[:2])
+        except (metadata.PackageNotFoundError, ValueError):
             return False
-        return True
+        return (major, minor) >= (3, 2)
 
     def start(self) -> None:
         self._thread.start()
