@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from . import lifecycle
 from .conf import app_settings
+from .exceptions import WorkerLost
 from .models import Task, Worker
 
 logger = logging.getLogger("background_tasks")
@@ -75,7 +76,7 @@ def rescue_lost(now: datetime | None = None) -> int:
     for task in candidates.iterator():
         holder = task.locked_by  # read first: record_failure() clears it on the instance
         error = WORKER_LOST.format(worker=holder)
-        if lifecycle.record_failure(task, holder, error, None) is not None:
+        if lifecycle.record_failure(task, holder, error, WorkerLost(error)) is not None:
             rescued += 1
             logger.warning(
                 "event=task_rescued task=%s task_id=%s worker=%s", task.task_name, task.pk, holder
