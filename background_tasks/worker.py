@@ -88,6 +88,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._next_beat = 0.0
         self._next_schedule_check = 0.0
+        self._claims_uncertain = False
 
     # -- control ---------------------------------------------------------------------------
 
@@ -141,9 +142,13 @@ class Worker:
                 try:
                     self._heartbeat_if_due()
                     self._fire_schedules_if_due()
+                    if self._claims_uncertain:
+                        self._release_lost_claims()
                     got_full_batch, idle = self._claim_and_dispatch()
                     outage_backoff = 0.0
                 except _DB_ERRORS as exc:
+                    # A claim may have committed before its reply was lost: look for it later.
+                    self._claims_uncertain = True
                     outage_backoff = min(max(outage_backoff * 2, 0.5), _MAX_OUTAGE_BACKOFF)
                     logger.error(
                         "event=database_error worker=%s retry_in=%.1fs error=%r",
@@ -188,6 +193,20 @@ class Worker:
             self._inbox.put(task)
         self.claimed += len(tasks)
         return len(tasks) == free, not tasks and not self._busy()
+
+    def _release_lost_claims(self) -> None:
+        """Release rows held by this worker that no runner has: claims whose reply was lost.
+
+        After a database error the worker cannot tell whether its last claim committed. Rows it
+        holds without running them would stay held by a live worker, so never be rescued.
+        """
+        with self._lock:
+            running = list(self._running)
+        held = Task.objects.using(router.db_for_write(Task)).filter(locked_by=self.id)
+        released = lifecycle.release(list(held.exclude(pk__in=running)), self.id)
+        if released:
+            logger.warning("event=lost_claims_released worker=%s count=%s", self.id, released)
+        self._claims_uncertain = False
 
     def _free_slots(self) -> int:
         with self._lock:

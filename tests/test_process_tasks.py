@@ -157,12 +157,15 @@ def test_without_log_std__nothing_is_written_to_stdout(capsys: pytest.CaptureFix
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--concurrency", "0"], "argument --concurrency: expected a number >= 1, got '0'"),
-        (["--concurrency", "two"], "argument --concurrency: expected a whole number, got 'two'"),
+        (["--concurrency", "0"], "argument --concurrency: expected a whole number >= 1, got '0'"),
+        (
+            ["--concurrency", "two"],
+            "argument --concurrency: expected a whole number >= 1, got 'two'",
+        ),
         (["--sleep", "-1"], "argument --sleep: expected a finite number of seconds >= 0, got '-1'"),
         (["--sleep", "abc"], "argument --sleep: expected a number of seconds, got 'abc'"),
         (["--sleep", "nan"], "argument --sleep: expected a finite number of seconds >= 0"),
-        (["--max-tasks", "0"], "argument --max-tasks: expected a number >= 1, got '0'"),
+        (["--max-tasks", "0"], "argument --max-tasks: expected a whole number >= 1, got '0'"),
         (["--queue", ""], "argument --queue: a queue name cannot be empty"),
         (["--queue", "  "], "argument --queue: a queue name cannot be empty"),
         (["--duration", "-5"], "argument --duration: expected a finite number of seconds >= 0"),
@@ -183,7 +186,7 @@ def test_bad_option__from_the_command_line_exits_with_a_usage_error() -> None:
     result = run_command("process_tasks", "--concurrency", "0")
 
     assert result.returncode == 2
-    assert "argument --concurrency: expected a number >= 1, got '0'" in result.stderr
+    assert "argument --concurrency: expected a whole number >= 1, got '0'" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -11,20 +11,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from background_tasks.cli import positive_int
 from background_tasks.conf import app_settings
 from background_tasks.registry import registry
 from background_tasks.supervisor import Supervisor
 from background_tasks.worker import Worker
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}")
-    return value
 
 
 def non_negative_float(text: str) -> float:
