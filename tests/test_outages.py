@@ -8,6 +8,9 @@ left in the queue, and both workers are still running at the end and stop cleanl
 server connections to kill, so the test is skipped there.
 
 Logs go to files, not pipes: 300 tasks log more than a pipe buffer holds.
+
+The first test pins down, in-process and on every database, the case those kills found: a claim
+that commits but whose reply is lost with the connection.
 """
 
 from __future__ import annotations
@@ -16,26 +19,51 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import OperationalError, connection, transaction
 
+from background_tasks import worker as worker_module
+from background_tasks.claims import claim_tasks
 from background_tasks.models import CompletedTask, Task, Worker
 from tests.helpers import REPO_ROOT, manage_command, wait_for, worker_env
 from tests.testapp import tasks
 from tests.testapp.models import TaskRun
 
-pytestmark = [
-    pytest.mark.concurrency,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 WORKERS = 2
 TASKS = 300
 ROUNDS = 4
 MYSQL_UNKNOWN_THREAD = 1094
+
+
+def test_claim_reply_lost__the_worker_releases_the_rows_it_holds_unknowingly_and_runs_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    task = tasks.record("reply-lost")
+    claims: list[list[Task]] = []
+
+    def claim_then_lose_the_reply(*args: Any, **kwargs: Any) -> list[Task]:
+        claimed = claim_tasks(*args, **kwargs)
+        claims.append(claimed)
+        if len(claims) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return claimed
+
+    monkeypatch.setattr(worker_module, "claim_tasks", claim_then_lose_the_reply)
+
+    assert worker_module.Worker(burst=True, sleep=0.01).run() == 0
+
+    assert [claimed.pk for claimed in claims[0]] == [task.pk]  # held, but unknown to the worker
+    completed = CompletedTask.objects.get(task_id=task.pk)
+    assert completed.status == CompletedTask.Status.SUCCEEDED
+    assert completed.attempts == 1  # the lost claim ran nothing, so it does not count
+    assert TaskRun.objects.filter(key="reply-lost").count() == 1
+    assert not Task.objects.exists()
 
 
 def kill_other_connections() -> int:
@@ -84,6 +112,8 @@ def _start(log_dir: Path, index: int) -> subprocess.Popen[bytes]:
         )
 
 
+@pytest.mark.concurrency
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_connection_kills__workers_reconnect_and_every_task_completes(
     killable_connections: None, tmp_path: Path
 ) -> None:
@@ -102,6 +132,9 @@ def test_connection_kills__workers_reconnect_and_every_task_completes(
             )
         return True
 
+    def completed_at_least(count: int) -> Callable[[], bool]:
+        return lambda: running() and CompletedTask.objects.count() >= count
+
     procs: list[subprocess.Popen[bytes]] = []
     killed: list[int] = []
     try:
@@ -109,11 +142,7 @@ def test_connection_kills__workers_reconnect_and_every_task_completes(
         wait_for(lambda: running() and Worker.objects.count() == WORKERS, 60, message="the workers")
         for round_ in range(1, ROUNDS + 1):
             target = round_ * TASKS // (ROUNDS + 1)
-            wait_for(
-                lambda target=target: running() and CompletedTask.objects.count() >= target,
-                timeout=60,
-                message=f"{target} tasks to complete",
-            )
+            wait_for(completed_at_least(target), timeout=60, message=f"{target} tasks to complete")
             killed.append(kill_other_connections())
         wait_for(
             lambda: running() and not Task.objects.exists(),

@@ -1,8 +1,8 @@
 """Process mode (``process_tasks --processes N``): the supervisor and its children, for real.
 
-Each test runs the real command in a subprocess of its own session, so that the children it
-spawns die with it whatever happens (children share the supervisor's pipes: reading them to the
-end needs every child gone). Worker subprocesses read committed rows only, hence
+Each test runs the real command in a subprocess, and kills what is left of it and of its
+children at the end, whatever happened (children share the supervisor's pipes: reading them to
+the end needs every child gone). Worker subprocesses read committed rows only, hence
 ``transaction=True``. Nothing sleeps to synchronise: tests wait on rows (``wait_for``) or on the
 process (``communicate(timeout=...)``).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,10 +39,35 @@ EXIT_TIMEOUT = 30.0
 Spawn = Callable[..., "subprocess.Popen[str]"]
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    """SIGKILL the supervisor and every child it started (they share its process group)."""
+def _child_pids(pid: int) -> set[int]:
+    """Return the pids of the processes whose parent is ``pid`` (read from Linux's /proc)."""
+    children: set[int] = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (command) state ppid ...": the command may hold spaces and parentheses.
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            children.add(int(stat.parent.name))
+    return children
+
+
+def _kill_all(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the supervisor and its children (each child runs in a session of its own)."""
+    children: set[int] = set()
+    if proc.poll() is None:
+        # Once the supervisor is gone, its children stop by themselves (they watch it).
+        children = _child_pids(proc.pid)
+        # Child worker ids start with the supervisor's: host:pid:.
+        prefix = f"{socket.gethostname()}:{proc.pid}:"
+        children |= set(Worker.objects.filter(id__startswith=prefix).values_list("pid", flat=True))
+    # The group: the supervisor and its helpers (multiprocessing's resource tracker).
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -65,8 +91,8 @@ def spawn(transactional_db: None) -> Iterator[Spawn]:
         yield start
     finally:
         for proc in started:
-            _kill_group(proc)
-            proc.communicate()  # reaps the supervisor and closes its pipes
+            _kill_all(proc)
+            proc.communicate()  # reaps the supervisor; returns once every child closed its pipes
 
 
 def wait_while_running(
@@ -79,7 +105,7 @@ def wait_while_running(
 
     def check() -> object:
         if proc.poll() is not None:
-            _kill_group(proc)
+            _kill_all(proc)
             out, err = proc.communicate(timeout=EXIT_TIMEOUT)
             raise AssertionError(
                 f"supervisor exited with {proc.returncode} before {message}:\n{out}\n{err}"
@@ -252,7 +278,10 @@ def test_second_sigterm__the_supervisor_exits_1_at_once(spawn: Spawn) -> None:
     assert time.monotonic() - began < 15
     assert runs("forced:done") == 0
     assert not CompletedTask.objects.exists()
-    assert Task.objects.filter(pk=task.pk).exists()  # not lost: it runs again later
+    # Not left held by a process that is gone: the interrupted attempt counts, and it runs again.
+    interrupted = Task.objects.get(pk=task.pk)
+    assert interrupted.locked_by is None
+    assert interrupted.attempts == 1
 
 
 # -- options -----------------------------------------------------------------------------------
