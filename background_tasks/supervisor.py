@@ -38,6 +38,8 @@ from .wakeup import Alarm
 logger = logging.getLogger("background_tasks")
 
 CHECK_INTERVAL = 0.25
+FORCED_STOP = "The worker was stopped at once by a second stop signal while running this task."
+DIED = "The worker process running this task exited unexpectedly (exit code {code})."
 #: A child that dies sooner than this after its start is restarted only after a growing pause.
 CRASH_WINDOW = 5.0
 MAX_RESTART_DELAY = 60.0
@@ -178,7 +180,7 @@ class Supervisor:
         try:
             for task in Task.objects.filter(locked_by=child.worker_id):
                 reason = child.kill_reason.get(task.pk) or (
-                    f"The worker process running this task exited unexpectedly (exit code {code})."
+                    FORCED_STOP if self._stop_signals > 1 else DIED.format(code=code)
                 )
                 error = TaskTimedOut(reason) if task.pk in child.kill_reason else WorkerLost(reason)
                 lifecycle.record_failure(task, child.worker_id, reason, error)
