@@ -59,6 +59,10 @@ def postgresql_claim_sql(table: str, queues: Sequence[str], descending: bool) ->
 
 def sqlite_claim_sql(table: str, queues: Sequence[str], descending: bool) -> str:
     where, _ = ready_where_sql(queues)
+    # The unary + keeps SQLite's planner (which has no statistics unless someone runs ANALYZE)
+    # from choosing the locked_by index, reading every unlocked row and sorting the ready ones;
+    # it then walks the claim index in ORDER BY order and stops after LIMIT.
+    where = where.replace("locked_by IS NULL", "+locked_by IS NULL", 1)
     return (
         f"UPDATE {table} SET locked_by = %s, locked_at = %s, attempts = attempts + 1 "
         f"WHERE locked_by IS NULL AND id IN (SELECT id FROM {table} WHERE {where} "

@@ -31,7 +31,8 @@ CLAIM_INDEXES = ("bgtasks_task_claim", "bgtasks_task_queue_claim")
 READY_ROWS = 1_000
 WARMUP = 10
 WORKER_ID = "bench:claims"
-# A scenario is flagged when its median claim time exceeds the baseline's by both of these.
+# A scenario is flagged when its median and its fastest claim time both exceed the
+# baseline's by both of these.
 FLAG_RATIO = 1.5
 FLAG_MILLIS = 0.1
 # ... or when the work its plan reports (buffers, rows examined) grows by both of these.
@@ -66,6 +67,10 @@ class ClaimResult:
     @property
     def median(self) -> float:
         return statistics.median(self.claim_millis)
+
+    @property
+    def fastest(self) -> float:
+        return min(self.claim_millis)
 
     @property
     def p95(self) -> float:
@@ -164,8 +169,15 @@ def flag(results: list[ClaimResult]) -> None:
         base = baselines[result.variant]
         if result is base:
             continue
+        # Both the median and the fastest claim must grow: load from other processes on the
+        # machine inflates the median now and then, but seldom every single claim.
         grew = result.median / base.median
-        if grew > FLAG_RATIO and result.median - base.median > FLAG_MILLIS:
+        floor_grew = result.fastest / base.fastest
+        if (
+            min(grew, floor_grew) > FLAG_RATIO
+            and result.median - base.median > FLAG_MILLIS
+            and result.fastest - base.fastest > FLAG_MILLIS
+        ):
             result.flags.append(f"claim time x{grew:.1f}")
         work, base_work = result.plan.work, base.plan.work
         if work is not None and base_work:
@@ -240,7 +252,7 @@ def _explain_mysql(queues: Sequence[str]) -> Plan:
     index = _claim_index(" ".join(str(r.get("key")) for r in as_dicts))
     sorts = any("filesort" in str(r.get("Extra") or "") for r in as_dicts)
     work = None
-    if connection.mysql_is_mariadb:
+    if getattr(connection, "mysql_is_mariadb", False):
         # MariaDB's ANALYZE runs the statement and reports the rows it really read (r_rows).
         analyzed = _rolled_back("ANALYZE " + select, [], with_columns=True)
         columns, rows = analyzed[0], analyzed[1:]

@@ -11,6 +11,7 @@ Every figure printed is measured on this machine, at this run; nothing is estima
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import subprocess
 import sys
@@ -93,11 +94,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--claim-rows",
         type=positive_int,
         default=None,
-        help="CompletedTask / far-future rows of the claim scenarios "
+        help="extra rows (history, scheduled, backlog) of each claim scenario "
         f"(default {SIZES['claim_rows'][0]:,}; --quick {SIZES['claim_rows'][1]:,})",
     )
     parser.add_argument(
-        "--claim-rounds", type=positive_int, default=200, help="timed claims per query"
+        "--claim-rounds",
+        type=positive_int,
+        default=200,
+        help="timed claims per query (default 200)",
     )
     parser.add_argument(
         "--memory-tasks",
@@ -176,6 +180,24 @@ def run_each_database(argv: Sequence[str], args: argparse.Namespace) -> int:
     return code
 
 
+def missing_driver(vendor: str) -> str | None:
+    """Say how to install the database driver of ``vendor`` if it is missing."""
+    modules = {"postgres": ("psycopg", "psycopg2"), "mysql": ("MySQLdb",)}.get(vendor, ())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue
+        return None
+    if not modules:
+        return None
+    url = DEFAULT_URLS[vendor]
+    return (
+        f"--db {vendor} needs the {vendor} driver ({' or '.join(modules)}): run "
+        f"`make venv DATABASE_URL={url}` (or pip install -e '.[{vendor}]') first."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -184,6 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_each_database(argv, args)
         except KeyboardInterrupt:
             return 130
+    problem = missing_driver(args.db)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     os.environ["BENCH_DATABASE_URL"] = getattr(args, f"{args.db}_url")
     if args.conn_max_age is not None:
         os.environ["BENCH_CONN_MAX_AGE"] = args.conn_max_age

@@ -332,3 +332,34 @@ def test_cancel_waiting__skips_a_row_locked_by_another_transaction_instead_of_wa
     assert cancelled == 1
     assert list(Task.objects.values_list("pk", flat=True)) == [busy.pk]
     assert CompletedTask.objects.get().task_id == free.pk
+
+
+def _sqlite_claim_plan(queues: list[str]) -> str:
+    from background_tasks.claims import sqlite_claim_sql
+    from background_tasks.models import Task
+
+    table = connection.ops.quote_name(Task._meta.db_table)
+    sql = sqlite_claim_sql(table, queues, descending=True)
+    params = ["w", "2026-01-01 00:00:00", "2026-01-01 00:00:00", *queues, 1]
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+        return " | ".join(str(row[-1]) for row in cursor.fetchall())
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's planner only")
+def test_sqlite_claim_plan__all_queues_walks_the_claim_index_without_sorting() -> None:
+    plan = _sqlite_claim_plan([])
+
+    assert "USING INDEX bgtasks_task_claim" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's planner only")
+@pytest.mark.parametrize("queues", [["a"], ["a", "b"]])
+def test_sqlite_claim_plan__named_queues_use_the_queue_index(queues: list[str]) -> None:
+    plan = _sqlite_claim_plan(queues)
+
+    # Only that queue's rows are read (a sort, if any, is over its ready rows alone).
+    assert "USING INDEX bgtasks_task_queue_claim" in plan, plan
