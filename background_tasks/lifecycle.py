@@ -113,9 +113,7 @@ def archive(
         # The fenced delete comes first: it is the write that proves we still own the row.
         deleted, _ = _held(task, worker_id).delete()
         if not deleted:
-            logger.warning(
-                "event=outcome_dropped task_id=%s worker=%s reason=not_held", task.pk, worker_id
-            )
+            _log_dropped(task, worker_id)
             return None
         completed = _record(task, status, worker_id, now, **fields)
         if schedule_next:
@@ -166,14 +164,7 @@ def record_failure(
         )
         if completed is None:
             return None
-        signals.emit(
-            signals.task_failed,
-            sender=task.task_name,
-            task=task,
-            exception=exception,
-            traceback=error,
-            will_retry=False,
-        )
+        _emit_failed(task, exception, error, will_retry=False)
         signals.emit(
             signals.task_gave_up,
             sender=task.task_name,
@@ -194,20 +185,29 @@ def record_failure(
         locked_by=None, locked_at=None, last_error=error, run_at=now + delay
     )
     if not updated:
-        logger.warning(
-            "event=outcome_dropped task_id=%s worker=%s reason=not_held", task.pk, worker_id
-        )
+        _log_dropped(task, worker_id)
         return None
     task.locked_by, task.locked_at, task.last_error, task.run_at = None, None, error, now + delay
+    _emit_failed(task, exception, error, will_retry=True)
+    return "retry"
+
+
+def _emit_failed(
+    task: Task, exception: BaseException | None, error: str, *, will_retry: bool
+) -> None:
     signals.emit(
         signals.task_failed,
         sender=task.task_name,
         task=task,
         exception=exception,
         traceback=error,
-        will_retry=True,
+        will_retry=will_retry,
     )
-    return "retry"
+
+
+def _log_dropped(task: Task, worker_id: str | None) -> None:
+    """Note an outcome not written because the row was rescued and handed on meanwhile."""
+    logger.warning("event=outcome_dropped task_id=%s worker=%s reason=not_held", task.pk, worker_id)
 
 
 def record_cancelled(task: Task, worker_id: str | None, reason: str = "") -> CompletedTask | None:
