@@ -70,17 +70,7 @@ class WorkerAdmin(WorkerModelAdmin):
     search_fields = ("id", "host")
     ordering = ("host", "pid")
     actions = ("delete_lost",)
-    fields = (
-        "id",
-        "host",
-        "pid",
-        "queues_display",
-        "concurrency",
-        "running_tasks",
-        "started_at",
-        "last_heartbeat_at",
-        "alive",
-    )
+    fields = list_display  # the detail page shows the same, all read-only
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Worker]:
