@@ -118,6 +118,7 @@ def check_settings(
                 )
             )
     errors.extend(_check_databases())
+    errors.extend(_check_routing())
     errors.extend(_check_schedules())
     return errors
 
@@ -131,6 +132,31 @@ def _check_schedules() -> list[CheckMessage]:
         settings_definitions()
     except ImproperlyConfigured as exc:
         return [Error(str(exc), id="background_tasks.E009")]
+    return []
+
+
+def _check_routing() -> list[CheckMessage]:
+    """The tasks' table points at contenttypes' table: both must be in the tasks' database."""
+    if not apps.is_installed("django.contrib.contenttypes"):
+        return []  # E001 says so
+    from django.contrib.contenttypes.models import ContentType
+
+    from .models import Task
+
+    using = router.db_for_write(Task)
+    if router.allow_migrate_model(using, Task) and not router.allow_migrate_model(
+        using, ContentType
+    ):
+        return [
+            Error(
+                f"The background_tasks tables are routed to database {using!r}, but your "
+                "routers do not migrate django.contrib.contenttypes there: the task table "
+                "refers to the content type table, so no task could be written.",
+                hint=f"Let allow_migrate() return True for app 'contenttypes' on {using!r} "
+                "(see docs/installation.md, 'Another database for the tables').",
+                id="background_tasks.E010",
+            )
+        ]
     return []
 
 
