@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.core.checks import run_checks
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DataError, connection
+from django.test import override_settings
 
-from background_tasks import background, lifecycle
+from background_tasks import background, lifecycle, periodic
 from background_tasks.columns import forget_charsets
 from background_tasks.exceptions import InvalidTaskArguments, InvalidTaskError
 from background_tasks.models import CompletedTask, Task
@@ -205,6 +207,21 @@ def test_task_name__that_the_column_cannot_hold_is_refused_at_decoration(
 ) -> None:
     with pytest.raises(InvalidTaskError, match=problem):
         background(name=name)(echo.func)
+
+
+def test_schedule__a_queue_or_name_the_columns_cannot_hold_is_refused_when_declared() -> None:
+    with pytest.raises(InvalidTaskError, match=r"queue 'qqq.* is refused: it is longer than 100"):
+        periodic.periodic(echo, "* * * * *", name="long-queue", args=[1], queue="q" * 101)
+    with pytest.raises(InvalidTaskError, match="name is refused: it contains a NUL"):
+        periodic.periodic(echo, "* * * * *", name="a\x00b", args=[1])
+    entry = {"task": echo.name, "cron": "* * * * *", "args": [1], "queue": "a\x00b"}
+    with (
+        override_settings(BACKGROUND_TASKS_SCHEDULES={"bad": entry}),
+        pytest.raises(
+            ImproperlyConfigured, match=r"SCHEDULES\['bad'\]: queue 'a\\x00b' is refused"
+        ),
+    ):
+        periodic.settings_definitions()
 
 
 # -- results --------------------------------------------------------------------------------
