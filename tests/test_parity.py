@@ -26,6 +26,7 @@ from background_tasks.exceptions import InvalidTaskArguments, InvalidTaskError
 from background_tasks.models import CompletedTask, Task
 from background_tasks.serialization import MAX_DEPTH, MAX_INT_DIGITS
 from background_tasks.testing import run_tasks
+from background_tasks.worker import Worker
 
 pytestmark = pytest.mark.django_db
 
@@ -353,6 +354,18 @@ def test_utf8mb3_tables__an_error_with_an_emoji_is_recorded_with_the_emoji_escap
     assert "RuntimeError: no \\U0001f600 here: \\udcff\\x00" in record.last_error
     assert "no 😀 here" in caplog.text
     assert not Task.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_utf8mb3_tables__a_burst_worker_records_the_failure_and_exits_0(
+    utf8mb3_tables: None,
+) -> None:
+    task = raises("no 😀 here: ")
+
+    assert Worker(burst=True, sleep=0.01).run() == 0
+
+    assert record_of(task).status == CompletedTask.Status.FAILED
+    assert not Task.objects.exists()  # nothing left held for a rescue to misreport later
 
 
 @pytest.mark.django_db(transaction=True)
