@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-from functools import cache
 
 logger = logging.getLogger("background_tasks")
 
@@ -28,6 +27,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # holding ASCII only, which is always safe.
 _CHARSET_MAX = {"utf8mb4": 0x10FFFF, "utf8mb3": 0xFFFF, "utf8": 0xFFFF}
 UNICODE_MAX = 0x10FFFF
+# Per database alias, read on first use: tables do not change character set under a process.
+_max_code_points: dict[str, int] = {}
 
 
 def text_problem(value: str, max_length: int) -> str | None:
@@ -40,7 +41,7 @@ def text_problem(value: str, max_length: int) -> str | None:
     if surrogate:
         return (
             f"it contains the lone surrogate {surrogate.group()!r}, which is not text "
-            "(say, an undecodable file name from os.listdir()) and no database stores"
+            "(say, an undecodable file name from os.listdir()) and no database can store"
         )
     return None
 
@@ -75,13 +76,12 @@ def max_code_point(using: str) -> int:
 
     if connections[using].vendor != "mysql":
         return UNICODE_MAX
-    return _mysql_max_code_point(using)
-
-
-@cache
-def _mysql_max_code_point(using: str) -> int:
-    charsets = table_charsets(using)
-    return min((_CHARSET_MAX.get(name, 0x7F) for name in charsets), default=UNICODE_MAX)
+    if using not in _max_code_points:
+        charsets = table_charsets(using)
+        if not charsets:
+            return UNICODE_MAX  # no tables yet: nothing to write to, nothing to remember
+        _max_code_points[using] = min(_CHARSET_MAX.get(name, 0x7F) for name in charsets)
+    return _max_code_points[using]
 
 
 def table_charsets(using: str) -> set[str]:
@@ -103,7 +103,7 @@ def table_charsets(using: str) -> set[str]:
 
 def forget_charsets() -> None:
     """Forget the character sets read so far (after the tables were converted)."""
-    _mysql_max_code_point.cache_clear()
+    _max_code_points.clear()
 
 
 def storable_for(using: str, text: str, *, what: str, task_id: object) -> str:
