@@ -33,6 +33,7 @@ from django.db import router
 from django.utils import timezone
 
 from . import signals
+from .columns import QUEUE_LENGTH, TASK_NAME_LENGTH, text_problem
 from .conf import app_settings
 from .exceptions import (
     BackgroundTasksError,
@@ -77,9 +78,6 @@ OPTION_NAMES = frozenset({"MAX_ATTEMPTS"})
 _DOTTED_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 _TRACEBACK_HEAD = "Traceback (most recent call last):"
 _EXCEPTION_LINE = re.compile(r"([A-Za-z_][\w.]*)(?::|$)")
-# Field lengths of the Task table.
-_MAX_NAME_LENGTH = 255
-_MAX_QUEUE_LENGTH = 100
 
 
 class DatabaseBackend(BaseTaskBackend):
@@ -119,18 +117,14 @@ class DatabaseBackend(BaseTaskBackend):
     def validate_task(self, task: DjangoTask[..., Any]) -> None:
         """Check that the Task fits a row, then register it so that workers can run it."""
         super().validate_task(task)
-        if len(task.module_path) > _MAX_NAME_LENGTH:
-            raise InvalidTask(
-                f"Task path {task.module_path!r} is longer than {_MAX_NAME_LENGTH} characters."
-            )
-        if (
-            not isinstance(task.queue_name, str)
-            or not 0 < len(task.queue_name) <= _MAX_QUEUE_LENGTH
-        ):
-            raise InvalidTask(
-                f"Queue name must be a string of 1 to {_MAX_QUEUE_LENGTH} characters, "
-                f"not {task.queue_name!r}."
-            )
+        problem = text_problem(task.module_path, TASK_NAME_LENGTH)
+        if problem:
+            raise InvalidTask(f"Task path {task.module_path[:80]!r} is refused: {problem}.")
+        if not isinstance(task.queue_name, str) or not task.queue_name:
+            raise InvalidTask(f"Queue name must be a non-empty string, not {task.queue_name!r}.")
+        problem = text_problem(task.queue_name, QUEUE_LENGTH)
+        if problem:
+            raise InvalidTask(f"Queue name {task.queue_name[:80]!r} is refused: {problem}.")
         _register(task)
 
     def enqueue(

@@ -9,7 +9,9 @@ from typing import Any
 from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import DatabaseError, connections, router
 
+from .columns import table_charsets
 from .conf import PREFIX, app_settings, setting_names
 
 _NUMBERS = {
@@ -116,6 +118,7 @@ def check_settings(
                 )
             )
     errors.extend(_check_databases())
+    errors.extend(_check_routing())
     errors.extend(_check_schedules())
     return errors
 
@@ -129,6 +132,31 @@ def _check_schedules() -> list[CheckMessage]:
         settings_definitions()
     except ImproperlyConfigured as exc:
         return [Error(str(exc), id="background_tasks.E009")]
+    return []
+
+
+def _check_routing() -> list[CheckMessage]:
+    """The tasks' table points at contenttypes' table: both must be in the tasks' database."""
+    if not apps.is_installed("django.contrib.contenttypes"):
+        return []  # E001 says so
+    from django.contrib.contenttypes.models import ContentType
+
+    from .models import Task
+
+    using = router.db_for_write(Task)
+    if router.allow_migrate_model(using, Task) and not router.allow_migrate_model(
+        using, ContentType
+    ):
+        return [
+            Error(
+                f"The background_tasks tables are routed to database {using!r}, but your "
+                "routers do not migrate django.contrib.contenttypes there: the task table "
+                "refers to the content type table, so no task could be written.",
+                hint=f"Let allow_migrate() return True for app 'contenttypes' on {using!r} "
+                "(see docs/installation.md, 'Another database for the tables').",
+                id="background_tasks.E010",
+            )
+        ]
     return []
 
 
@@ -160,3 +188,47 @@ def _check_databases() -> list[CheckMessage]:
                 )
             )
     return messages
+
+
+@register(Tags.database)
+def check_table_charsets(
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Warn when the queue tables on MariaDB/MySQL cannot hold 4-byte characters.
+
+    A database created as ``utf8`` (``utf8mb3``) keeps its tables so whatever charset the
+    connection uses. Run by ``migrate`` and ``check --database``, like Django's own database
+    checks; before the tables exist, the database's default character set is what they will get.
+    """
+    from .models import Task
+
+    using = router.db_for_write(Task)
+    if not databases or using not in databases or connections[using].vendor != "mysql":
+        return []
+    try:
+        charsets = table_charsets(using)
+        where = "tables"
+        if not charsets:
+            with connections[using].cursor() as cursor:
+                cursor.execute("SELECT LOWER(@@character_set_database)")
+                charsets = {cursor.fetchone()[0]}
+            where = "database (whose character set new tables get)"
+    except DatabaseError:
+        return []  # not reachable: other checks and commands will say so
+    narrow = sorted(charsets - {"utf8mb4"})
+    if not narrow:
+        return []
+    return [
+        Warning(
+            f"The background_tasks {where} on database {using!r} use the character set "
+            f"{', '.join(narrow)}, which cannot hold 4-byte characters (emoji, some CJK): "
+            "a verbose_name with one is refused by the database, and the worker stores them "
+            "in errors as \\U escapes.",
+            hint=f"Convert the tables: ALTER TABLE {Task._meta.db_table} CONVERT TO CHARACTER "
+            "SET utf8mb4; and the same for background_tasks_completedtask "
+            "(see docs/installation.md).",
+            id="background_tasks.W010",
+        )
+    ]

@@ -13,6 +13,7 @@ from django.utils import timezone
 from . import schedule as schedule_maths
 from . import signals
 from .claims import MYSQL_RETRIES, MYSQL_RETRYABLE_ERRORS
+from .columns import OBJECT_ID_LENGTH, QUEUE_LENGTH, VERBOSE_NAME_LENGTH, text_problem
 from .conf import app_settings
 from .exceptions import InvalidTaskError
 from .serialization import check_signature, decode_params, encode_params, params_hash
@@ -65,10 +66,13 @@ def enqueue(
         raise InvalidTaskError(
             f"Task {task.name!r}: queue must be a non-empty string, not {queue!r}."
         )
-    if verbose_name is not None and not isinstance(verbose_name, str):
-        raise InvalidTaskError(
-            f"Task {task.name!r}: verbose_name must be a string, not {verbose_name!r}."
-        )
+    _check_text(task.name, "queue", queue, QUEUE_LENGTH)
+    if verbose_name is not None:
+        if not isinstance(verbose_name, str):
+            raise InvalidTaskError(
+                f"Task {task.name!r}: verbose_name must be a string, not {verbose_name!r}."
+            )
+        _check_text(task.name, "verbose_name", verbose_name, VERBOSE_NAME_LENGTH)
     task_hash = params_hash(task.name, params)
 
     row = Task(
@@ -86,7 +90,7 @@ def enqueue(
         repeat_anchor=run_at if repeat_spec else None,
     )
     if creator is not None:
-        _set_creator(task.name, row, creator)
+        _set_creator(task.name, row, creator, router.db_for_write(Task))
 
     if app_settings.IMMEDIATE:
         call_args, call_kwargs = decode_params(params)
@@ -190,9 +194,31 @@ def _bad_repeat_until(task_name: str, value: object) -> datetime:
     raise TypeError(f"Task {task_name!r}: repeat_until must be a datetime, not {value!r}.")
 
 
-def _set_creator(task_name: str, row: Task, creator: object) -> None:
-    if not isinstance(creator, models.Model) or creator.pk is None:
+def _check_text(task_name: str, option: str, value: str, max_length: int) -> None:
+    problem = text_problem(value, max_length)
+    if problem:
+        raise InvalidTaskError(
+            f"Task {task_name!r}: {option} {value[:80]!r} is refused: {problem}."
+        )
+
+
+def _set_creator(task_name: str, row: Task, creator: object, using: str) -> None:
+    # Django's own notion of saved: a primary key set by a default (a UUID) is no proof.
+    if not isinstance(creator, models.Model) or creator._state.adding or creator.pk is None:
         raise TypeError(
             f"Task {task_name!r}: creator must be a saved model instance, not {creator!r}."
+        )
+    if creator._state.db != using:
+        raise InvalidTaskError(
+            f"Task {task_name!r}: creator {creator!r} is in database {creator._state.db!r}, "
+            f"but tasks are written to {using!r}, and a task can only point at an object in its "
+            "own database. Leave creator out, or keep the creator's table beside the task tables "
+            "(see the routing section of docs/installation.md)."
+        )
+    object_id = str(creator.pk)
+    if len(object_id) > OBJECT_ID_LENGTH:
+        raise InvalidTaskError(
+            f"Task {task_name!r}: creator's primary key is {len(object_id)} characters long, "
+            f"and the column holds {OBJECT_ID_LENGTH}."
         )
     row.creator = creator

@@ -108,8 +108,8 @@ def execute(task: Task, worker_id: str, persist: Persist = _once) -> str | None:
 
     if cancel_seen:
         return persist(lambda: _cancelled(task, worker_id, "Cancelled while running."))
-    stored = _storable_result(task, result)
-    completed = persist(lambda: lifecycle.record_success(task, worker_id, stored))
+    stored, note = _storable_result(task, result)
+    completed = persist(lambda: lifecycle.record_success(task, worker_id, stored, note=note))
     return "succeeded" if completed is not None else None
 
 
@@ -117,13 +117,15 @@ def _cancelled(task: Task, worker_id: str, reason: str) -> str | None:
     return "cancelled" if lifecycle.record_cancelled(task, worker_id, reason) is not None else None
 
 
-def _storable_result(task: Task, result: Any) -> Any:
+def _storable_result(task: Task, result: Any) -> tuple[Any, str]:
+    """Return the result to store and, if it had to be dropped, a note saying why."""
     if result is None or not app_settings.STORE_RESULTS:
-        return None
+        return None, ""
     problem = json_problem(result)
     if problem:
+        # The task succeeded: a result that cannot be stored is no reason to run it again.
         logger.warning(
             "event=result_not_stored task=%s task_id=%s reason=%r", task.task_name, task.pk, problem
         )
-        return None
-    return result
+        return None, f"The result was not stored: {problem}."
+    return result, ""

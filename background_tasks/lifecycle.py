@@ -11,12 +11,13 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import router, transaction
+from django.db import DataError, IntegrityError, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from . import schedule as schedule_maths
 from . import signals
+from .columns import storable_for
 from .conf import app_settings
 from .models import CompletedTask, Task, TaskBase
 from .registry import registry
@@ -64,13 +65,13 @@ def _record(
     )
 
 
-def _storable_text(text: str) -> str:
-    """Return ``text`` with NUL characters escaped, since PostgreSQL text columns refuse them.
+def _storable(task: Task, text: str, what: str) -> str:
+    """Return ``text`` as the column can hold it; the original goes to the log if it changed.
 
-    An error message is written by the worker, after the task ran: a write that can never
-    succeed would be retried for ever and keep the task held.
+    Text is written by the worker after the task ran: a write that can never succeed would be
+    retried for ever, or leave the row held, and the outcome would never be recorded.
     """
-    return text.replace("\x00", "\\x00")
+    return storable_for(_using(), text, what=what, task_id=task.pk)
 
 
 def _schedule_next_occurrence(task: Task, now: datetime) -> Task | None:
@@ -122,10 +123,35 @@ def archive(
 
 
 def record_success(
-    task: Task, worker_id: str, result: Any, *, now: datetime | None = None
+    task: Task, worker_id: str, result: Any, *, note: str = "", now: datetime | None = None
 ) -> CompletedTask | None:
-    """Record a returned attempt: the task moves to CompletedTask as succeeded."""
-    completed = archive(task, CompletedTask.Status.SUCCEEDED, worker_id, now=now, result=result)
+    """Record a returned attempt: the task moves to CompletedTask as succeeded.
+
+    ``note`` says what was not kept (a result that could not be stored). Should the database
+    still refuse the result, the success is recorded without it: a task body that ran is never
+    run again because its return value could not be written.
+    """
+    note = _storable(task, note, "note") if note else ""
+    try:
+        completed = archive(
+            task, CompletedTask.Status.SUCCEEDED, worker_id, now=now, result=result, note=note
+        )
+    except (DataError, IntegrityError) as exc:
+        if result is None:
+            raise
+        logger.warning(
+            "event=result_not_stored task=%s task_id=%s reason=%r",
+            task.task_name,
+            task.pk,
+            f"the database refused it: {exc}",
+        )
+        note = _storable(
+            task, f"The result was not stored: the database refused it ({exc}).", "note"
+        )
+        completed = archive(
+            task, CompletedTask.Status.SUCCEEDED, worker_id, now=now, result=None, note=note
+        )
+        result = None
     if completed is not None:
         signals.emit(
             signals.task_succeeded,
@@ -151,7 +177,7 @@ def record_failure(
     The answer is "retry", "gave_up", or None when this worker no longer held the row.
     """
     now = now or timezone.now()
-    error = _storable_text(error)
+    error = _storable(task, error, "last_error")
     gives_up = permanent or task.attempts >= max_attempts_of(task)
     if gives_up:
         completed = archive(
@@ -222,7 +248,7 @@ def record_cancelled(task: Task, worker_id: str | None, reason: str = "") -> Com
         task,
         CompletedTask.Status.CANCELLED,
         worker_id,
-        last_error=_storable_text(error),
+        last_error=_storable(task, error, "last_error"),
         schedule_next=False,
     )
     if completed is not None:

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from . import schedule
+from .columns import OBJECT_ID_LENGTH, QUEUE_LENGTH, TASK_NAME_LENGTH, VERBOSE_NAME_LENGTH
 from .serialization import params_hash
 
 
@@ -23,11 +24,13 @@ class TaskBase(models.Model):
     """Fields a task keeps from enqueue to its final record."""
 
     id = models.BigAutoField(primary_key=True)
-    task_name = models.CharField(_("task name"), max_length=255, db_index=True)
+    task_name = models.CharField(_("task name"), max_length=TASK_NAME_LENGTH, db_index=True)
     params = models.JSONField(_("parameters"), default=empty_params, blank=True)
     task_hash = models.CharField(_("task hash"), max_length=40, db_index=True, editable=False)
-    verbose_name = models.CharField(_("verbose name"), max_length=255, blank=True, default="")
-    queue = models.CharField(_("queue"), max_length=100, default="default")
+    verbose_name = models.CharField(
+        _("verbose name"), max_length=VERBOSE_NAME_LENGTH, blank=True, default=""
+    )
+    queue = models.CharField(_("queue"), max_length=QUEUE_LENGTH, default="default")
     priority = models.IntegerField(_("priority"), default=0)
     run_at = models.DateTimeField(_("run at"), default=timezone.now)
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
@@ -43,7 +46,7 @@ class TaskBase(models.Model):
     creator_content_type = models.ForeignKey(
         ContentType, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    creator_object_id = models.CharField(max_length=255, null=True, blank=True)
+    creator_object_id = models.CharField(max_length=OBJECT_ID_LENGTH, null=True, blank=True)
     creator = GenericForeignKey("creator_content_type", "creator_object_id")
     created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
 
@@ -164,6 +167,12 @@ class CompletedTask(TaskBase):
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished at"), default=timezone.now, db_index=True)
     result = models.JSONField(_("result"), null=True, blank=True)
+    note = models.TextField(
+        _("note"),
+        blank=True,
+        default="",
+        help_text=_("What the worker could not keep, e.g. a result it could not store."),
+    )
 
     objects = CompletedTaskQuerySet.as_manager()
 
@@ -199,7 +208,7 @@ class Schedule(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     name = models.CharField(_("name"), max_length=255, unique=True)
-    task_name = models.CharField(_("task name"), max_length=255)
+    task_name = models.CharField(_("task name"), max_length=TASK_NAME_LENGTH)
     params = models.JSONField(_("parameters"), default=empty_params, blank=True)
     cron = models.CharField(_("cron expression"), max_length=255)
     time_zone = models.CharField(
@@ -209,7 +218,7 @@ class Schedule(models.Model):
         default="",
         help_text=_("IANA name, e.g. Europe/Berlin. Empty: the TIME_ZONE setting."),
     )
-    queue = models.CharField(_("queue"), max_length=100, blank=True, default="")
+    queue = models.CharField(_("queue"), max_length=QUEUE_LENGTH, blank=True, default="")
     priority = models.IntegerField(_("priority"), null=True, blank=True)
     catch_up = models.CharField(
         _("missed ticks"),

@@ -20,6 +20,7 @@ from django.utils import timezone as dj_timezone
 
 from . import schedule as schedule_maths
 from . import signals
+from .columns import QUEUE_LENGTH, TASK_NAME_LENGTH, text_problem
 from .conf import PREFIX, app_settings
 from .exceptions import InvalidTaskError
 from .serialization import check_signature, encode_params, params_hash
@@ -84,6 +85,20 @@ def check_schedule_options(where: str, cron: object, tz_name: object, catch_up: 
     return normalised
 
 
+def check_schedule_text(where: str, name: object, queue: object) -> None:
+    """Refuse a name or queue its column cannot hold, on any database, before a tick needs it."""
+    if not isinstance(name, str) or not name:
+        raise InvalidTaskError(f"{where}: the name must be a non-empty string, not {name!r}.")
+    problem = text_problem(name, TASK_NAME_LENGTH)
+    if problem:
+        raise InvalidTaskError(f"{where}: the name is refused: {problem}.")
+    if not isinstance(queue, str):
+        raise InvalidTaskError(f"{where}: queue must be a string, not {queue!r}.")
+    problem = text_problem(queue, QUEUE_LENGTH)
+    if problem:
+        raise InvalidTaskError(f"{where}: queue {queue[:80]!r} is refused: {problem}.")
+
+
 def periodic(
     task: TaskFunction[Any, Any],
     cron: str,
@@ -111,6 +126,7 @@ def periodic(
     name = name or task.name
     where = f"Schedule {name!r}"
     normalised = check_schedule_options(where, cron, timezone, catch_up)
+    check_schedule_text(where, name, queue)
     # Checked now, not at the first tick: a call that cannot work would fail at every tick.
     check_signature(task.name, task.func, list(args), dict(kwargs or {}))
     params = encode_params(task.name, task.func, list(args), dict(kwargs or {}))
@@ -160,6 +176,7 @@ def settings_definitions() -> list[ScheduleDefinition]:
             normalised = check_schedule_options(
                 where, entry.get("cron"), entry.get("timezone", ""), entry.get("catch_up", "once")
             )
+            check_schedule_text(where, str(name), entry.get("queue", ""))
             function = registry.get(task_name)
             check_signature(task_name, function.func, list(args), dict(kwargs))
             params = encode_params(task_name, function.func, list(args), dict(kwargs))

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
+from .columns import TASK_NAME_LENGTH, text_problem
 from .exceptions import DuplicateTaskName, InvalidTaskError, TaskNotRegistered
 from .retry import check_backoff
 
@@ -60,8 +61,9 @@ class TaskFunction(Generic[P, R]):
     def _validate(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise InvalidTaskError(f"A task name must be a non-empty string, not {self.name!r}.")
-        if len(self.name) > 255:
-            raise InvalidTaskError(f"Task name {self.name!r} is longer than 255 characters.")
+        problem = text_problem(self.name, TASK_NAME_LENGTH)
+        if problem:
+            raise InvalidTaskError(f"Task name {self.name[:80]!r} is refused: {problem}.")
         if self.queue is not None and (not isinstance(self.queue, str) or not self.queue):
             raise InvalidTaskError(
                 f"Task {self.name!r}: queue must be a non-empty string, not {self.queue!r}."

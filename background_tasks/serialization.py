@@ -6,7 +6,9 @@ import hashlib
 import inspect
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .exceptions import InvalidTaskArguments
@@ -14,41 +16,108 @@ from .exceptions import InvalidTaskArguments
 Params = dict[str, Any]
 
 
+#: Lists and dicts nest at most this deep in an argument or a result. MariaDB's JSON columns
+#: refuse documents nested deeper than 32 levels, and arguments are stored two levels down
+#: (``{"args": [...]}``); 20 leaves room and is deeper than any sane call needs.
+MAX_DEPTH = 20
+#: Integers have at most this many decimal digits. 640 is the least any Python can be set to
+#: print (``sys.set_int_max_str_digits``), so whatever the limit of the worker reading a value
+#: back, it can; larger numbers go as strings.
+MAX_INT_DIGITS = 640
+
+_INT_LIMIT = 10**MAX_INT_DIGITS
+_UNSTORABLE_CHAR = re.compile("[\x00\ud800-\udfff]")
+
+_ADVICE_JSON = (
+    "Pass JSON values (str, int, float, bool, None, lists and dicts of them), "
+    "for example a model's primary key instead of the instance."
+)
+_ADVICE_FLOAT = "Pass a finite number, or None."
+_ADVICE_KEY = "Use string keys, e.g. {str(key): value for key, value in data.items()}."
+_ADVICE_NUL = "Remove the NUL characters, or pass the data encoded (e.g. base64)."
+_ADVICE_SURROGATE = (
+    "Pass valid text: decode bytes with errors='replace', or pass file names "
+    "as os.fsencode(name).hex()."
+)
+_ADVICE_INT = f"Pass integers of more than {MAX_INT_DIGITS} digits as strings: str(value)."
+_ADVICE_DEPTH = f"Flatten the data to at most {MAX_DEPTH} levels, or pass it as a JSON string."
+
+
+@dataclass(frozen=True)
+class JsonProblem:
+    """Why a value cannot be stored as JSON, and what to pass instead."""
+
+    reason: str
+    advice: str
+
+    def at(self, where: str) -> JsonProblem:
+        return JsonProblem(f"{where}: {self.reason}", self.advice)
+
+
 def _describe(value: object) -> str:
     return f"{type(value).__module__}.{type(value).__qualname__}".removeprefix("builtins.")
 
 
-def _string_problem(value: str) -> str | None:
-    # PostgreSQL's jsonb cannot hold U+0000: refused everywhere, so that code moving from
-    # SQLite to PostgreSQL fails at the call and not when the row is written or finished.
-    if "\x00" in value:
-        return "a string contains a NUL character (\\x00), which PostgreSQL cannot store"
-    return None
-
-
-def json_problem(value: object) -> str | None:
-    """Return why ``value`` does not survive a JSON round trip unchanged, or None."""
-    if value is None or isinstance(value, (bool, int)):
+def _string_problem(value: str) -> JsonProblem | None:
+    # Both are refused everywhere, so that code moving from SQLite to PostgreSQL or MariaDB
+    # fails at the call and not when the row is written or the task finished.
+    if value.isascii() and "\x00" not in value:
         return None
+    found = _UNSTORABLE_CHAR.search(value)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return JsonProblem(
+            "a string contains a NUL character (\\x00), which PostgreSQL cannot store",
+            _ADVICE_NUL,
+        )
+    return JsonProblem(
+        f"a string contains the lone surrogate {found.group()!r} (not text: say, an "
+        "undecodable file name from os.listdir()), which PostgreSQL and MariaDB cannot store",
+        _ADVICE_SURROGATE,
+    )
+
+
+def find_json_problem(value: object, depth: int = 0) -> JsonProblem | None:
+    """Return why ``value`` does not survive a JSON round trip on every database, or None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        if -_INT_LIMIT < value < _INT_LIMIT:
+            return None
+        return JsonProblem(f"an integer has more than {MAX_INT_DIGITS} digits", _ADVICE_INT)
     if isinstance(value, str):
         return _string_problem(value)
     if isinstance(value, float):
-        return None if math.isfinite(value) else f"{value!r} is not a finite number"
+        if math.isfinite(value):
+            return None
+        return JsonProblem(f"{value!r} is not a finite number", _ADVICE_FLOAT)
+    if isinstance(value, (list, tuple, dict)) and depth >= MAX_DEPTH:
+        return JsonProblem(f"lists and dicts are nested more than {MAX_DEPTH} deep", _ADVICE_DEPTH)
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            problem = json_problem(item)
+            problem = find_json_problem(item, depth + 1)
             if problem:
-                return f"item {index}: {problem}"
+                return problem.at(f"item {index}")
         return None
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                return f"key {key!r} is of type {_describe(key)}, and JSON keys must be strings"
-            problem = _string_problem(key) or json_problem(item)
+                return JsonProblem(
+                    f"key {key!r} is of type {_describe(key)}, and JSON keys must be strings",
+                    _ADVICE_KEY,
+                )
+            problem = _string_problem(key) or find_json_problem(item, depth + 1)
             if problem:
-                return f"key {key!r}: {problem}"
+                return problem.at(f"key {key!r}")
         return None
-    return f"a value of type {_describe(value)} cannot be stored as JSON"
+    return JsonProblem(f"a value of type {_describe(value)} cannot be stored as JSON", _ADVICE_JSON)
+
+
+def json_problem(value: object) -> str | None:
+    """Return why ``value`` does not survive a JSON round trip on every database, or None."""
+    problem = find_json_problem(value)
+    return problem.reason if problem else None
 
 
 def _argument_names(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[str]:
@@ -88,21 +157,13 @@ def encode_params(
     Tuples are stored as lists; everything else must come back from JSON exactly as it went in,
     so that the task body sees what the caller passed.
     """
-    for name, value in zip(_argument_names(func, args, kwargs), args, strict=True):
-        problem = json_problem(value)
+    named = [*zip(_argument_names(func, args, kwargs), args, strict=True)]
+    named += [(f"argument {key!r}", value) for key, value in kwargs.items()]
+    for name, value in named:
+        problem = find_json_problem(value)
         if problem:
             raise InvalidTaskArguments(
-                f"Task {task_name!r}: {name} cannot be stored: {problem}. "
-                "Pass JSON values (str, int, float, bool, None, lists and dicts of them), "
-                "for example a model's primary key instead of the instance."
-            )
-    for key, value in kwargs.items():
-        problem = json_problem(value)
-        if problem:
-            raise InvalidTaskArguments(
-                f"Task {task_name!r}: argument {key!r} cannot be stored: {problem}. "
-                "Pass JSON values (str, int, float, bool, None, lists and dicts of them), "
-                "for example a model's primary key instead of the instance."
+                f"Task {task_name!r}: {name} cannot be stored: {problem.reason}. {problem.advice}"
             )
     # The round trip turns tuples into lists, exactly as the worker will see them.
     params: Params = json.loads(json.dumps({"args": list(args), "kwargs": dict(kwargs)}))

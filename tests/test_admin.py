@@ -261,6 +261,17 @@ def test_completed_task_change_page__shows_params_result_and_error_escaped(
     assert 'name="_save"' not in content
 
 
+def test_completed_task_change_page__shows_the_note_on_a_dropped_result(
+    admin_client: Client,
+) -> None:
+    completed = make_completed(note=f"The result was not stored: {SCRIPT}.")
+
+    response = admin_client.get(admin_url("completedtask", "change", completed.pk))
+
+    assert_escaped(response)
+    assert f"The result was not stored: {ESCAPED}" in response.content.decode()
+
+
 def test_worker_changelist__shows_liveness_and_running_tasks_escaped(admin_client: Client) -> None:
     make_worker(queues=[SCRIPT])
     make_worker("lost-host:1:dead", alive=False, host="lost-host", queues=[])

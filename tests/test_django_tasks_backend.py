@@ -190,7 +190,9 @@ def test_validate__refuses_a_queue_outside_the_configured_queues() -> None:
 
 
 def test_validate__refuses_a_queue_name_longer_than_the_column() -> None:
-    with pytest.raises(InvalidTask, match="Queue name must be a string of 1 to 100"):
+    with pytest.raises(
+        InvalidTask, match=r"Queue name .* is refused: it is longer than 100 characters"
+    ):
         dt.add.using(queue_name="q" * 101)
 
 

@@ -14,6 +14,8 @@ from django.contrib.auth.models import User
 from background_tasks.exceptions import InvalidTaskArguments
 from background_tasks.models import Task
 from background_tasks.serialization import (
+    MAX_DEPTH,
+    MAX_INT_DIGITS,
     check_signature,
     decode_params,
     encode_params,
@@ -24,6 +26,13 @@ from background_tasks.testing import run_tasks
 from tests.testapp import tasks
 
 NAME = "tests.some_task"
+
+
+def nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 def two_and_rest(first: Any, second: Any = None, *rest: Any, **options: Any) -> None: ...
@@ -50,6 +59,10 @@ def two_and_rest(first: Any, second: Any = None, *rest: Any, **options: Any) -> 
         (1, "a"),
         {},
         {"a": {"b": [None, 1.0, "x"]}},
+        10**MAX_INT_DIGITS - 1,
+        -(10**MAX_INT_DIGITS - 1),
+        nested(MAX_DEPTH),
+        {"k": nested(MAX_DEPTH - 1)},
     ],
 )
 def test_json_problem__json_values_have_none(value: object) -> None:
@@ -73,6 +86,12 @@ def test_json_problem__json_values_have_none(value: object) -> None:
         ({"a": {"b": b"x"}}, "key 'a': key 'b': a value of type bytes cannot be stored as JSON"),
         ("nul\x00byte", "NUL character"),
         ({"k\x00": 1}, "NUL character"),
+        ("file\udcff.txt", "lone surrogate '\\udcff'"),
+        ({"\ud83d": 1}, "key '\\ud83d': a string contains the lone surrogate"),
+        (10**MAX_INT_DIGITS, f"an integer has more than {MAX_INT_DIGITS} digits"),
+        ([-(10**MAX_INT_DIGITS)], f"item 0: an integer has more than {MAX_INT_DIGITS} digits"),
+        (nested(MAX_DEPTH + 1), f"nested more than {MAX_DEPTH} deep"),
+        ({"k": nested(MAX_DEPTH)}, f"key 'k': {'item 0: ' * (MAX_DEPTH - 1)}lists and dicts"),
     ],
 )
 def test_json_problem__explains_what_cannot_be_stored(value: object, explanation: str) -> None:

@@ -100,7 +100,10 @@ class CompletedTaskAdmin(TaskColumns, CompletedTaskModelAdmin):
     fieldsets = (
         (None, {"fields": ("task_name", "verbose_name", "status_badge", "queue", "priority")}),
         (_("Call"), {"fields": ("params_display", "task_hash", "creator_link")}),
-        (_("Outcome"), {"fields": ("result_display", "last_error_display", "attempts")}),
+        (
+            _("Outcome"),
+            {"fields": ("result_display", "note", "last_error_display", "attempts")},
+        ),
         (
             _("Times"),
             {"fields": ("run_at", "started_at", "finished_at", "duration_display", "created_at")},
@@ -118,6 +121,7 @@ class CompletedTaskAdmin(TaskColumns, CompletedTaskModelAdmin):
         "task_hash",
         "creator_link",
         "result_display",
+        "note",
         "last_error_display",
         "attempts",
         "run_at",
