@@ -5,7 +5,7 @@
 #   make test DATABASE_URL=mysql://root@127.0.0.1:3306/test
 #   make test PYTHON=python3.13 VENV=.venv-313 DJANGO='django>=6.1,<6.2'
 #   make test PYTEST_ARGS='-x -k cron'
-#   make lint | docs | demo | bench | clean
+#   make lint | docs | smoke | demo | bench | clean
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -44,10 +44,10 @@ DOCS_STAMP := $(VENV)/.bt-docs-stamp-$(STAMP_HASH)
 PIP := $(VENV_PYTHON) -m pip --disable-pip-version-check
 DJANGO_REQ := $(if $(strip $(DJANGO)),'$(DJANGO)',)
 
-.PHONY: help venv test lint docs demo bench clean
+.PHONY: help venv test lint docs smoke demo bench clean
 
 help:
-	@echo "targets: venv test lint docs demo bench clean"
+	@echo "targets: venv test lint docs smoke demo bench clean"
 	@echo "variables: PYTHON=$(PYTHON) VENV=$(VENV) DJANGO='$(DJANGO)' DATABASE_URL='$(DATABASE_URL)'"
 	@echo "           PYTEST_ARGS='$(PYTEST_ARGS)' BENCH_ARGS='$(BENCH_ARGS)'"
 
@@ -96,6 +96,11 @@ lint: $(DEV_STAMP)
 docs:
 	@$(MAKE) --no-print-directory $(DOCS_STAMP) DATABASE_URL=
 	env -u DATABASE_URL NO_MKDOCS_2_WARNING=1 $(VENV_PYTHON) -m mkdocs build --strict --site-dir site
+
+# Builds the wheel and the sdist, installs the wheel into a fresh venv (in a temporary
+# directory) and uses it in a project made by django-admin startproject.
+smoke:
+	env -u DATABASE_URL -u DJANGO_SETTINGS_MODULE $(PYTHON) .ci/wheel_smoke.py
 
 # The demo always runs on the example project's own SQLite database, so it needs no
 # database driver whatever DATABASE_URL says.
