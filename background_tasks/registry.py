@@ -39,7 +39,23 @@ RESERVED_KWARGS = frozenset(
 
 @dataclass(eq=False)
 class TaskFunction(Generic[P, R]):
-    """A registered task. Calling it enqueues a Task row; ``.now()`` runs it inline."""
+    """A registered task. Calling it enqueues a Task row; ``.now()`` runs it inline.
+
+    ``@background`` makes one; its attributes hold what was declared (``None``: the setting's
+    default applies when a call is enqueued or run).
+
+    Attributes:
+        func: The decorated function.
+        name: The name rows store and the worker looks up.
+        schedule: The default run time of a call.
+        queue: The default queue.
+        priority: The default priority.
+        max_attempts: Attempts before the task gives up.
+        backoff: The retry delay policy.
+        remove_existing_tasks: Whether a call first deletes waiting copies of itself.
+        unique: Whether a call returns a live copy of itself instead of inserting another.
+        timeout: Hard time limit of an attempt in seconds.
+    """
 
     func: Callable[P, R]
     name: str
