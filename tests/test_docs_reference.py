@@ -94,3 +94,127 @@ def test_expand_markers__replaces_each_marker_with_its_table() -> None:
 def test_expand_markers__an_unknown_marker_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown reference marker 'setings'"):
         reference.expand_markers("<!-- reference: setings -->")
+
+
+# ---------------------------------------------------------------------------
+# Every public name has an API reference entry
+# ---------------------------------------------------------------------------
+
+_DIRECTIVE = re.compile(r"^::: (?P<path>[\w.]+)\s*$(?P<options>(?:\n {4}.*)*)", re.M)
+
+
+def _directives() -> dict[str, str]:
+    """Return each ``::: path`` of the reference pages with its indented options."""
+    found: dict[str, str] = {}
+    for page in sorted((DOCS / "reference").glob("*.md")):
+        for match in _DIRECTIVE.finditer(page.read_text(encoding="utf-8")):
+            found[match["path"]] = match["options"]
+    return found
+
+
+def _documented_names() -> set[str]:
+    """Return the dotted names the reference renders: each target, and listed members."""
+    names = set()
+    for path, options in _directives().items():
+        names.add(path)
+        members = re.search(r"members: \[(?P<names>[^\]]*)\]", options)
+        if members:
+            names.update(f"{path}.{name.strip()}" for name in members["names"].split(","))
+    return names
+
+
+def _public_names() -> list[str]:
+    """Return the dotted path, where it is defined, of every name the docs call public."""
+    from django.dispatch import Signal
+
+    import background_tasks
+    from background_tasks import exceptions, signals
+
+    names = []
+    for name in background_tasks.__all__:
+        if name == "__version__":
+            continue
+        value = getattr(background_tasks, name)
+        module = getattr(value, "__module__", None)
+        if name == "registry":
+            module = "background_tasks.registry"
+        names.append(f"{module}.{name}")
+    names += [
+        f"background_tasks.exceptions.{name}"
+        for name, value in vars(exceptions).items()
+        if isinstance(value, type)
+        and issubclass(value, Exception)
+        and value.__module__ == exceptions.__name__
+    ]
+    names += [
+        f"background_tasks.signals.{name}"
+        for name, value in vars(signals).items()
+        if isinstance(value, Signal)
+    ]
+    names += [
+        f"background_tasks.models.{name}"
+        for name in ("Task", "CompletedTask", "Schedule", "Worker")
+    ]
+    names += [
+        "background_tasks.registry.TaskFunction.now",
+        "background_tasks.periodic.periodic",
+        "background_tasks.testing.run_tasks",
+        "background_tasks.conf.Settings",
+        "background_tasks.backends.DatabaseBackend",
+    ]
+    return names
+
+
+@pytest.mark.parametrize("name", _public_names())
+def test_public_name__has_an_entry_in_the_api_reference(name: str) -> None:
+    documented = _documented_names()
+    covered = any(name == entry or name.startswith(entry + ".") for entry in documented)
+    # A whole module rendered without a members list documents all of its names.
+    assert covered, f"{name} has no '::: {name}' entry in docs/reference/"
+
+
+def _defines(module_name: str, attribute: str) -> bool:
+    """Whether ``module_name`` defines ``attribute``, read from its source without importing it.
+
+    Used for a module that cannot be imported here: the django.tasks backend needs Django 6.
+    """
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.origin is None:
+        return False
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == attribute:
+            return True
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if any(isinstance(target, ast.Name) and target.id == attribute for target in targets):
+            return True
+    return False
+
+
+def test_reference_directives__name_objects_that_exist() -> None:
+    import importlib
+    import importlib.util
+
+    missing = []
+    for path in _directives():
+        if importlib.util.find_spec(path.split(".")[0]) is None:
+            missing.append(path)
+            continue
+        module_name, _, attribute = path.rpartition(".")
+        try:
+            importlib.import_module(path)
+            continue
+        except Exception:  # not a module: an attribute of one (or a module needing Django 6)
+            pass
+        try:
+            found = hasattr(importlib.import_module(module_name), attribute)
+        except ImportError:
+            found = False
+        except Exception:  # a module that needs a newer Django: read its source
+            found = _defines(module_name, attribute)
+        if not found:
+            missing.append(path)
+    assert not missing, f"reference entries for names that do not exist: {missing}"
