@@ -262,8 +262,9 @@ def background(
     ``cron="0 3 * * *"`` also declares a schedule (named after the task) that enqueues it at
     every tick; ``periodic()`` does the same with arguments, a time zone and more.
 
-    Every option except ``name``, ``cron`` and ``timeout`` is a default that a call can
-    override with the keyword of the same name (``send(42, queue="urgent")``).
+    ``schedule``, ``queue``, ``priority``, ``remove_existing_tasks`` and ``unique`` are
+    defaults that a call can override with the keyword of the same name
+    (``send(42, queue="urgent")``).
 
     Args:
         name: The name the row stores and the worker looks up (default: the dotted path).
