@@ -168,14 +168,17 @@ def follow(walk: Walkthrough, project: Project) -> dict[str, str]:
         if path.endswith("/tasks.py")
     )
     assert any(command[0] == "migrate" for command in walk.commands), "the page never migrates"
+    # The page's snippets enqueue, so they run once the tables exist: after the first migrate,
+    # before the commands that follow it (the worker among them).
+    pending_snippets = list(walk.snippets)
     for command in walk.commands:
         if command[0] == "process_tasks" and "--burst" not in command:
             command = [*command, "--burst"]
         outputs[" ".join(command)] = project.ok(*command)
         if command[0] == "migrate":
-            for snippet in walk.snippets:
-                project.ok("shell", "-c", prelude + snippet)
-            walk.snippets = []
+            for snippet in pending_snippets:
+                outputs[snippet.split("\n", 1)[0]] = project.ok("shell", "-c", prelude + snippet)
+            pending_snippets = []
     return outputs
 
 
