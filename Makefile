@@ -5,7 +5,7 @@
 #   make test DATABASE_URL=mysql://root@127.0.0.1:3306/test
 #   make test PYTHON=python3.13 VENV=.venv-313 DJANGO='django>=6.1,<6.2'
 #   make test PYTEST_ARGS='-x -k cron'
-#   make lint | demo | bench | clean
+#   make lint | docs | smoke | demo | bench | clean
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -39,14 +39,15 @@ STAMP_KEY := $(PY_ID)|$(DJANGO)|test$(DB_EXTRA)
 STAMP_HASH := $(firstword $(shell printf '%s' '$(STAMP_KEY)' | cksum))
 STAMP := $(VENV)/.bt-stamp-$(STAMP_HASH)
 DEV_STAMP := $(VENV)/.bt-dev-stamp-$(STAMP_HASH)
+DOCS_STAMP := $(VENV)/.bt-docs-stamp-$(STAMP_HASH)
 
 PIP := $(VENV_PYTHON) -m pip --disable-pip-version-check
 DJANGO_REQ := $(if $(strip $(DJANGO)),'$(DJANGO)',)
 
-.PHONY: help venv test lint demo bench clean
+.PHONY: help venv test lint docs smoke demo bench clean
 
 help:
-	@echo "targets: venv test lint demo bench clean"
+	@echo "targets: venv test lint docs smoke demo bench clean"
 	@echo "variables: PYTHON=$(PYTHON) VENV=$(VENV) DJANGO='$(DJANGO)' DATABASE_URL='$(DATABASE_URL)'"
 	@echo "           PYTEST_ARGS='$(PYTEST_ARGS)' BENCH_ARGS='$(BENCH_ARGS)'"
 
@@ -68,12 +69,17 @@ $(STAMP): pyproject.toml
 	@echo "== installing -e .[test$(DB_EXTRA)] $(DJANGO_REQ)"
 	$(PIP) install --quiet --upgrade-strategy only-if-needed -e '.[test$(DB_EXTRA)]' $(DJANGO_REQ)
 	@$(VENV_PYTHON) -c 'import django; print("== Django", django.get_version())'
-	@rm -f "$(VENV)"/.bt-stamp-* "$(VENV)"/.bt-dev-stamp-*
+	@rm -f "$(VENV)"/.bt-stamp-* "$(VENV)"/.bt-dev-stamp-* "$(VENV)"/.bt-docs-stamp-*
 	@touch "$@"
 
 $(DEV_STAMP): $(STAMP)
 	@echo "== installing -e .[test,dev$(DB_EXTRA)] $(DJANGO_REQ)"
 	$(PIP) install --quiet --upgrade-strategy only-if-needed -e '.[test,dev$(DB_EXTRA)]' $(DJANGO_REQ)
+	@touch "$@"
+
+$(DOCS_STAMP): $(STAMP)
+	@echo "== installing -e .[test,docs$(DB_EXTRA)] $(DJANGO_REQ)"
+	$(PIP) install --quiet --upgrade-strategy only-if-needed -e '.[test,docs$(DB_EXTRA)]' $(DJANGO_REQ)
 	@touch "$@"
 
 test: $(STAMP)
@@ -83,6 +89,18 @@ lint: $(DEV_STAMP)
 	$(VENV_PYTHON) -m ruff check .
 	$(VENV_PYTHON) -m ruff format --check .
 	$(VENV_PYTHON) -m mypy background_tasks
+
+# The site goes to site/. --strict turns every warning into an error: a broken link or
+# anchor (see validation: in mkdocs.yml), a reference to a name that does not exist, a page
+# missing from the nav. The docs need no database driver whatever DATABASE_URL says.
+docs:
+	@$(MAKE) --no-print-directory $(DOCS_STAMP) DATABASE_URL=
+	env -u DATABASE_URL NO_MKDOCS_2_WARNING=1 $(VENV_PYTHON) -m mkdocs build --strict --site-dir site
+
+# Builds the wheel and the sdist, installs the wheel into a fresh venv (in a temporary
+# directory) and uses it in a project made by django-admin startproject.
+smoke:
+	env -u DATABASE_URL -u DJANGO_SETTINGS_MODULE $(PYTHON) .ci/wheel_smoke.py
 
 # The demo always runs on the example project's own SQLite database, so it needs no
 # database driver whatever DATABASE_URL says.
@@ -96,5 +114,5 @@ bench: $(STAMP)
 
 clean:
 	@case "$(VENV)" in ''|/|.|..) echo "refusing to remove VENV='$(VENV)'" >&2; exit 1;; esac
-	rm -rf "$(VENV)" .venv .venv-* .tox .test-dbs build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf "$(VENV)" .venv .venv-* .tox .test-dbs build dist site *.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -190,6 +190,7 @@ class DatabaseBackend(BaseTaskBackend):
         raise TaskResultDoesNotExist(result_id)
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        """Add ``background_tasks.E101`` and ``W101`` to Django's checks of the backend."""
         messages: list[checks.CheckMessage] = list(super().check(**kwargs))
         if not apps.is_installed("background_tasks"):
             messages.append(

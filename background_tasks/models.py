@@ -64,26 +64,35 @@ class TaskBase(models.Model):
 
     @property
     def has_error(self) -> bool:
+        """Whether an attempt failed (``last_error`` is not empty)."""
         return bool(self.last_error)
 
 
 class TaskQuerySet(models.QuerySet["Task"]):
+    """Filters of the live queue by state (``Task.objects``)."""
+
     def unlocked(self) -> TaskQuerySet:
+        """Tasks no worker holds: waiting, ready or scheduled."""
         return self.filter(locked_by__isnull=True)
 
     def locked(self) -> TaskQuerySet:
+        """Tasks a worker holds: running."""
         return self.filter(locked_by__isnull=False)
 
     def ready(self, now: datetime | None = None) -> TaskQuerySet:
+        """Unlocked tasks due at ``now`` (default: the current time)."""
         return self.unlocked().filter(run_at__lte=now or timezone.now())
 
     def scheduled(self, now: datetime | None = None) -> TaskQuerySet:
+        """Unlocked tasks due after ``now`` (default: the current time)."""
         return self.unlocked().filter(run_at__gt=now or timezone.now())
 
     def in_queues(self, queues: list[str] | None) -> TaskQuerySet:
+        """Tasks of these queues; every task when ``queues`` is empty or None."""
         return self.filter(queue__in=queues) if queues else self
 
     def failing(self) -> TaskQuerySet:
+        """Tasks with a failed attempt behind them, waiting for (or running) a retry."""
         return self.exclude(last_error="")
 
 
@@ -137,17 +146,23 @@ class Task(TaskBase):
 
     @property
     def is_locked(self) -> bool:
+        """Whether a worker holds the task (it is running)."""
         return self.locked_by is not None
 
 
 class CompletedTaskQuerySet(models.QuerySet["CompletedTask"]):
+    """Filters of the history by outcome (``CompletedTask.objects``)."""
+
     def succeeded(self) -> CompletedTaskQuerySet:
+        """Records of tasks that returned."""
         return self.filter(status=CompletedTask.Status.SUCCEEDED)
 
     def failed(self) -> CompletedTaskQuerySet:
+        """Records of tasks that gave up."""
         return self.filter(status=CompletedTask.Status.FAILED)
 
     def cancelled(self) -> CompletedTaskQuerySet:
+        """Records of tasks that were cancelled."""
         return self.filter(status=CompletedTask.Status.CANCELLED)
 
 
@@ -248,10 +263,14 @@ class Schedule(models.Model):
 
 
 class WorkerQuerySet(models.QuerySet["Worker"]):
+    """Filters of the workers by liveness (``Worker.objects``)."""
+
     def alive(self, stale_before: datetime) -> WorkerQuerySet:
+        """Workers whose last heartbeat is at or after ``stale_before``."""
         return self.filter(last_heartbeat_at__gte=stale_before)
 
     def lost(self, stale_before: datetime) -> WorkerQuerySet:
+        """Workers whose last heartbeat is before ``stale_before``: taken for dead."""
         return self.filter(last_heartbeat_at__lt=stale_before)
 
 

@@ -40,7 +40,23 @@ RESERVED_KWARGS = frozenset(
 
 @dataclass(eq=False)
 class TaskFunction(Generic[P, R]):
-    """A registered task. Calling it enqueues a Task row; ``.now()`` runs it inline."""
+    """A registered task. Calling it enqueues a Task row; ``.now()`` runs it inline.
+
+    ``@background`` makes one; its attributes hold what was declared (``None``: the setting's
+    default applies when a call is enqueued or run).
+
+    Attributes:
+        func: The decorated function.
+        name: The name rows store and the worker looks up.
+        schedule: The default run time of a call.
+        queue: The default queue.
+        priority: The default priority.
+        max_attempts: Attempts before the task gives up.
+        backoff: The retry delay policy.
+        remove_existing_tasks: Whether a call first deletes waiting copies of itself.
+        unique: Whether a call returns a live copy of itself instead of inserting another.
+        timeout: Hard time limit of an attempt in seconds.
+    """
 
     func: Callable[P, R]
     name: str
@@ -104,7 +120,20 @@ class TaskFunction(Generic[P, R]):
     # Loosely typed on purpose: a call also takes the reserved options (schedule=, queue=, ...),
     # which the function's own signature does not list.
     def __call__(self, *args: Any, **kwargs: Any) -> Task:
-        """Enqueue a call; reserved keyword arguments (schedule, priority, ...) configure it."""
+        """Enqueue a call and return its ``Task`` row, inserted in the current transaction.
+
+        The keyword arguments in ``RESERVED_KWARGS`` configure the call instead of being
+        passed to the function: ``schedule``, ``priority``, ``queue``, ``verbose_name``,
+        ``creator`` (a model instance recorded on the row), ``repeat`` (seconds, a
+        ``timedelta`` or a ``relativedelta`` between occurrences), ``repeat_until``,
+        ``remove_existing_tasks`` and ``unique``. With ``BACKGROUND_TASKS_IMMEDIATE`` the
+        call runs inline instead.
+
+        Raises:
+            InvalidTaskArguments: An argument is not a JSON value that survives a round trip,
+                or the arguments do not fit the function's signature.
+            InvalidTaskError: A reserved option is not valid.
+        """
         from .enqueue import enqueue
 
         options = {key: kwargs.pop(key) for key in list(kwargs) if key in RESERVED_KWARGS}
@@ -135,6 +164,7 @@ class TaskRegistry:
         self._lock = threading.Lock()
 
     def register(self, task: TaskFunction[Any, Any]) -> None:
+        """Add ``task`` under its name; raise ``DuplicateTaskName`` if another function has it."""
         with self._lock:
             existing = self._tasks.get(task.name)
             if existing is not None and _origin(existing.func) != _origin(task.func):
@@ -146,10 +176,12 @@ class TaskRegistry:
             self._tasks[task.name] = task
 
     def unregister(self, name: str) -> None:
+        """Remove the task registered as ``name``, if any."""
         with self._lock:
             self._tasks.pop(name, None)
 
     def get(self, name: str) -> TaskFunction[Any, Any]:
+        """Return the task registered as ``name``; raise ``TaskNotRegistered`` if none is."""
         try:
             return self._tasks[name]
         except KeyError:
@@ -231,6 +263,35 @@ def background(
     django-background-tasks; a string as the only positional argument is taken as the name.
     ``cron="0 3 * * *"`` also declares a schedule (named after the task) that enqueues it at
     every tick; ``periodic()`` does the same with arguments, a time zone and more.
+
+    ``schedule``, ``queue``, ``priority``, ``remove_existing_tasks`` and ``unique`` are
+    defaults that a call can override with the keyword of the same name
+    (``send(42, queue="urgent")``).
+
+    Args:
+        name: The name the row stores and the worker looks up (default: the dotted path).
+        schedule: When a call runs by default: seconds from now, a ``timedelta`` from now,
+            or a ``datetime`` (default: as soon as possible).
+        queue: Queue of the rows (default: ``BACKGROUND_TASKS_DEFAULT_QUEUE``).
+        priority: Priority of the rows (default: ``BACKGROUND_TASKS_DEFAULT_PRIORITY``).
+        max_attempts: Attempts before the task gives up (default:
+            ``BACKGROUND_TASKS_MAX_ATTEMPTS``).
+        backoff: Retry delays: a ``Backoff``, a number of seconds, or a function of the
+            attempt number returning seconds (default: the ``BACKOFF_*`` settings).
+        remove_existing_tasks: A call first deletes the waiting rows with the same name and
+            arguments.
+        unique: At most one live row (waiting or running) per name and arguments: a call
+            while one exists returns the existing row.
+        timeout: Hard time limit of an attempt in seconds, enforced by
+            ``process_tasks --processes`` (default: ``BACKGROUND_TASKS_MAX_RUN_TIME``).
+        cron: A cron expression; the task is also enqueued at every tick.
+
+    Returns:
+        A ``TaskFunction`` (or, with options, a decorator that returns one).
+
+    Raises:
+        InvalidTaskError: An option is not valid, unknown, or the name is given twice.
+        DuplicateTaskName: Another function is already registered under the name.
     """
     if isinstance(func_or_name, str):
         if name is not None:

@@ -18,11 +18,17 @@ from django.dispatch import Signal
 logger = logging.getLogger("background_tasks")
 
 task_created = Signal()
+"""``task``: a Task row was inserted, in the inserting transaction (which may roll back)."""
 task_started = Signal()
+"""``task``, ``worker_id``: a worker is about to run an attempt."""
 task_succeeded = Signal()
+"""``task``, ``completed``, ``result``: an attempt returned and its record was written."""
 task_failed = Signal()
+"""``task``, ``exception``, ``traceback``, ``will_retry``: an attempt raised (every attempt)."""
 task_gave_up = Signal()
+"""``task``, ``completed``, ``exception``: the final failed attempt; no more attempts."""
 task_cancelled = Signal()
+"""``task``, ``completed``: the task was recorded as cancelled."""
 
 
 def emit(signal: Signal, sender: str, **kwargs: Any) -> None:
