@@ -41,6 +41,7 @@ from .exceptions import (
     TaskCancelled,
 )
 from .registry import TaskFunction, registry
+from .schema import require_migrated
 from .serialization import check_signature, decode_params, encode_params, params_hash
 from .wakeup import notify_ready
 
@@ -161,6 +162,7 @@ class DatabaseBackend(BaseTaskBackend):
             created_at=now,
         )
         using = router.db_for_write(QueuedTask)
+        require_migrated(using)
         row.save(using=using, force_insert=True)
         if row.run_at <= now:
             notify_ready(using, row.queue)

@@ -15,6 +15,7 @@ from . import signals
 from .claims import MYSQL_RETRIES, MYSQL_RETRYABLE_ERRORS
 from .conf import app_settings
 from .exceptions import InvalidTaskError
+from .schema import require_migrated
 from .serialization import check_signature, decode_params, encode_params, params_hash
 from .wakeup import notify_ready
 
@@ -98,6 +99,7 @@ def enqueue(
     if remove_existing_tasks is None:
         remove_existing_tasks = task.remove_existing_tasks
     using = router.db_for_write(Task)
+    require_migrated(using)
     written = _write(row, using, replace=bool(remove_existing_tasks))
     if written is not row:
         return written  # unique=True found a pending copy: nothing was created

@@ -11,12 +11,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import router
 from django.utils import timezone
 
 from background_tasks import cli
 from background_tasks.conf import app_settings
 from background_tasks.lifecycle import max_attempts_of
 from background_tasks.models import CompletedTask, Task
+from background_tasks.schema import require_migrated_for_command
 
 DEFAULT_LIMIT = 50
 STATS_WINDOW = timedelta(hours=24)
@@ -139,6 +141,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        require_migrated_for_command(router.db_for_write(Task))
         handler = getattr(self, "_" + options["subcommand"].replace("-", "_"))
         handler(timezone.now(), options)
 

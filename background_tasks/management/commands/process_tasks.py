@@ -10,10 +10,13 @@ import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import router
 
 from background_tasks.cli import positive_int
 from background_tasks.conf import app_settings
+from background_tasks.models import Task
 from background_tasks.registry import registry
+from background_tasks.schema import require_migrated_for_command
 from background_tasks.supervisor import Supervisor
 from background_tasks.worker import Worker
 
@@ -111,6 +114,7 @@ class Command(BaseCommand):
         return super().execute(*args, **options)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        require_migrated_for_command(router.db_for_write(Task))
         if options["log_std"]:
             log_to_std_streams()
         worker_options: dict[str, Any] = {
