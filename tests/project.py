@@ -7,13 +7,16 @@ system checks, start-up errors and the worker's default logging are the real one
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,6 +32,7 @@ def greet(name: str) -> str:
 """
 
 MANAGE_PY = """\
+import contextlib
 import os
 import sys
 
@@ -133,18 +137,31 @@ def output(result: subprocess.CompletedProcess[str]) -> str:
     return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
 
 
-def fresh_database(root: Path, settings_dict: dict[str, Any], name: str) -> dict[str, Any] | None:
+@contextlib.contextmanager
+def empty_database(root: Path, name: str) -> Iterator[dict[str, Any]]:
     """Settings of an empty database for a generated project, on the vendor the tests run on.
 
     SQLite: a new file under ``root``. PostgreSQL: the test database with ``search_path`` set
-    to schema ``name`` (which the caller creates and drops). None on other vendors.
+    to a schema ``name`` of its own, created here and dropped afterwards. Other vendors skip
+    the test. Needs the test database (the ``django_db_setup`` fixture) and database access.
     """
+    from django.db import connection
+
+    settings_dict = connection.settings_dict
     engine = settings_dict["ENGINE"]
     if engine.endswith("sqlite3"):
-        return sqlite_database(root / "fresh.sqlite3")
-    if engine.endswith("postgresql"):
-        keys = ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT")
-        database = {key: settings_dict[key] for key in keys if settings_dict.get(key)}
-        database["OPTIONS"] = {"options": f"-c search_path={name}"}
-        return database
-    return None
+        yield sqlite_database(root / "fresh.sqlite3")
+        return
+    if not engine.endswith("postgresql"):
+        pytest.skip("a generated project gets an empty database on SQLite and PostgreSQL only")
+    keys = ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT")
+    database = {key: settings_dict[key] for key in keys if settings_dict.get(key)}
+    database["OPTIONS"] = {"options": f"-c search_path={name}"}
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+        cursor.execute(f"CREATE SCHEMA {name}")
+    try:
+        yield database
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")

@@ -9,33 +9,20 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from django.db import connection
 
-from tests.project import Project, fresh_database, output
+from tests.project import Project, empty_database, output
 
 SCHEMA = "bt_not_migrated"
 MIGRATE_HINT = "run `python manage.py migrate` first"
 
 
 @pytest.fixture
-def project(tmp_path: Path, django_db_setup: None, django_db_blocker: object) -> Iterator[Project]:
-    database = fresh_database(tmp_path, connection.settings_dict, SCHEMA)
-    if database is None:
-        pytest.skip("an empty database for a generated project: SQLite or PostgreSQL")
-    postgres = connection.vendor == "postgresql"
-    with django_db_blocker.unblock():  # type: ignore[attr-defined]
-        if postgres:
-            with connection.cursor() as cursor:
-                cursor.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-                cursor.execute(f"CREATE SCHEMA {SCHEMA}")
-        try:
-            yield Project(tmp_path / "site", database=database)
-        finally:
-            if postgres:
-                with connection.cursor() as cursor:
-                    cursor.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+def project(tmp_path: Path, django_db_setup: None, django_db_blocker: Any) -> Iterator[Project]:
+    with django_db_blocker.unblock(), empty_database(tmp_path, SCHEMA) as database:
+        yield Project(tmp_path / "site", database=database)
 
 
 def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
