@@ -123,7 +123,9 @@ def test_worker__logging_setting_that_routes_the_logger__wins(
         settings=f"""
         LOGGING = {{
             "version": 1,
-            "handlers": {{"file": {{"class": "logging.FileHandler", "filename": {str(log_file)!r}}}}},
+            "handlers": {{
+                "file": {{"class": "logging.FileHandler", "filename": {str(log_file)!r}}},
+            }},
             "root": {{"handlers": ["file"], "level": "INFO"}},
         }}
         """,
