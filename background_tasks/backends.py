@@ -99,6 +99,9 @@ class DatabaseBackend(BaseTaskBackend):
     supports_priority = True
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        from .checks import require_installed
+
+        require_installed(f"Task backend {alias!r} keeps its tasks in background_tasks' tables")
         super().__init__(alias, params)
         unknown = set(self.options) - OPTION_NAMES
         if unknown:

@@ -253,6 +253,9 @@ def background(
             unique=unique,
             timeout=timeout,
         )
+        from .checks import require_installed
+
+        require_installed(f"@background is used on {task.name}")
         if schedule is not None:
             _check_schedule(task.name, schedule)
         if cron is not None:

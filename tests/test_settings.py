@@ -175,17 +175,6 @@ def test_checks__are_registered_with_django() -> None:
     assert "background_tasks.E003" in found
 
 
-def test_e001__contenttypes_must_be_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    installed = checks.apps.is_installed
-
-    def is_installed(name: str) -> bool:
-        return name != "django.contrib.contenttypes" and installed(name)
-
-    monkeypatch.setattr(checks.apps, "is_installed", is_installed)
-
-    assert "background_tasks.E001" in ids()
-
-
 @pytest.mark.parametrize(
     "overrides",
     [
