@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -130,10 +131,13 @@ def check_settings(
     known = set(setting_names())
     for name in dir(settings):
         if name.startswith(PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
             errors.append(
                 Warning(
                     f"Unknown setting {name}: background_tasks has no such setting.",
-                    hint=f"Known settings: {', '.join(sorted(known))}.",
+                    hint=f"Did you mean {close[0]}?"
+                    if close
+                    else "The settings are listed in docs/settings.md.",
                     id="background_tasks.W001",
                 )
             )
@@ -143,13 +147,10 @@ def check_settings(
 
 
 def _check_schedules() -> list[CheckMessage]:
-    from .periodic import settings_definitions
+    from .periodic import read_settings_schedules
 
-    try:
-        settings_definitions()
-    except ImproperlyConfigured as exc:
-        return [Error(str(exc), id="background_tasks.E009")]
-    return []
+    _definitions, errors = read_settings_schedules()
+    return [Error(message, id="background_tasks.E009") for message in errors]
 
 
 def _check_databases() -> list[CheckMessage]:

@@ -276,6 +276,39 @@ def test_w001__an_unknown_prefixed_setting_is_probably_a_typo() -> None:
     ]
 
 
+def test_w001__a_typo_gets_the_setting_it_probably_meant_as_hint() -> None:
+    with override_settings(BACKGROUND_TASKS_MAX_ATTEMPT=3):
+        (found,) = [m for m in checks.check_settings() if m.id == "background_tasks.W001"]
+
+    assert found.hint == "Did you mean BACKGROUND_TASKS_MAX_ATTEMPTS?"
+
+
+def test_w001__a_name_close_to_no_setting_points_to_the_settings_page() -> None:
+    with override_settings(BACKGROUND_TASKS_FLAVOUR="vanilla"):
+        (found,) = [m for m in checks.check_settings() if m.id == "background_tasks.W001"]
+
+    assert found.hint == "The settings are listed in docs/settings.md."
+
+
+def test_e009__every_bad_schedule_is_reported_at_once() -> None:
+    bad = {
+        "nightly": {"task": "tests.testapp.tasks.record", "cron": "every night"},
+        "good": {"task": "tests.testapp.tasks.record", "cron": "0 3 * * *", "args": ["k"]},
+        "typo": {"task": "tests.testapp.tasks.recrod", "cron": "0 4 * * *"},
+        "not_a_dict": "0 5 * * *",
+    }
+
+    found = messages("background_tasks.E009", BACKGROUND_TASKS_SCHEDULES=bad)
+
+    assert len(found) == 3
+    assert "SCHEDULES['nightly']" in found[0] and "'every night'" in found[0]
+    assert found[1] == (
+        "BACKGROUND_TASKS_SCHEDULES['typo']: 'task' must name a registered task, not "
+        "'tests.testapp.tasks.recrod'. Did you mean 'tests.testapp.tasks.record'?"
+    )
+    assert found[2].startswith("BACKGROUND_TASKS_SCHEDULES['not_a_dict'] must be a dict")
+
+
 @pytest.mark.parametrize("options", [{}, {"transaction_mode": "DEFERRED"}])
 def test_w002__sqlite_without_immediate_transactions_is_warned_about(
     options: dict[str, str],
