@@ -171,7 +171,7 @@ class Command(BaseCommand):
                 ]
                 for t in rows
             ],
-            empty="No tasks.",
+            empty=_nothing_matches("task", options, total=cli.live_tasks(now).count()),
             more=more,
         )
 
@@ -208,7 +208,7 @@ class Command(BaseCommand):
                 ]
                 for r in rows
             ],
-            empty="No completed tasks.",
+            empty=_nothing_matches("completed task", options, total=cli.completed_tasks().count()),
             more=more,
         )
 
@@ -403,6 +403,17 @@ class Command(BaseCommand):
     @staticmethod
     def _budget(task: Task) -> int:
         return max_attempts_of(task)
+
+
+def _nothing_matches(what: str, options: dict[str, Any], *, total: int) -> str:
+    """Say that nothing was found, and what was searched when filters were given."""
+    filters = [f"--{key} {options[key]}" for key in ("queue", "status", "name") if options.get(key)]
+    if not filters:
+        return f"No {what}s."
+    searched = " ".join(filters)
+    if options.get("name"):
+        searched += f" (the name {options['name']!r} or a name ending in '.{options['name']}')"
+    return f"No {what} matches {searched}; there are {total} {what}(s) in all."
 
 
 def _ids(ids: list[int]) -> str:
