@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -39,7 +40,7 @@ def test_require_migrated__a_no_is_not_remembered(monkeypatch: pytest.MonkeyPatc
     answers = iter(["unapplied migrations: background_tasks.0001_initial", None])
     monkeypatch.setattr(schema, "missing_schema", lambda using: next(answers))
 
-    with pytest.raises(NotMigrated, match="run `python manage.py migrate` first"):
+    with pytest.raises(NotMigrated, match=re.escape("run `python manage.py migrate` first")):
         schema.require_migrated("default")
     schema.require_migrated("default")  # migrated meanwhile: no error
 
