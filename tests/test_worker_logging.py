@@ -191,6 +191,9 @@ def test_first_ctrl_c__says_what_the_worker_waits_for_and_how_to_stop_now(
 
     text = "".join(lines)
     assert code == 0, text
+    # Without --burst, PostgreSQL workers LISTEN for new tasks; the others poll.
+    wakeup = "listen" if connection.vendor == "postgresql" else "poll"
+    assert f"wakeup={wakeup}" in text
     assert (
         "stopping: waiting up to 30 s for 1 running task(s); press Ctrl-C again to stop now" in text
     )
