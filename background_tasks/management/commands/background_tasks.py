@@ -12,6 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import router
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from background_tasks import cli
@@ -171,7 +172,7 @@ class Command(BaseCommand):
                 ]
                 for t in rows
             ],
-            empty=_nothing_matches("task", options, total=cli.live_tasks(now).count()),
+            empty="" if rows else _nothing_matches("task", options, cli.live_tasks(now)),
             more=more,
         )
 
@@ -208,7 +209,9 @@ class Command(BaseCommand):
                 ]
                 for r in rows
             ],
-            empty=_nothing_matches("completed task", options, total=cli.completed_tasks().count()),
+            empty=""
+            if rows
+            else _nothing_matches("completed task", options, cli.completed_tasks()),
             more=more,
         )
 
@@ -405,7 +408,7 @@ class Command(BaseCommand):
         return max_attempts_of(task)
 
 
-def _nothing_matches(what: str, options: dict[str, Any], *, total: int) -> str:
+def _nothing_matches(what: str, options: dict[str, Any], everything: QuerySet[Any]) -> str:
     """Say that nothing was found, and what was searched when filters were given."""
     filters = [f"--{key} {options[key]}" for key in ("queue", "status", "name") if options.get(key)]
     if not filters:
@@ -413,7 +416,7 @@ def _nothing_matches(what: str, options: dict[str, Any], *, total: int) -> str:
     searched = " ".join(filters)
     if options.get("name"):
         searched += f" (the name {options['name']!r} or a name ending in '.{options['name']}')"
-    return f"No {what} matches {searched}; there are {total} {what}(s) in all."
+    return f"No {what} matches {searched}; there are {everything.count()} {what}(s) in all."
 
 
 def _ids(ids: list[int]) -> str:
