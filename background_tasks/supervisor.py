@@ -114,7 +114,6 @@ class Supervisor:
         return Child(worker_id, process)
 
     def run(self) -> int:
-        # Children open their own connections; the parent's must not be shared with them.
         logger.info(
             "event=supervisor_started version=%s database=%s queues=%s processes=%s",
             __version__,
@@ -122,6 +121,7 @@ class Supervisor:
             ",".join(self.worker_options.get("queues") or ()) or "*",
             self.processes,
         )
+        # Children open their own connections; the parent's must not be shared with them.
         connections.close_all()
         self.children = [self._start_child() for _ in range(self.processes)]
         forwarded = 0
