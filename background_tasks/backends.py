@@ -42,6 +42,7 @@ from .exceptions import (
     TaskCancelled,
 )
 from .registry import TaskFunction, registry
+from .schema import require_migrated
 from .serialization import check_signature, decode_params, encode_params, params_hash
 from .wakeup import notify_ready
 
@@ -96,6 +97,9 @@ class DatabaseBackend(BaseTaskBackend):
     supports_priority = True
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        from .checks import require_installed
+
+        require_installed(f"Task backend {alias!r} keeps its tasks in background_tasks' tables")
         super().__init__(alias, params)
         unknown = set(self.options) - OPTION_NAMES
         if unknown:
@@ -155,6 +159,7 @@ class DatabaseBackend(BaseTaskBackend):
             created_at=now,
         )
         using = router.db_for_write(QueuedTask)
+        require_migrated(using)
         row.save(using=using, force_insert=True)
         if row.run_at <= now:
             notify_ready(using, row.queue)

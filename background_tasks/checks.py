@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections, router
 
 from .columns import table_charsets
@@ -27,6 +29,35 @@ _NUMBERS = {
 }
 
 
+def require_installed(subject: str) -> None:
+    """Raise ``ImproperlyConfigured`` naming the fix when background_tasks is not installed.
+
+    Called where the app is first used (``@background``, the ``django.tasks`` backend, the
+    models), so that a missing INSTALLED_APPS entry is reported in those words rather than by
+    Django's "doesn't declare an explicit app_label". Before the app registry is ready it
+    cannot tell, and does nothing.
+    """
+    if apps.apps_ready and not apps.is_installed("background_tasks"):
+        raise ImproperlyConfigured(
+            f"{subject}, but 'background_tasks' is not in INSTALLED_APPS: add "
+            "'background_tasks' to INSTALLED_APPS in your settings (then run "
+            "`python manage.py migrate`)."
+        )
+
+
+def require_contenttypes() -> None:
+    """Raise ``ImproperlyConfigured`` naming the fix when contenttypes is not installed.
+
+    The models need it (a task records its creator, any model, through a generic foreign key);
+    without this, Django stops with a long RuntimeError about ContentType's app_label.
+    """
+    if apps.apps_ready and not apps.is_installed("django.contrib.contenttypes"):
+        raise ImproperlyConfigured(
+            "background_tasks needs 'django.contrib.contenttypes' (a task records its creator "
+            "through it): add 'django.contrib.contenttypes' to INSTALLED_APPS in your settings."
+        )
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -36,14 +67,6 @@ def check_settings(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
-    if not apps.is_installed("django.contrib.contenttypes"):
-        errors.append(
-            Error(
-                "background_tasks needs django.contrib.contenttypes (tasks record their creator).",
-                hint="Add 'django.contrib.contenttypes' to INSTALLED_APPS.",
-                id="background_tasks.E001",
-            )
-        )
     max_attempts = app_settings.MAX_ATTEMPTS
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         errors.append(
@@ -110,10 +133,13 @@ def check_settings(
     known = set(setting_names())
     for name in dir(settings):
         if name.startswith(PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
             errors.append(
                 Warning(
                     f"Unknown setting {name}: background_tasks has no such setting.",
-                    hint=f"Known settings: {', '.join(sorted(known))}.",
+                    hint=f"Did you mean {close[0]}?"
+                    if close
+                    else "The settings are listed in docs/settings.md.",
                     id="background_tasks.W001",
                 )
             )
@@ -124,21 +150,16 @@ def check_settings(
 
 
 def _check_schedules() -> list[CheckMessage]:
-    from django.core.exceptions import ImproperlyConfigured
+    from .periodic import read_settings_schedules
 
-    from .periodic import settings_definitions
-
-    try:
-        settings_definitions()
-    except ImproperlyConfigured as exc:
-        return [Error(str(exc), id="background_tasks.E009")]
-    return []
+    _definitions, errors = read_settings_schedules()
+    return [Error(message, id="background_tasks.E009") for message in errors]
 
 
 def _check_routing() -> list[CheckMessage]:
     """The tasks' table points at contenttypes' table: both must be in the tasks' database."""
     if not apps.is_installed("django.contrib.contenttypes"):
-        return []  # E001 says so
+        return []  # models.py refuses to load without it
     from django.contrib.contenttypes.models import ContentType
 
     from .models import Task

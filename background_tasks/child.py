@@ -10,7 +10,9 @@ import threading
 from typing import Any
 
 
-def run_child(worker_id: str, options: dict[str, Any], log_std: bool = False) -> None:
+def run_child(
+    worker_id: str, options: dict[str, Any], log_std: bool = False, verbosity: int | None = None
+) -> None:
     """Set Django up in a fresh process and run a Worker with one runner thread."""
     if hasattr(os, "setsid"):
         # Out of the supervisor's process group: a stop signal sent to the whole group
@@ -20,10 +22,12 @@ def run_child(worker_id: str, options: dict[str, Any], log_std: bool = False) ->
     import django
 
     django.setup()
-    from .management.commands.process_tasks import log_to_std_streams
+    from .management.commands.process_tasks import configure_logging, log_to_std_streams
     from .worker import Worker
 
-    if log_std:
+    if verbosity is not None:
+        configure_logging(log_std=log_std, verbosity=verbosity)
+    elif log_std:
         log_to_std_streams()
     worker = Worker(worker_id=worker_id, concurrency=1, **options)
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.request_stop())

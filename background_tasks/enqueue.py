@@ -16,6 +16,7 @@ from .claims import MYSQL_RETRIES, MYSQL_RETRYABLE_ERRORS
 from .columns import OBJECT_ID_LENGTH, QUEUE_LENGTH, VERBOSE_NAME_LENGTH, text_problem
 from .conf import app_settings
 from .exceptions import InvalidTaskError
+from .schema import require_migrated
 from .serialization import check_signature, decode_params, encode_params, params_hash
 from .wakeup import notify_ready
 
@@ -102,6 +103,7 @@ def enqueue(
     if remove_existing_tasks is None:
         remove_existing_tasks = task.remove_existing_tasks
     using = router.db_for_write(Task)
+    require_migrated(using)
     written = _write(row, using, replace=bool(remove_existing_tasks))
     if written is not row:
         return written  # unique=True found a pending copy: nothing was created

@@ -39,3 +39,7 @@ class TaskTimedOut(BackgroundTasksError):
 
 class WorkerLost(BackgroundTasksError):
     """The worker running a task died or stopped sending heartbeats."""
+
+
+class NotMigrated(BackgroundTasksError, ImproperlyConfigured):
+    """The database lacks background_tasks' tables: ``python manage.py migrate`` was not run."""

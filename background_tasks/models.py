@@ -5,15 +5,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.contrib.contenttypes.fields import GenericForeignKey
-from django.contrib.contenttypes.models import ContentType
-from django.db import models
-from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
+from .checks import require_contenttypes, require_installed
 
-from . import schedule
-from .columns import OBJECT_ID_LENGTH, QUEUE_LENGTH, TASK_NAME_LENGTH, VERBOSE_NAME_LENGTH
-from .serialization import params_hash
+# Before the imports below, which fail with Django's generic errors when either app is missing.
+require_installed("background_tasks.models was imported")
+require_contenttypes()
+
+from django.contrib.contenttypes.fields import GenericForeignKey  # noqa: E402
+from django.contrib.contenttypes.models import ContentType  # noqa: E402
+from django.db import models  # noqa: E402
+from django.utils import timezone  # noqa: E402
+from django.utils.translation import gettext_lazy as _  # noqa: E402
+
+from . import schedule  # noqa: E402
+from .columns import (  # noqa: E402
+    OBJECT_ID_LENGTH,
+    QUEUE_LENGTH,
+    TASK_NAME_LENGTH,
+    VERBOSE_NAME_LENGTH,
+)
+from .serialization import params_hash  # noqa: E402
 
 
 def empty_params() -> dict[str, Any]:

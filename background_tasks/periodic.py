@@ -146,58 +146,71 @@ def periodic(
 
 
 def settings_definitions() -> list[ScheduleDefinition]:
-    """Read ``BACKGROUND_TASKS_SCHEDULES``; raise ImproperlyConfigured naming what is wrong."""
-    from .registry import registry
+    """Read ``BACKGROUND_TASKS_SCHEDULES``; raise ImproperlyConfigured naming every bad entry."""
+    definitions, errors = read_settings_schedules()
+    if errors:
+        raise ImproperlyConfigured("\n".join(errors))
+    return definitions
 
+
+def read_settings_schedules() -> tuple[list[ScheduleDefinition], list[str]]:
+    """Read ``BACKGROUND_TASKS_SCHEDULES``: the valid entries, and one message per bad one."""
     raw = getattr(django_settings, PREFIX + "SCHEDULES", {})
     if not isinstance(raw, Mapping):
-        raise ImproperlyConfigured(
-            f"{PREFIX}SCHEDULES must be a dict of name -> schedule, not {raw!r}."
-        )
-    definitions = []
+        return [], [f"{PREFIX}SCHEDULES must be a dict of name -> schedule, not {raw!r}."]
+    definitions, errors = [], []
     for name, entry in raw.items():
-        where = f"{PREFIX}SCHEDULES[{name!r}]"
-        if not isinstance(entry, Mapping):
-            raise ImproperlyConfigured(f"{where} must be a dict, not {entry!r}.")
-        unknown = set(entry) - SETTINGS_KEYS
-        if unknown:
-            raise ImproperlyConfigured(
-                f"{where} has unknown key(s) {sorted(unknown)}; known: {sorted(SETTINGS_KEYS)}."
-            )
-        task_name = entry.get("task")
-        if not isinstance(task_name, str) or task_name not in registry:
-            raise ImproperlyConfigured(
-                f"{where}: 'task' must name a registered task, not {task_name!r}."
-            )
-        args, kwargs = entry.get("args", []), entry.get("kwargs", {})
-        if not isinstance(args, (list, tuple)) or not isinstance(kwargs, Mapping):
-            raise ImproperlyConfigured(f"{where}: 'args' must be a list and 'kwargs' a dict.")
         try:
-            normalised = check_schedule_options(
-                where, entry.get("cron"), entry.get("timezone", ""), entry.get("catch_up", "once")
-            )
-            check_schedule_text(where, str(name), entry.get("queue", ""))
-            function = registry.get(task_name)
-            check_signature(task_name, function.func, list(args), dict(kwargs))
-            params = encode_params(task_name, function.func, list(args), dict(kwargs))
-        except InvalidTaskError as exc:
-            raise ImproperlyConfigured(str(exc)) from None
-        except (TypeError, ValueError) as exc:
-            raise ImproperlyConfigured(f"{where}: {exc}") from None
-        definitions.append(
-            ScheduleDefinition(
-                name=str(name),
-                task_name=task_name,
-                cron=normalised,
-                params=params,
-                queue=entry.get("queue", ""),
-                priority=entry.get("priority"),
-                time_zone=entry.get("timezone", ""),
-                catch_up=entry.get("catch_up", "once"),
-                source="settings",
-            )
+            definitions.append(_settings_definition(name, entry))
+        except ImproperlyConfigured as exc:
+            errors.append(str(exc))
+    return definitions, errors
+
+
+def _settings_definition(name: object, entry: object) -> ScheduleDefinition:
+    """One entry of ``BACKGROUND_TASKS_SCHEDULES``; raise ImproperlyConfigured naming the fault."""
+    from .registry import registry
+
+    where = f"{PREFIX}SCHEDULES[{name!r}]"
+    if not isinstance(entry, Mapping):
+        raise ImproperlyConfigured(f"{where} must be a dict, not {entry!r}.")
+    unknown = set(entry) - SETTINGS_KEYS
+    if unknown:
+        raise ImproperlyConfigured(
+            f"{where} has unknown key(s) {sorted(unknown)}; known: {sorted(SETTINGS_KEYS)}."
         )
-    return definitions
+    task_name = entry.get("task")
+    if not isinstance(task_name, str) or task_name not in registry:
+        raise ImproperlyConfigured(
+            f"{where}: 'task' must name a registered task, not {task_name!r}."
+            + (registry.suggestion(task_name) if isinstance(task_name, str) else "")
+        )
+    args, kwargs = entry.get("args", []), entry.get("kwargs", {})
+    if not isinstance(args, (list, tuple)) or not isinstance(kwargs, Mapping):
+        raise ImproperlyConfigured(f"{where}: 'args' must be a list and 'kwargs' a dict.")
+    try:
+        normalised = check_schedule_options(
+            where, entry.get("cron"), entry.get("timezone", ""), entry.get("catch_up", "once")
+        )
+        check_schedule_text(where, str(name), entry.get("queue", ""))
+        function = registry.get(task_name)
+        check_signature(task_name, function.func, list(args), dict(kwargs))
+        params = encode_params(task_name, function.func, list(args), dict(kwargs))
+    except InvalidTaskError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise ImproperlyConfigured(f"{where}: {exc}") from None
+    return ScheduleDefinition(
+        name=str(name),
+        task_name=task_name,
+        cron=normalised,
+        params=params,
+        queue=entry.get("queue", ""),
+        priority=entry.get("priority"),
+        time_zone=entry.get("timezone", ""),
+        catch_up=entry.get("catch_up", "once"),
+        source="settings",
+    )
 
 
 def all_definitions() -> dict[str, ScheduleDefinition]:

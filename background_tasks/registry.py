@@ -6,6 +6,7 @@ registry, never imported.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import threading
 from collections.abc import Callable, Iterator
@@ -195,9 +196,22 @@ class TaskRegistry:
             if function is not None:
                 return function
         raise TaskNotRegistered(
-            f"No task is registered as {name!r}. Is the function decorated with @background in "
-            "an installed app's tasks module, and does the worker run the same code?"
+            f"No task is registered as {name!r}.{self.suggestion(name)} Is the function "
+            "decorated with @background in an installed app's tasks module, and does the worker "
+            "run the same code?"
         )
+
+    def suggestion(self, name: str) -> str:
+        """Return " Did you mean 'x'?" for registered names close to ``name``, else ""."""
+        with self._lock:
+            names = list(self._tasks)
+        short = name.rsplit(".", 1)[-1]
+        # The function name alone, or the right one in another module, is the likeliest slip.
+        matches = sorted(n for n in names if n != name and n.rsplit(".", 1)[-1] == short)
+        matches = matches or difflib.get_close_matches(name, names, n=1, cutoff=0.8)
+        if not matches:
+            return ""
+        return " Did you mean " + " or ".join(repr(m) for m in matches[:3]) + "?"
 
     def __contains__(self, name: object) -> bool:
         return name in self._tasks
@@ -316,6 +330,9 @@ def background(
             unique=unique,
             timeout=timeout,
         )
+        from .checks import require_installed
+
+        require_installed(f"@background is used on {task.name}")
         if schedule is not None:
             _check_schedule(task.name, schedule)
         if cron is not None:

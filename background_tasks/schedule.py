@@ -49,6 +49,15 @@ _APPROX_SECONDS = dict(zip(_SPEC_KEYS, _APPROX, strict=True))
 _ABSOLUTE_FIELDS = ("year", "month", "day", "weekday", "hour", "minute", "second", "microsecond")
 _CRON_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 _EQUAL_RANGE = re.compile(r"([^-/]+)-([^-/]+)(/.*)?")
+_HASHED = re.compile(r"(?<![A-Za-z])H(?![A-Za-z])", re.IGNORECASE)
+# The five fields, with the values each takes, for error messages.
+_CRON_FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day-of-week", "0-6 or SUN-SAT"),
+)
 
 
 def _require_aware(name: str, value: datetime) -> datetime:
@@ -252,12 +261,38 @@ def _parse_cron(expression: str) -> tuple[str, Any]:
                     f"Invalid cron expression {expression!r}: the range "
                     f"{part!r} has equal ends; write {m[1]!r} instead."
                 )
-    try:
-        walker = croniter(normalised, datetime(2000, 1, 1), ret_type=datetime)
-        walker.get_next(datetime)  # Fails for expressions that never fire (Feb 30).
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ValueError(f"Invalid cron expression {expression!r}: {exc}") from exc
+    walker = _walker(normalised)
+    if walker is None:
+        raise ValueError(f"Invalid cron expression {expression!r}: {_cron_fault(normalised)}")
     return normalised, walker
+
+
+def _walker(expression: str) -> Any:
+    """A croniter for the expression, or None when croniter refuses it or it never fires."""
+    try:
+        walker = croniter(expression, datetime(2000, 1, 1), ret_type=datetime)
+        walker.get_next(datetime)  # Fails for expressions that never fire (Feb 30).
+    except (ValueError, TypeError, KeyError):
+        return None
+    return walker
+
+
+def _cron_fault(expression: str) -> str:
+    """Say, in our words, which field of a refused 5-field expression is at fault.
+
+    Each field is tried alone (the others ``*``); when each is fine alone, the fields together
+    name no real date.
+    """
+    fields = expression.split(" ")
+    for index, (field, (name, values)) in enumerate(zip(fields, _CRON_FIELDS, strict=True)):
+        alone = " ".join(field if i == index else "*" for i in range(len(fields)))
+        if _walker(alone) is None:
+            hashed = " (hashed 'H' values are not supported)" if _HASHED.search(field) else ""
+            return (
+                f"the {name} field {field!r} is not valid{hashed}; use {values}, a range "
+                "(1-5), a list (1,15), a step (*/10) or *."
+            )
+    return f"it never fires: the day-of-month {fields[2]!r} does not occur in month {fields[3]!r}."
 
 
 def validate_cron(expression: str) -> str:

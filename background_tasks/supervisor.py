@@ -24,10 +24,10 @@ from datetime import datetime
 from types import FrameType
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, connections
+from django.db import DatabaseError, InterfaceError, connections, router
 from django.utils import timezone
 
-from . import heartbeat, lifecycle
+from . import __version__, heartbeat, lifecycle, logs
 from .child import run_child
 from .conf import app_settings
 from .exceptions import TaskTimedOut, WorkerLost
@@ -70,11 +70,18 @@ class Supervisor:
     """Runs and watches ``processes`` child workers; ``run()`` returns the exit code."""
 
     def __init__(
-        self, *, processes: int, worker_options: dict[str, Any], log_std: bool = False
+        self,
+        *,
+        processes: int,
+        worker_options: dict[str, Any],
+        log_std: bool = False,
+        verbosity: int | None = None,
     ) -> None:
         self.processes = processes
         self.worker_options = worker_options
         self.log_std = log_std
+        # The children set their logging up as the command did; None: they leave it to LOGGING.
+        self.verbosity = verbosity
         self.started = 0
         self.children: list[Child] = []
         self.restarts = 0
@@ -99,7 +106,7 @@ class Supervisor:
         self.started += 1
         process = self._context.Process(
             target=run_child,
-            args=(worker_id, self.worker_options, self.log_std),
+            args=(worker_id, self.worker_options, self.log_std, self.verbosity),
             name=f"background_tasks-{worker_id}",
         )
         process.start()
@@ -107,6 +114,13 @@ class Supervisor:
         return Child(worker_id, process)
 
     def run(self) -> int:
+        logger.info(
+            "event=supervisor_started version=%s database=%s queues=%s processes=%s",
+            __version__,
+            logs.database_label(router.db_for_write(Task)),
+            ",".join(self.worker_options.get("queues") or ()) or "*",
+            self.processes,
+        )
         # Children open their own connections; the parent's must not be shared with them.
         connections.close_all()
         self.children = [self._start_child() for _ in range(self.processes)]

@@ -28,7 +28,7 @@ from django.db import (
     router,
 )
 
-from . import heartbeat, lifecycle, periodic
+from . import __version__, heartbeat, lifecycle, logs, periodic
 from .claims import claim_tasks
 from .conf import app_settings
 from .execution import execute
@@ -115,12 +115,6 @@ class Worker:
         self._until_db_ok(lambda: heartbeat.register(self.id, self.queues, self.concurrency))
         self._until_db_ok(periodic.sync_schedules)
         self._next_beat = self.clock() + float(app_settings.HEARTBEAT_INTERVAL)
-        logger.info(
-            "event=worker_started worker=%s queues=%s concurrency=%s",
-            self.id,
-            ",".join(self.queues) or "*",
-            self.concurrency,
-        )
         self._threads = [
             threading.Thread(target=self._runner, name=f"background_tasks-runner-{i}", daemon=True)
             for i in range(self.concurrency)
@@ -128,6 +122,17 @@ class Worker:
         for thread in self._threads:
             thread.start()
         listener = self._start_listener()
+        logger.info(
+            "event=worker_started version=%s worker=%s database=%s queues=%s concurrency=%s "
+            "poll_interval=%gs wakeup=%s",
+            __version__,
+            self.id,
+            logs.database_label(router.db_for_write(Task)),
+            ",".join(self.queues) or "*",
+            self.concurrency,
+            self.sleep,
+            "listen" if listener is not None else "poll",
+        )
         outage_backoff = 0.0
         try:
             while not self._stop_requested:
@@ -309,6 +314,10 @@ class Worker:
     def _shut_down(self) -> int:
         """Let running tasks finish up to the grace period, release the rest, unregister."""
         unstarted = self._drain_inbox()
+        if self._stop_requested and not self._force_requested:
+            with self._lock:
+                running = len(self._running) - len(unstarted)
+            self._announce_stop(running)
         for _ in self._threads:
             self._inbox.put(None)
         grace_end = self.clock() + self.shutdown_grace
@@ -342,6 +351,19 @@ class Worker:
             # Not when embedded in a caller's transaction (a Worker run in-process).
             connection.close()
         return EXIT_OK
+
+    def _announce_stop(self, running: int) -> None:
+        """Say what a stop request waits for, and how to cut it short."""
+        if running:
+            logger.info(
+                "event=worker_stopping worker=%s stopping: waiting up to %g s for %s running "
+                "task(s); press Ctrl-C again to stop now",
+                self.id,
+                self.shutdown_grace,
+                running,
+            )
+        else:
+            logger.info("event=worker_stopping worker=%s stopping: no task is running", self.id)
 
     def _drain_inbox(self) -> list[Task]:
         """Take back tasks claimed but not yet started."""

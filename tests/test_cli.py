@@ -288,6 +288,26 @@ def test_history__says_so_when_empty() -> None:
     assert run("history").strip() == "No completed tasks."
 
 
+def test_history__a_name_that_matches_nothing_says_what_was_searched() -> None:
+    make_completed(CompletedTask.Status.SUCCEEDED)
+
+    out = run("history", "--name", "send_newsleter", "--status", "succeeded").strip()
+
+    assert out == (
+        "No completed task matches --status succeeded --name send_newsleter (the name "
+        "'send_newsleter' or a name ending in '.send_newsleter'); there are 1 completed "
+        "task(s) in all."
+    )
+
+
+def test_list__a_filter_that_matches_nothing_says_what_was_searched() -> None:
+    tasks.send_newsletter(1)
+
+    out = run("list", "--queue", "nowhere").strip()
+
+    assert out == "No task matches --queue nowhere; there are 1 task(s) in all."
+
+
 def test_history__limit_caps_the_rows() -> None:
     for _ in range(3):
         make_completed()

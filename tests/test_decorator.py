@@ -164,6 +164,27 @@ def test_registry__an_unknown_name_raises_task_not_registered() -> None:
     assert isinstance(error.value, LookupError)
 
 
+def test_registry__an_unknown_name_close_to_a_registered_one_offers_it() -> None:
+    with pytest.raises(TaskNotRegistered) as error:
+        registry.get("tests.testapp.tasks.recrod")
+
+    assert "Did you mean 'tests.testapp.tasks.record'?" in str(error.value)
+
+
+def test_registry__the_bare_function_name_offers_the_registered_full_name() -> None:
+    with pytest.raises(TaskNotRegistered) as error:
+        registry.get("send_newsletter")
+
+    assert "Did you mean 'tests.testapp.tasks.send_newsletter'?" in str(error.value)
+
+
+def test_registry__a_name_close_to_nothing_offers_nothing() -> None:
+    with pytest.raises(TaskNotRegistered) as error:
+        registry.get("tests.nowhere")
+
+    assert "Did you mean" not in str(error.value)
+
+
 def test_registry__iterates_over_names_in_order() -> None:
     names = list(registry)
 

@@ -12,8 +12,8 @@ on SQLite, in subprocesses:
   ``manage.py shell`` (after ``migrate``), with the names of every ``tasks`` module written
   imported;
 - in ``sh`` blocks, each ``python manage.py ...`` line runs in order (``process_tasks`` gets
-  ``--burst`` when it has not, so it ends; interactive commands and ``startapp``, done already,
-  are skipped). Other lines (``pip install``, ``cd``) are the reader's environment, which the test
+  ``--burst`` when it has not, so it ends; ``shell -c CODE`` runs; interactive commands and
+  ``startapp``, done already, are skipped). Other lines (``pip install``, ``cd``) are the reader's environment, which the test
   provides. ``console`` blocks show output and are not run.
 
 Then ``manage.py check`` and every command must be warning-free and at least one task must have
@@ -86,7 +86,10 @@ def read_walkthrough(markdown: str) -> Walkthrough:
         elif lang in ("sh", "bash", "shell"):
             for line in body.splitlines():
                 words = shlex.split(line, comments=True)
-                if words[:2] == ["python", "manage.py"] and words[2:3] and words[2] not in _NOT_RUN:
+                if words[:2] != ["python", "manage.py"] or not words[2:3]:
+                    continue
+                # ``shell -c CODE`` runs and ends, unlike an interactive shell.
+                if words[2] not in _NOT_RUN or words[2:4] == ["shell", "-c"]:
                     walk.commands.append(words[2:])
     return walk
 

@@ -40,7 +40,7 @@ def test_introspection__finds_the_settings_options_and_checks_known_to_exist() -
     }
     assert ("process_tasks", "--burst") in {(e.command, e.flags[0]) for e in OPTIONS}
     assert ("background_tasks prune", "--older-than") in {(e.command, e.flags[0]) for e in OPTIONS}
-    assert {"background_tasks.E001", "background_tasks.W002", "background_tasks.E101"} <= {
+    assert {"background_tasks.E002", "background_tasks.W002", "background_tasks.E101"} <= {
         entry.id for entry in CHECKS
     }
 
@@ -88,7 +88,7 @@ def test_expand_markers__replaces_each_marker_with_its_table() -> None:
 
     assert "<!-- reference" not in expanded
     assert "| `BACKGROUND_TASKS_MAX_ATTEMPTS` | `25` | `MAX_ATTEMPTS` |" in expanded
-    assert "| `background_tasks.E001` | Error |" in expanded
+    assert "| `background_tasks.E002` | Error |" in expanded
 
 
 def test_expand_markers__an_unknown_marker_is_an_error() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -95,6 +96,29 @@ def test_demo__runs_three_tasks_to_success_with_a_retry_and_can_run_again(db_pat
         live_rows = db.execute("SELECT COUNT(*) FROM background_tasks_task").fetchone()[0]
     assert demo_rows == [("succeeded", 3)]
     assert live_rows == 0
+
+
+def test_demo__the_next_hints_run_as_printed(db_path: Path) -> None:
+    assert_ok(manage("migrate", "--noinput", db_path=db_path))
+    out = manage("demo", db_path=db_path).stdout
+
+    hints = re.findall(r"^  (.+ (?:createsuperuser|runserver))$", out, re.MULTILINE)
+    hints += re.findall(r"and run (.+ process_tasks)$", out, re.MULTILINE)
+
+    assert len(hints) == 3, out
+    for hint in hints:
+        # --help: the command line as printed reaches the command, without running it.
+        ran = subprocess.run(
+            [*shlex.split(hint), "--help"],
+            cwd=REPO_ROOT,
+            env={**os.environ, "EXAMPLE_DB_PATH": str(db_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert_ok(ran)
+        assert "usage: manage.py" in ran.stdout
 
 
 def test_start_housekeeping__starts_one_repeating_series_however_often_it_runs(

@@ -175,17 +175,6 @@ def test_checks__are_registered_with_django() -> None:
     assert "background_tasks.E003" in found
 
 
-def test_e001__contenttypes_must_be_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    installed = checks.apps.is_installed
-
-    def is_installed(name: str) -> bool:
-        return name != "django.contrib.contenttypes" and installed(name)
-
-    monkeypatch.setattr(checks.apps, "is_installed", is_installed)
-
-    assert "background_tasks.E001" in ids()
-
-
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -285,6 +274,39 @@ def test_w001__an_unknown_prefixed_setting_is_probably_a_typo() -> None:
     assert found == [
         "Unknown setting BACKGROUND_TASKS_MAX_ATTEMPT: background_tasks has no such setting."
     ]
+
+
+def test_w001__a_typo_gets_the_setting_it_probably_meant_as_hint() -> None:
+    with override_settings(BACKGROUND_TASKS_MAX_ATTEMPT=3):
+        (found,) = [m for m in checks.check_settings() if m.id == "background_tasks.W001"]
+
+    assert found.hint == "Did you mean BACKGROUND_TASKS_MAX_ATTEMPTS?"
+
+
+def test_w001__a_name_close_to_no_setting_points_to_the_settings_page() -> None:
+    with override_settings(BACKGROUND_TASKS_FLAVOUR="vanilla"):
+        (found,) = [m for m in checks.check_settings() if m.id == "background_tasks.W001"]
+
+    assert found.hint == "The settings are listed in docs/settings.md."
+
+
+def test_e009__every_bad_schedule_is_reported_at_once() -> None:
+    bad = {
+        "nightly": {"task": "tests.testapp.tasks.record", "cron": "every night"},
+        "good": {"task": "tests.testapp.tasks.record", "cron": "0 3 * * *", "args": ["k"]},
+        "typo": {"task": "tests.testapp.tasks.recrod", "cron": "0 4 * * *"},
+        "not_a_dict": "0 5 * * *",
+    }
+
+    found = messages("background_tasks.E009", BACKGROUND_TASKS_SCHEDULES=bad)
+
+    assert len(found) == 3
+    assert "SCHEDULES['nightly']" in found[0] and "'every night'" in found[0]
+    assert found[1] == (
+        "BACKGROUND_TASKS_SCHEDULES['typo']: 'task' must name a registered task, not "
+        "'tests.testapp.tasks.recrod'. Did you mean 'tests.testapp.tasks.record'?"
+    )
+    assert found[2].startswith("BACKGROUND_TASKS_SCHEDULES['not_a_dict'] must be a dict")
 
 
 @pytest.mark.parametrize("options", [{}, {"transaction_mode": "DEFERRED"}])

@@ -11,12 +11,15 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import router
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from background_tasks import cli
 from background_tasks.conf import app_settings
 from background_tasks.lifecycle import max_attempts_of
 from background_tasks.models import CompletedTask, Task
+from background_tasks.schema import require_migrated_for_command
 
 DEFAULT_LIMIT = 50
 STATS_WINDOW = timedelta(hours=24)
@@ -139,6 +142,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        require_migrated_for_command(router.db_for_write(Task))
         handler = getattr(self, "_" + options["subcommand"].replace("-", "_"))
         handler(timezone.now(), options)
 
@@ -168,7 +172,7 @@ class Command(BaseCommand):
                 ]
                 for t in rows
             ],
-            empty="No tasks.",
+            empty="" if rows else _nothing_matches("task", options, cli.live_tasks(now)),
             more=more,
         )
 
@@ -205,7 +209,9 @@ class Command(BaseCommand):
                 ]
                 for r in rows
             ],
-            empty="No completed tasks.",
+            empty=""
+            if rows
+            else _nothing_matches("completed task", options, cli.completed_tasks()),
             more=more,
         )
 
@@ -400,6 +406,17 @@ class Command(BaseCommand):
     @staticmethod
     def _budget(task: Task) -> int:
         return max_attempts_of(task)
+
+
+def _nothing_matches(what: str, options: dict[str, Any], everything: QuerySet[Any]) -> str:
+    """Say that nothing was found, and what was searched when filters were given."""
+    filters = [f"--{key} {options[key]}" for key in ("queue", "status", "name") if options.get(key)]
+    if not filters:
+        return f"No {what}s."
+    searched = " ".join(filters)
+    if options.get("name"):
+        searched += f" (the name {options['name']!r} or a name ending in '.{options['name']}')"
+    return f"No {what} matches {searched}; there are {everything.count()} {what}(s) in all."
 
 
 def _ids(ids: list[int]) -> str:

@@ -10,10 +10,13 @@ import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import router
 
 from background_tasks.cli import positive_int
 from background_tasks.conf import app_settings
+from background_tasks.models import Task
 from background_tasks.registry import registry
+from background_tasks.schema import require_migrated_for_command
 from background_tasks.supervisor import Supervisor
 from background_tasks.worker import Worker
 
@@ -111,8 +114,8 @@ class Command(BaseCommand):
         return super().execute(*args, **options)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["log_std"]:
-            log_to_std_streams()
+        require_migrated_for_command(router.db_for_write(Task))
+        configure_logging(log_std=options["log_std"], verbosity=options["verbosity"])
         worker_options: dict[str, Any] = {
             "queues": options["queue"],
             "sleep": options["sleep"],
@@ -127,6 +130,7 @@ class Command(BaseCommand):
                 processes=options["processes"],
                 worker_options=worker_options,
                 log_std=options["log_std"],
+                verbosity=options["verbosity"],
             )
         else:
             runner = Worker(
@@ -158,6 +162,32 @@ def _warn_about_unenforced_time_limits() -> None:
             app_settings.MAX_RUN_TIME,
             "run process_tasks with --processes N to enforce timeout= and MAX_RUN_TIME",
         )
+
+
+_LEVELS = {0: logging.WARNING, 1: logging.INFO}
+
+
+def configure_logging(*, log_std: bool, verbosity: int) -> None:
+    """Make the worker's log visible: ``--log-std``, or stderr when nothing else shows it.
+
+    Without ``--log-std``, a handler is added only when no logger on the way up from
+    ``background_tasks`` has one, so a ``LOGGING`` setting that routes these records anywhere
+    (even to a NullHandler) wins. ``--verbosity`` picks the level: 0 warnings and errors only,
+    1 (the default) adds the start-up line and one line per finished task, 2 adds debug lines.
+    """
+    if log_std:
+        log_to_std_streams()
+        return
+    logger = logging.getLogger("background_tasks")
+    if logger.hasHandlers():
+        return
+    level = _LEVELS.get(verbosity, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > level:
+        logger.setLevel(level)
 
 
 def log_to_std_streams() -> None:

@@ -7,10 +7,13 @@ the demo waits until the next one is due and runs another burst, until all three
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -77,10 +80,10 @@ class Command(BaseCommand):
         )
         self.stdout.write(
             "\nNext:\n"
-            "  python example_project/manage.py createsuperuser\n"
-            "  python example_project/manage.py runserver\n"
+            f"  {manage_command('createsuperuser')}\n"
+            f"  {manage_command('runserver')}\n"
             "then see these tasks at http://127.0.0.1:8000/admin/, or place an order at\n"
-            "http://127.0.0.1:8000/ and run python example_project/manage.py process_tasks."
+            f"http://127.0.0.1:8000/ and run {manage_command('process_tasks')}"
         )
 
     # -- steps ------------------------------------------------------------------------------
@@ -90,7 +93,7 @@ class Command(BaseCommand):
         executor = MigrationExecutor(connection)
         if executor.migration_plan(executor.loader.graph.leaf_nodes()):
             raise CommandError(
-                "The database is not migrated: run python example_project/manage.py migrate first."
+                f"The database is not migrated: run {manage_command('migrate')} first."
             )
 
     def _remove_earlier_runs(self) -> None:
@@ -215,3 +218,18 @@ def _last_line(traceback_text: str) -> str:
     """Return the exception line of a traceback ("SupplierUnavailable: ...")."""
     lines = [line for line in traceback_text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+def manage_command(subcommand: str) -> str:
+    """Return the command line that runs ``subcommand`` with this Python and this manage.py.
+
+    Printed hints must work as printed: a bare ``python`` may not be the virtualenv's.
+    """
+    python = _shortest(Path(sys.executable))
+    manage = _shortest(Path(__file__).resolve().parents[3] / "manage.py")
+    return f"{python} {manage} {subcommand}"
+
+
+def _shortest(path: Path) -> str:
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
