@@ -13,8 +13,8 @@ on SQLite, in subprocesses:
   imported;
 - in ``sh`` blocks, each ``python manage.py ...`` line runs in order (``process_tasks`` gets
   ``--burst`` when it has not, so it ends; ``shell -c CODE`` runs; interactive commands and
-  ``startapp``, done already, are skipped). Other lines (``pip install``, ``cd``) are the reader's environment, which the test
-  provides. ``console`` blocks show output and are not run.
+  ``startapp``, done already, are skipped). Other lines (``pip install``, ``cd``) are the
+  reader's environment, which the test provides. ``console`` blocks show output and are not run.
 
 Then ``manage.py check`` and every command must be warning-free and at least one task must have
 finished successfully, none failed.
