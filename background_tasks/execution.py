@@ -13,9 +13,9 @@ from . import lifecycle, signals
 from .conf import app_settings
 from .exceptions import InvalidTaskArguments, PermanentFailure, TaskCancelled, TaskNotRegistered
 from .models import Task
-from .task_progress import ProgressReporter
 from .registry import registry
 from .serialization import check_signature, decode_params, json_problem
+from .task_progress import ProgressReporter
 
 logger = logging.getLogger("background_tasks")
 
