@@ -56,18 +56,22 @@ def _serves(worker_queues: Sequence[str], queue: str) -> bool:
     return not worker_queues or queue in worker_queues
 
 
-def check_workers(now: datetime, queues: Sequence[str], max_heartbeat_age: float) -> Check:
+def check_workers(
+    now: datetime, queues: Sequence[str], max_heartbeat_age: float, host: str | None = None
+) -> Check:
     """Pass if each of ``queues`` (or, without queues, the queue as a whole) has a worker whose
-    last heartbeat is at most ``max_heartbeat_age`` seconds old."""
+    last heartbeat is at most ``max_heartbeat_age`` seconds old; only workers on ``host`` count
+    when it is given."""
     fresh_after = now - timedelta(seconds=max_heartbeat_age)
-    using = router.db_for_read(Worker)
+    workers = Worker.objects.using(router.db_for_read(Worker)).alive(fresh_after)
+    if host is not None:
+        workers = workers.filter(host=host)
     alive = [
-        list(worker_queues or [])
-        for worker_queues in Worker.objects.using(using)
-        .alive(fresh_after)
-        .values_list("queues", flat=True)
+        list(worker_queues or []) for worker_queues in workers.values_list("queues", flat=True)
     ]
     within = f"a heartbeat in the last {max_heartbeat_age:g}s"
+    if host is not None:
+        within += f" on {host}"
     if not queues:
         if not alive:
             return Check("workers", False, f"no worker has sent {within}")
@@ -107,11 +111,19 @@ def check_backlog(now: datetime, queues: Sequence[str], max_ready_age: float) ->
 
 
 def check(
-    now: datetime, queues: Sequence[str], *, max_heartbeat_age: float, max_ready_age: float | None
+    now: datetime,
+    queues: Sequence[str],
+    *,
+    max_heartbeat_age: float,
+    max_ready_age: float | None,
+    host: str | None = None,
 ) -> Health:
-    """Run the checks; a database that cannot be read fails them with its error."""
+    """Run the checks; a database that cannot be read fails them with its error.
+
+    ``max_ready_age`` None leaves the backlog out; ``host`` counts only that host's workers.
+    """
     try:
-        checks = [check_workers(now, queues, max_heartbeat_age)]
+        checks = [check_workers(now, queues, max_heartbeat_age, host)]
         if max_ready_age is not None:
             checks.append(check_backlog(now, queues, max_ready_age))
     except DatabaseError as exc:

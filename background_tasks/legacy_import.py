@@ -95,6 +95,8 @@ class ImportReport:
     history: int = 0
     already_imported: int = 0
     problems: list[Problem] = field(default_factory=list)
+    #: Of ``problems``, those copied as failed records (``record_problems=True``).
+    problems_recorded: int = 0
     #: Source ids of rows a django-background-tasks worker held: copied as waiting tasks.
     were_locked: list[int] = field(default_factory=list)
     #: Source ids of tasks that gave up but stayed in ``background_task`` (older versions kept
@@ -212,21 +214,33 @@ def _copy(
     return True
 
 
+@dataclass(frozen=True)
+class _Options:
+    history: bool
+    dry_run: bool
+    record_problems: bool
+    now: datetime
+    using: str
+
+
 def import_legacy(
     *,
     history: bool = False,
     dry_run: bool = False,
+    record_problems: bool = False,
     now: datetime | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> ImportReport:
     """Copy waiting tasks (and with ``history``, finished ones) not copied before.
 
     Each row is copied in its own short transaction with its ``LegacyImport`` mark, so an
-    interrupted import resumes where it stopped. With ``dry_run`` nothing is written: the
+    interrupted import resumes where it stopped. A row that cannot be queued is reported and
+    left in place, or with ``record_problems`` copied as a failed record whose error gives the
+    reason and the original ``task_params`` text. With ``dry_run`` nothing is written: the
     report says what would be copied and what could not be.
     """
-    now = now or timezone.now()
     using = router.db_for_write(Task)
+    options = _Options(history, dry_run, record_problems, now or timezone.now(), using)
     report = ImportReport(tables=existing_tables(using))
     sources: list[tuple[type[_LegacyFields], str]] = []
     if TASK_TABLE in report.tables:
@@ -244,19 +258,11 @@ def import_legacy(
                 if row.pk in done:
                     report.already_imported += 1
                     continue
-                _import_row(row, table, history, dry_run, now, using, report)
+                _import_row(row, table, options, report)
     return report
 
 
-def _import_row(
-    row: _LegacyFields,
-    table: str,
-    history: bool,
-    dry_run: bool,
-    now: datetime,
-    using: str,
-    report: ImportReport,
-) -> None:
+def _import_row(row: _LegacyFields, table: str, options: _Options, report: ImportReport) -> None:
     obj: Task | CompletedTask
     try:
         if table == COMPLETED_TABLE:
@@ -264,16 +270,20 @@ def _import_row(
             status = CompletedTask.Status.FAILED if failed else CompletedTask.Status.SUCCEEDED
             obj = _record(row, status)
         elif row.failed_at is not None:
-            if not history:
+            if not options.history:
                 report.failed_left.append(row.pk)
                 return
             obj = _record(row, CompletedTask.Status.FAILED)
         else:
-            obj = _pending_task(row, now)
+            obj = _pending_task(row, options.now)
     except _Skip as exc:
-        report.problems.append(Problem(table, row.pk, row.task_name, str(exc)))
-        return
-    if not _copy(row, table, obj, using, dry_run):
+        problem = Problem(table, row.pk, row.task_name, str(exc))
+        report.problems.append(problem)
+        if not options.record_problems:
+            return
+        obj = _problem_record(row, problem, options.now)
+        report.problems_recorded += 1
+    if not _copy(row, table, obj, options.using, options.dry_run):
         report.already_imported += 1
         return
     if isinstance(obj, Task):
@@ -282,6 +292,27 @@ def _import_row(
             report.were_locked.append(row.pk)
     else:
         report.history += 1
+
+
+def _problem_record(row: _LegacyFields, problem: Problem, now: datetime) -> CompletedTask:
+    """A failed record keeping what a row that cannot be queued held, and why."""
+    error = (
+        f"Not imported from {problem.table} {problem.source_id}: {problem.reason}.\n\n"
+        f"Its task_params: {row.task_params}"
+    )
+    return CompletedTask(
+        task_name=row.task_name,
+        verbose_name=row.verbose_name or "",
+        queue=row.queue or app_settings.DEFAULT_QUEUE,
+        priority=row.priority,
+        run_at=row.run_at,
+        attempts=max(0, row.attempts),
+        last_error=error.replace("\x00", "\\x00"),
+        task_id=0,
+        status=CompletedTask.Status.FAILED,
+        finished_at=now,
+        created_at=now,
+    )
 
 
 __all__ = ["COMPLETED_TABLE", "TASK_TABLE", "ImportReport", "Problem", "import_legacy"]

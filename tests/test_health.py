@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -29,10 +30,10 @@ def probe(*args: str) -> tuple[int, str, str]:
     return 0, out.getvalue(), err.getvalue()
 
 
-def worker(name: str, queues: list[str], heartbeat_age: float) -> Worker:
+def worker(name: str, queues: list[str], heartbeat_age: float, host: str = "h") -> Worker:
     return Worker.objects.create(
         id=name,
-        host="h",
+        host=host,
         pid=1,
         queues=queues,
         last_heartbeat_at=timezone.now() - timedelta(seconds=heartbeat_age),
@@ -78,6 +79,17 @@ def test_health__a_worker_without_queues_serves_every_queue() -> None:
     worker("w1", [], heartbeat_age=1)
 
     assert probe("--queue", "emails")[0] == 0
+
+
+def test_health_this_host__counts_only_the_workers_of_this_host() -> None:
+    worker("elsewhere", [], heartbeat_age=1, host="another-host")
+
+    code, _, err = probe("--this-host")
+
+    assert code == 1
+    assert f"on {socket.gethostname()}" in err
+    worker("here", [], heartbeat_age=1, host=socket.gethostname())
+    assert probe("--this-host")[0] == 0
 
 
 def test_health__fails_when_the_oldest_ready_task_waited_longer_than_the_threshold() -> None:

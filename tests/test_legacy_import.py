@@ -251,3 +251,28 @@ def test_import__without_the_legacy_tables_says_so() -> None:
         pytest.raises(CommandError, match=r"Neither background_task nor .* nothing to import"),
     ):
         run()
+
+
+def test_import_record_problems__keeps_rows_that_cannot_be_queued_as_failed_records(
+    legacy: Any,
+) -> None:
+    legacy_row(legacy.Task, [1], {})
+    gone = legacy_row(legacy.Task, [5], {}, task_name="app.tasks.removed")
+    broken = legacy_row(legacy.Task, [], {}, task_params="[[1], {")
+
+    out, err = run("--record-problems")
+
+    assert Task.objects.count() == 1
+    records = {r.task_name: r for r in CompletedTask.objects.all()}
+    assert records["app.tasks.removed"].status == "failed"
+    assert records["app.tasks.removed"].last_error == (
+        f"Not imported from background_task {gone.pk}: no task is registered as "
+        "'app.tasks.removed'.\n\nIts task_params: [[5], {}]"
+    )
+    assert records[NEWSLETTER].last_error.endswith("Its task_params: [[1], {")
+    assert f"background_task {broken.pk} " in err and err.startswith("Recorded as failed: ")
+    assert "(2 of them for rows that could not be queued)" in out and "0 row(s) left" in out
+
+    out, err = run("--record-problems")
+    assert CompletedTask.objects.count() == 2 and err == ""
+    assert "3 row(s) were imported before" in out

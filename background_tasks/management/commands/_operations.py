@@ -7,12 +7,14 @@ Parsing and printing only: the checks are in ``health``, the schedule actions in
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.utils import timezone
 
 from background_tasks import cli, health, legacy_import, schedule_control
 from background_tasks.conf import app_settings
@@ -68,6 +70,11 @@ def add_subcommands(add: Callable[..., CommandParser]) -> None:
     sub.add_argument(
         "--no-backlog", action="store_true", help="Check the workers only, not the waiting tasks."
     )
+    sub.add_argument(
+        "--this-host",
+        action="store_true",
+        help="Count only workers running on this host (a liveness probe of one container).",
+    )
 
     sub = add(
         "schedules",
@@ -93,6 +100,12 @@ def add_subcommands(add: Callable[..., CommandParser]) -> None:
         help="Also copy background_task_completedtask (and tasks that gave up) as history.",
     )
     sub.add_argument(
+        "--record-problems",
+        action="store_true",
+        help="Copy rows that cannot be queued (unknown task, bad arguments) as failed history "
+        "records giving the reason, instead of leaving them behind.",
+    )
+    sub.add_argument(
         "--dry-run", action="store_true", help="Report what would be copied; write nothing."
     )
 
@@ -104,6 +117,7 @@ def health_command(command: Command, now: datetime, options: dict[str, Any]) -> 
         options["queues"],
         max_heartbeat_age=float(app_settings.RESCUE_AFTER) if max_age is None else max_age,
         max_ready_age=None if options["no_backlog"] else options["max_ready_age"],
+        host=socket.gethostname() if options["this_host"] else None,
     )
     if options["json"]:
         command.stdout.write(cli.to_json(result.as_dict()))
@@ -156,7 +170,7 @@ def _list_schedules(command: Command, options: dict[str, Any]) -> None:
             s["name"],
             s["task"],
             s["cron"],
-            s["time_zone"] or "TIME_ZONE",
+            s["time_zone"] or timezone.get_default_timezone_name(),
             "yes" if s["enabled"] else "paused",
             cli.when(s["next_fire_at"]),
             cli.when(s["last_fired_at"]),
@@ -171,14 +185,23 @@ def _list_schedules(command: Command, options: dict[str, Any]) -> None:
 
 def import_legacy_command(command: Command, now: datetime, options: dict[str, Any]) -> None:
     dry_run = options["dry_run"]
-    report = legacy_import.import_legacy(history=options["history"], dry_run=dry_run, now=now)
+    report = legacy_import.import_legacy(
+        history=options["history"],
+        dry_run=dry_run,
+        record_problems=options["record_problems"],
+        now=now,
+    )
     if not report.tables:
         raise CommandError(
             f"Neither {legacy_import.TASK_TABLE} nor {legacy_import.COMPLETED_TABLE} exists in "
             "this database: nothing to import."
         )
+    recorded = report.problems_recorded
+    label = "Not imported"
+    if options["record_problems"]:
+        label = "Would record as failed" if dry_run else "Recorded as failed"
     for problem in report.problems:
-        command.stderr.write(f"Not imported: {problem}")
+        command.stderr.write(f"{label}: {problem}")
     if report.were_locked:
         command.stdout.write(
             command.style.WARNING(
@@ -193,13 +216,15 @@ def import_legacy_command(command: Command, now: datetime, options: dict[str, An
             "left there (add --history to copy them as failed history)."
         )
     verb = "Would import" if dry_run else "Imported"
+    left = len(report.problems) - recorded
     command.stdout.write(
-        f"{verb} {report.tasks} waiting task(s) and {report.history} history record(s); "
-        f"{report.already_imported} row(s) were imported before; "
-        f"{len(report.problems)} row(s) could not be imported."
+        f"{verb} {report.tasks} waiting task(s) and {report.history} history record(s) "
+        f"({recorded} of them for rows that could not be queued); "
+        f"{report.already_imported} row(s) were imported before; {left} row(s) left behind."
     )
-    if report.problems:
+    if left:
         raise CommandError(
-            f"{len(report.problems)} row(s) were not imported (listed above); fix them and run "
-            "the import again: rows already copied are skipped."
+            f"{left} row(s) were not imported (listed above): fix them and run the import "
+            "again (rows already copied are skipped), or add --record-problems to keep them "
+            "as failed records."
         )
