@@ -91,8 +91,7 @@ def add_subcommands(add: Callable[..., CommandParser]) -> None:
 
     sub = add(
         "import-legacy",
-        "Copy waiting tasks (and with --history, finished ones) from django-background-tasks' "
-        "tables; rows already copied are skipped.",
+        "Copy waiting tasks (--history: finished ones too) from django-background-tasks.",
     )
     sub.add_argument(
         "--history",
