@@ -31,6 +31,13 @@ def count_to(n: int) -> None:
         set_progress(i, n, f"row {i}")
 
 
+@background(name="tests.progress.fails_halfway", max_attempts=3, backoff=0)
+def fails_halfway() -> None:
+    set_progress(1, 10, "first")
+    set_progress(5, 10, "halfway")
+    raise RuntimeError("boom")
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -142,6 +149,17 @@ def test_set_progress__in_a_task_costs_one_write_and_the_last_value_is_kept_in_i
         50,
         "row 50",
     )
+
+
+@override_settings(BACKGROUND_TASKS_PROGRESS_INTERVAL=3600)
+def test_set_progress__a_failed_attempt_that_will_retry_keeps_its_last_value_in_the_row() -> None:
+    task = fails_halfway()
+
+    run_tasks(max_tasks=1)
+
+    row = Task.objects.get(pk=task.pk)
+    assert row.locked_by is None and row.attempts == 1  # waiting for its retry
+    assert (row.progress_done, row.progress_message) == (5, "halfway")
 
 
 def test_progress__reads_a_finished_task_from_its_record() -> None:
