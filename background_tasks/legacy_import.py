@@ -25,7 +25,7 @@ from .exceptions import InvalidTaskArguments
 from .models import CompletedTask, LegacyImport, Task
 from .registry import registry
 from .schedule import encode_repeat
-from .serialization import check_signature, encode_params
+from .serialization import check_signature, encode_params, params_hash
 
 TASK_TABLE = "background_task"
 COMPLETED_TABLE = "background_task_completedtask"
@@ -99,6 +99,9 @@ class ImportReport:
     problems_recorded: int = 0
     #: Source ids of rows a django-background-tasks worker held: copied as waiting tasks.
     were_locked: list[int] = field(default_factory=list)
+    #: Source ids of tasks of ``unique=True`` functions whose call was already queued here:
+    #: not copied again (the old row counts as imported, as that task).
+    already_queued: list[int] = field(default_factory=list)
     #: Source ids of tasks that gave up but stayed in ``background_task`` (older versions kept
     #: them there): copied as failed history with ``history=True``, else left.
     failed_left: list[int] = field(default_factory=list)
@@ -171,7 +174,11 @@ def _pending_task(row: _LegacyFields, now: datetime) -> Task:
     except InvalidTaskArguments as exc:
         raise _Skip(str(exc)) from None
     queue = row.queue or function.queue or app_settings.DEFAULT_QUEUE
-    return Task(params=params, queue=queue, created_at=now, **_common(row))
+    task = Task(params=params, queue=queue, created_at=now, **_common(row))
+    if function.unique:
+        # As enqueue() does: one pending copy of a unique call, whoever queued it.
+        task.unique_key = params_hash(row.task_name, params)
+    return task
 
 
 def _record(row: _LegacyFields, status: str) -> CompletedTask:
@@ -194,24 +201,33 @@ def _record(row: _LegacyFields, status: str) -> CompletedTask:
 
 def _copy(
     row: _LegacyFields, table: str, obj: Task | CompletedTask, using: str, dry_run: bool
-) -> bool:
-    """Insert ``obj`` and remember where it came from; False if another run copied it first."""
+) -> str:
+    """Insert ``obj`` and remember where it came from.
+
+    Return "copied"; "already" if another run copied the row first; or "unique" if ``obj`` is
+    a task of a ``unique=True`` function whose call is already queued (the row is then
+    remembered as that task, and no second copy is made).
+    """
+    pending = None
+    if isinstance(obj, Task) and obj.unique_key:
+        pending = Task.objects.using(using).filter(unique_key=obj.unique_key).first()
     if dry_run:
-        return True
+        return "copied" if pending is None else "unique"
     try:
         with transaction.atomic(using=using):
-            obj.save(using=using, force_insert=True)
+            if pending is None:
+                obj.save(using=using, force_insert=True)
             LegacyImport.objects.using(using).create(
                 source_table=table,
                 source_id=row.pk,
                 target_model="task" if isinstance(obj, Task) else "completedtask",
-                target_id=obj.pk,
+                target_id=obj.pk if pending is None else pending.pk,
             )
     except IntegrityError:
         if LegacyImport.objects.using(using).filter(source_table=table, source_id=row.pk).exists():
-            return False
+            return "already"
         raise
-    return True
+    return "copied" if pending is None else "unique"
 
 
 @dataclass(frozen=True)
@@ -283,8 +299,12 @@ def _import_row(row: _LegacyFields, table: str, options: _Options, report: Impor
             return
         obj = _problem_record(row, problem, options.now)
         report.problems_recorded += 1
-    if not _copy(row, table, obj, options.using, options.dry_run):
+    outcome = _copy(row, table, obj, options.using, options.dry_run)
+    if outcome == "already":
         report.already_imported += 1
+        return
+    if outcome == "unique":
+        report.already_queued.append(row.pk)
         return
     if isinstance(obj, Task):
         report.tasks += 1

@@ -276,3 +276,21 @@ def test_import_record_problems__keeps_rows_that_cannot_be_queued_as_failed_reco
     out, err = run("--record-problems")
     assert CompletedTask.objects.count() == 2 and err == ""
     assert "3 row(s) were imported before" in out
+
+
+def test_import__a_unique_task_already_queued_here_is_not_queued_twice(legacy: Any) -> None:
+    queued = tasks.unique_record("nightly")
+    first = legacy_row(legacy.Task, ["nightly"], {}, task_name="tests.unique_record")
+    other = legacy_row(legacy.Task, ["weekly"], {}, task_name="tests.unique_record")
+
+    out, _ = run()
+
+    assert sorted(Task.objects.values_list("params", flat=True), key=str) == [
+        {"args": ["nightly"], "kwargs": {}},
+        {"args": ["weekly"], "kwargs": {}},
+    ]
+    assert LegacyImport.objects.get(source_id=first.pk).target_id == queued.pk
+    assert Task.objects.get(pk=LegacyImport.objects.get(source_id=other.pk).target_id).unique_key
+    assert f"already queued with the same arguments; not copied again: {first.pk}" in out
+    again, _ = run()
+    assert "2 row(s) were imported before" in again and Task.objects.count() == 2

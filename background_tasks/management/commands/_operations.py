@@ -209,6 +209,12 @@ def import_legacy_command(command: Command, now: datetime, options: dict[str, An
                 + ", ".join(str(pk) for pk in report.were_locked)
             )
         )
+    if report.already_queued:
+        command.stdout.write(
+            f"{len(report.already_queued)} task(s) of unique=True functions were already queued "
+            "with the same arguments; not copied again: "
+            + ", ".join(str(pk) for pk in report.already_queued)
+        )
     if report.failed_left:
         command.stdout.write(
             f"{len(report.failed_left)} task(s) in {legacy_import.TASK_TABLE} had given up; "
