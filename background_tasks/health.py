@@ -63,7 +63,7 @@ def check_workers(
     last heartbeat is at most ``max_heartbeat_age`` seconds old; only workers on ``host`` count
     when it is given."""
     fresh_after = now - timedelta(seconds=max_heartbeat_age)
-    workers = Worker.objects.using(router.db_for_read(Worker)).alive(fresh_after)
+    workers = Worker.objects.using(router.db_for_write(Worker)).alive(fresh_after)
     if host is not None:
         workers = workers.filter(host=host)
     alive = [
@@ -91,7 +91,7 @@ def check_backlog(now: datetime, queues: Sequence[str], max_ready_age: float) ->
     A task is ready from its ``run_at`` (a retry: from its retry time) until a worker claims it,
     so its age is how long the workers have left it waiting.
     """
-    using = router.db_for_read(Task)
+    using = router.db_for_write(Task)
     oldest = (
         Task.objects.using(using)
         .ready(now)

@@ -67,7 +67,8 @@ class Progress:
 
 def progress(task_id: int) -> Progress | None:
     """Return the progress of task ``task_id``, live or finished; None if no task has that id."""
-    using = router.db_for_read(Task)
+    # The database workers write to: a replica's lag would hide a task just enqueued.
+    using = router.db_for_write(Task)
     live = Task.objects.using(using).filter(pk=task_id).values("locked_by", *_FIELDS).first()
     if live is not None:
         status = "waiting" if live["locked_by"] is None else "running"
