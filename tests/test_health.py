@@ -136,6 +136,7 @@ def test_health__a_database_error_fails_the_probe_with_its_first_line() -> None:
     assert err.strip() == "unhealthy: database: OperationalError: connection refused"
 
 
+@pytest.mark.django_db(transaction=True)
 def test_health__rejects_a_negative_threshold() -> None:
     result = run_command("background_tasks", "health", "--max-ready-age", "-5")
 
@@ -143,6 +144,7 @@ def test_health__rejects_a_negative_threshold() -> None:
     assert "expected a number of seconds >= 0" in result.stderr
 
 
+@pytest.mark.django_db(transaction=True)
 def test_health__exit_code_of_the_real_command_is_1_when_no_worker_runs() -> None:
     result = run_command("background_tasks", "health")
 
