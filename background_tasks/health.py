@@ -28,6 +28,8 @@ class Check:
 
 @dataclass(frozen=True)
 class Health:
+    """The verdicts of one probe: healthy when every check passed."""
+
     checks: tuple[Check, ...]
 
     @property
