@@ -14,7 +14,9 @@ __all__ = [
     "background",
     "current_task",
     "is_cancelled",
+    "progress",
     "registry",
+    "set_progress",
 ]
 
 from .exceptions import PermanentFailure, TaskCancelled
@@ -22,13 +24,18 @@ from .registry import background, registry
 from .retry import Backoff
 
 if TYPE_CHECKING:
-    from .execution import current_task, is_cancelled
+    from .execution import current_task, is_cancelled, set_progress
+    from .task_progress import progress
 
 
 def __getattr__(name: str) -> Any:
     # These need the models, which must not be imported before the app registry is ready.
-    if name in ("current_task", "is_cancelled"):
+    if name in ("current_task", "is_cancelled", "set_progress"):
         from . import execution
 
         return getattr(execution, name)
+    if name == "progress":
+        from .task_progress import progress
+
+        return progress
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -92,6 +92,9 @@ class Settings:
     REPEAT_AFTER_FAILURE = Setting(True)
     #: Keep the return value of a task (when it is JSON) in CompletedTask.result.
     STORE_RESULTS = Setting(True)
+    #: Seconds between two writes of a running task's progress (set_progress() calls between
+    #: them only update the value that the next write, or the end of the task, stores).
+    PROGRESS_INTERVAL = Setting(2.0)
 
     @property
     def CONCURRENCY(self) -> int:

@@ -15,6 +15,7 @@ from .exceptions import InvalidTaskArguments, PermanentFailure, TaskCancelled, T
 from .models import Task
 from .registry import registry
 from .serialization import check_signature, decode_params, json_problem
+from .task_progress import ProgressReporter
 
 logger = logging.getLogger("background_tasks")
 
@@ -42,13 +43,28 @@ def is_cancelled() -> bool:
     return False
 
 
+def set_progress(done: int, total: int | None = None, message: str = "") -> None:
+    """Report the progress of the task this thread is running: ``done`` of ``total`` steps.
+
+    Call it as often as you like: at most one small write per PROGRESS_INTERVAL seconds reaches
+    the database, and the last value is written when the task ends. ``total`` may be None
+    (unknown); ``message`` is cut to 255 characters. Outside a task (a call run inline) it does
+    nothing.
+    """
+    reporter: ProgressReporter | None = getattr(_current, "progress", None)
+    if reporter is not None:
+        reporter.report(done, total, message)
+
+
 @contextmanager
-def _running(task: Task) -> Iterator[None]:
-    _current.task, _current.cancel_seen = task, False
+def _running(task: Task, worker_id: str) -> Iterator[None]:
+    reporter = ProgressReporter(task, worker_id)
+    _current.task, _current.cancel_seen, _current.progress = task, False, reporter
     try:
         yield
     finally:
-        _current.task = None
+        _current.task = _current.progress = None
+        reporter.flush()
 
 
 T = TypeVar("T")
@@ -90,7 +106,7 @@ def execute(task: Task, worker_id: str, persist: Persist = _once) -> str | None:
         )
 
     try:
-        with _running(task):
+        with _running(task, worker_id):
             result = function.func(*args, **kwargs)
             cancel_seen = getattr(_current, "cancel_seen", False)
     except TaskCancelled as exc:

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("background_tasks")
 
 _COPIED_FIELDS = [f.name for f in TaskBase._meta.concrete_fields if f.name != "id"]
+#: What a new occurrence or a retry takes from its original: not the progress it reported.
+_CARRIED_FIELDS = [name for name in _COPIED_FIELDS if not name.startswith("progress_")]
 
 
 def max_attempts_of(task: Task) -> int:
@@ -86,7 +88,7 @@ def _schedule_next_occurrence(task: Task, now: datetime) -> Task | None:
     if task.repeat_until is not None and next_at > task.repeat_until:
         return None
     follower = Task(
-        **{name: getattr(task, name) for name in _COPIED_FIELDS},
+        **{name: getattr(task, name) for name in _CARRIED_FIELDS},
         scheduled_at=next_at,
         repeat_anchor=anchor,
         unique_key=task.unique_key,
@@ -338,7 +340,7 @@ def request_cancel(task_ids: list[int]) -> int:
 def retry_completed(completed: CompletedTask, *, now: datetime | None = None) -> Task:
     """Enqueue a fresh copy of a finished task, ready now."""
     now = now or timezone.now()
-    fresh = Task(**{name: getattr(completed, name) for name in _COPIED_FIELDS})
+    fresh = Task(**{name: getattr(completed, name) for name in _CARRIED_FIELDS})
     fresh.run_at = now
     fresh.scheduled_at = now
     fresh.attempts = 0

@@ -60,6 +60,14 @@ class TaskBase(models.Model):
     creator_object_id = models.CharField(max_length=OBJECT_ID_LENGTH, null=True, blank=True)
     creator = GenericForeignKey("creator_content_type", "creator_object_id")
     created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+    # Reported by the running task through set_progress(); written at most once per
+    # PROGRESS_INTERVAL, and the last value is kept in the task's CompletedTask record.
+    progress_done = models.PositiveBigIntegerField(_("progress done"), null=True, blank=True)
+    progress_total = models.PositiveBigIntegerField(_("progress total"), null=True, blank=True)
+    progress_message = models.CharField(
+        _("progress message"), max_length=255, blank=True, default=""
+    )
+    progress_at = models.DateTimeField(_("progress reported at"), null=True, blank=True)
 
     class Meta:
         abstract = True
@@ -309,4 +317,28 @@ class Worker(models.Model):
         return self.id
 
 
-__all__ = ["CompletedTask", "Schedule", "Task", "TaskBase", "Worker"]
+class LegacyImport(models.Model):
+    """A row copied from django-background-tasks' tables, so that an import never repeats it."""
+
+    id = models.BigAutoField(primary_key=True)
+    source_table = models.CharField(_("source table"), max_length=64)
+    source_id = models.BigIntegerField(_("source id"))
+    #: "task" or "completedtask": the model ``target_id`` is an id of.
+    target_model = models.CharField(_("imported as"), max_length=20)
+    target_id = models.BigIntegerField(_("imported id"))
+    imported_at = models.DateTimeField(_("imported at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("legacy import")
+        verbose_name_plural = _("legacy imports")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source_table", "source_id"], name="bgtasks_legacy_import_source"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source_table} {self.source_id} -> {self.target_model} {self.target_id}"
+
+
+__all__ = ["CompletedTask", "LegacyImport", "Schedule", "Task", "TaskBase", "Worker"]

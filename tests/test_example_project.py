@@ -136,3 +136,49 @@ def test_start_housekeeping__starts_one_repeating_series_however_often_it_runs(
     assert first.stdout.split(",")[0] == second.stdout.split(",")[0]  # the same task id
     rows = json.loads(listing.stdout)
     assert [row["task_name"] for row in rows] == ["shop.tasks.expire_unpaid_orders"]
+
+
+IMPORT_SCRIPT = """
+import json
+from django.contrib.auth.models import User
+from django.test import Client
+from background_tasks.testing import run_tasks
+
+client = Client(SERVER_NAME="localhost")  # in ALLOWED_HOSTS
+client.force_login(User.objects.create_user("importer"))
+posted = client.post("/import/", {"csv": "email,product,quantity,amount\\n"
+                                          "a@example.com,Pen,2,3.50\\nbroken,row\\n"})
+task_id = int(posted["Location"].rstrip("/").rsplit("/", 1)[1])
+url = f"/import/{task_id}/progress.json"
+before = client.get(url).json()
+page = client.get(f"/import/{task_id}/").content.decode()
+ran = run_tasks()
+after = client.get(url).json()
+stranger = Client(SERVER_NAME="localhost")
+stranger.force_login(User.objects.create_user("stranger"))
+print(json.dumps({"before": before, "after": after, "ran": ran, "polls": url in page,
+                  "stranger": stranger.get(url).status_code}))
+"""
+
+
+def test_csv_import__page_enqueues_the_import_and_its_json_view_reports_progress(
+    db_path: Path,
+) -> None:
+    assert_ok(manage("migrate", "--noinput", db_path=db_path))
+
+    result = manage("shell", "-c", IMPORT_SCRIPT, db_path=db_path, SHOP_IMPORT_ROW_DELAY="0")
+
+    assert_ok(result)
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["before"]["status"] == "waiting" and seen["before"]["done"] is None
+    assert seen["polls"] is True and seen["ran"] == 1
+    after = seen["after"]
+    assert (after["status"], after["finished"], after["done"], after["total"]) == (
+        "succeeded",
+        True,
+        2,
+        2,
+    )
+    assert after["message"] == "row 2 of 2: 1 skipped"
+    # Another user cannot poll someone else's import.
+    assert seen["stranger"] == 404

@@ -109,6 +109,7 @@ class CompletedTaskAdmin(TaskColumns, CompletedTaskModelAdmin):
             {"fields": ("run_at", "started_at", "finished_at", "duration_display", "created_at")},
         ),
         (_("Worker"), {"fields": ("worker", "task_id")}),
+        (_("Progress"), {"fields": ("progress_display", "progress_at")}),
         (_("Repetition"), {"fields": ("repeat_display", "repeat_until")}),
     )
     readonly_fields = (
@@ -131,6 +132,8 @@ class CompletedTaskAdmin(TaskColumns, CompletedTaskModelAdmin):
         "created_at",
         "worker",
         "task_id",
+        "progress_display",
+        "progress_at",
         "repeat_display",
         "repeat_until",
     )

@@ -91,6 +91,25 @@ class TaskColumns:
     def last_error_display(self, obj: TaskBase) -> str:
         return pre(obj.last_error) if obj.last_error else self.get_empty_value_display()
 
+    @admin.display(description=_("progress"))
+    def progress_display(self, obj: TaskBase) -> str:
+        """Render what the task last reported with set_progress() as a bar and its numbers."""
+        if obj.progress_done is None:
+            return self.get_empty_value_display()
+        if obj.progress_total:
+            shown = format_html(
+                '<progress value="{}" max="{}"></progress> {} / {}',
+                min(obj.progress_done, obj.progress_total),
+                obj.progress_total,
+                obj.progress_done,
+                obj.progress_total,
+            )
+        else:
+            shown = format_html("{}", obj.progress_done)
+        if obj.progress_message:
+            shown = format_html("{}<br><small>{}</small>", shown, obj.progress_message)
+        return shown
+
     @admin.display(description=_("has error"), boolean=True)
     def has_error(self, obj: TaskBase) -> bool:
         return obj.has_error

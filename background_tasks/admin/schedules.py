@@ -25,7 +25,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from .. import periodic, signals
+from .. import periodic, schedule_control, signals
 from ..models import CompletedTask, Schedule, Task
 from ..registry import registry
 from ..wakeup import notify_ready
@@ -271,7 +271,7 @@ class ScheduleAdmin(ScheduleModelAdmin):
         count = 0
         for schedule in queryset.filter(enabled=False):
             try:
-                next_fire_at = periodic.first_fire(schedule, now)
+                resumed = schedule_control.resume(schedule, now).changed
             except ValueError as exc:
                 self.message_user(
                     request,
@@ -280,10 +280,7 @@ class ScheduleAdmin(ScheduleModelAdmin):
                     messages.ERROR,
                 )
                 continue
-            # Compare-and-set: a schedule enabled meanwhile keeps the tick it already has.
-            if Schedule.objects.filter(pk=schedule.pk, enabled=False).update(
-                enabled=True, next_fire_at=next_fire_at, updated_at=now
-            ):
+            if resumed:
                 count += 1
                 self.log_change(request, schedule, [{"changed": {"fields": ["enabled"]}}])
         self.message_user(
@@ -299,9 +296,7 @@ class ScheduleAdmin(ScheduleModelAdmin):
         now = timezone.now()
         count = 0
         for schedule in queryset.filter(enabled=True):
-            if Schedule.objects.filter(pk=schedule.pk, enabled=True).update(
-                enabled=False, updated_at=now
-            ):
+            if schedule_control.pause(schedule, now).changed:
                 count += 1
                 self.log_change(request, schedule, [{"changed": {"fields": ["enabled"]}}])
         self.message_user(

@@ -99,6 +99,7 @@ class TaskAdmin(TaskColumns, TaskModelAdmin):
         "run_at",
         "attempts_display",
         "status_display",
+        "progress_display",
         "worker",
         "has_error",
     )
@@ -118,6 +119,7 @@ class TaskAdmin(TaskColumns, TaskModelAdmin):
         (_("Call"), {"fields": ("params_display", "task_hash", "creator_link")}),
         (_("Attempts"), {"fields": ("attempts_display", "last_error_display")}),
         (_("Worker"), {"fields": ("worker_link", "locked_at", "cancel_requested_at")}),
+        (_("Progress"), {"fields": ("progress_display", "progress_at")}),
         (
             _("Repetition"),
             {"fields": ("repeat_display", "repeat_until", "scheduled_at", "repeat_anchor")},
@@ -136,6 +138,8 @@ class TaskAdmin(TaskColumns, TaskModelAdmin):
         "worker_link",
         "locked_at",
         "cancel_requested_at",
+        "progress_display",
+        "progress_at",
         "repeat_display",
         "repeat_until",
         "scheduled_at",

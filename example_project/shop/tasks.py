@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import os
+import time
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -9,10 +13,13 @@ from django.core.mail import send_mail
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from background_tasks import background
+from background_tasks import background, set_progress
 
 from . import supplier
 from .models import Order
+
+#: Seconds import_orders waits after each row (0 in tests).
+ROW_DELAY = float(os.environ.get("SHOP_IMPORT_ROW_DELAY", "0.2"))
 
 
 @background
@@ -76,3 +83,30 @@ def expire_unpaid_orders(max_age_hours: int = 24) -> int:
     cutoff = timezone.now() - timedelta(hours=max_age_hours)
     deleted, _ = Order.objects.filter(placed_at__lt=cutoff, reservation_code="").delete()
     return deleted
+
+
+# A long task that reports its progress: the import page (shop/import_views.py) polls it.
+# set_progress() may be called for every row: at most one small write per
+# BACKGROUND_TASKS_PROGRESS_INTERVAL seconds reaches the database, and the last value is kept.
+@background(queue="imports", max_attempts=1)
+def import_orders(csv_text: str, customer_id: int | None = None) -> dict[str, int]:
+    """Create one order per CSV row (email,product,quantity,amount); skip invalid rows."""
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    created = skipped = 0
+    set_progress(0, len(rows), "starting")
+    for number, row in enumerate(rows, start=1):
+        try:
+            Order.objects.create(
+                customer_id=customer_id,
+                email=row["email"],
+                product=row["product"],
+                quantity=int(row["quantity"]),
+                amount=Decimal(row["amount"]),
+            )
+            created += 1
+        except (KeyError, TypeError, ValueError, ArithmeticError):
+            skipped += 1
+        set_progress(number, len(rows), f"row {number} of {len(rows)}: {skipped} skipped")
+        if ROW_DELAY:
+            time.sleep(ROW_DELAY)  # a slow import, so that the page has something to show
+    return {"created": created, "skipped": skipped}

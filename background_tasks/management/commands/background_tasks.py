@@ -21,6 +21,8 @@ from background_tasks.lifecycle import max_attempts_of
 from background_tasks.models import CompletedTask, Task
 from background_tasks.schema import require_migrated_for_command
 
+from . import _operations
+
 DEFAULT_LIMIT = 50
 STATS_WINDOW = timedelta(hours=24)
 CANCEL_REQUESTED = "Running; cancel requested (the task stops when it next checks is_cancelled())"
@@ -140,6 +142,8 @@ class Command(BaseCommand):
         sub.add_argument(
             "--dry-run", action="store_true", help="Count what would be deleted; delete nothing."
         )
+
+        _operations.add_subcommands(add)
 
     def handle(self, *args: Any, **options: Any) -> None:
         require_migrated_for_command(router.db_for_write(Task))
@@ -368,6 +372,17 @@ class Command(BaseCommand):
             return
         deleted, batches = cli.prune(cutoff, statuses, options["batch_size"])
         self.stdout.write(self.style.SUCCESS(f"Deleted {deleted} {what} in {batches} batch(es)."))
+
+    # -- health, schedules, import-legacy (in _operations) ----------------------------------
+
+    def _health(self, now: datetime, options: dict[str, Any]) -> None:
+        _operations.health_command(self, now, options)
+
+    def _schedules(self, now: datetime, options: dict[str, Any]) -> None:
+        _operations.schedules_command(self, now, options)
+
+    def _import_legacy(self, now: datetime, options: dict[str, Any]) -> None:
+        _operations.import_legacy_command(self, now, options)
 
     # -- output -------------------------------------------------------------------------------
 

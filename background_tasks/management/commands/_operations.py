@@ -1,0 +1,235 @@
+"""The ``health``, ``schedules`` and ``import-legacy`` subcommands of ``background_tasks``.
+
+Parsing and printing only: the checks are in ``health``, the schedule actions in
+``schedule_control`` and the copy in ``legacy_import``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.core.management.base import CommandError, CommandParser
+from django.utils import timezone
+
+from background_tasks import cli, health, legacy_import, schedule_control
+from background_tasks.conf import app_settings
+
+if TYPE_CHECKING:
+    from .background_tasks import Command
+
+#: Default of ``health --max-ready-age``: a ready task unclaimed for longer fails the probe.
+DEFAULT_MAX_READY_AGE = 300.0
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < 10**9:  # also rejects nan and inf
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def add_subcommands(add: Callable[..., CommandParser]) -> None:
+    """Add the three subcommands through the command's ``add(name, help, json=...)``."""
+    sub = add(
+        "health",
+        "Probe: exit 0 if live workers serve the queues and no ready task waits too long.",
+        json=True,
+    )
+    sub.add_argument(
+        "--queue",
+        dest="queues",
+        action="append",
+        default=[],
+        type=cli.non_empty("queue name"),
+        metavar="QUEUE",
+        help="Check this queue (repeat for several; default: all): each needs a live worker.",
+    )
+    sub.add_argument(
+        "--max-heartbeat-age",
+        type=seconds,
+        metavar="SECONDS",
+        help="A worker is alive if its last heartbeat is at most this old "
+        "(default: BACKGROUND_TASKS_RESCUE_AFTER).",
+    )
+    sub.add_argument(
+        "--max-ready-age",
+        type=seconds,
+        default=DEFAULT_MAX_READY_AGE,
+        metavar="SECONDS",
+        help="Fail if a ready task has waited longer than this for a worker "
+        f"(default: {DEFAULT_MAX_READY_AGE:g}).",
+    )
+    sub.add_argument(
+        "--no-backlog", action="store_true", help="Check the workers only, not the waiting tasks."
+    )
+    sub.add_argument(
+        "--this-host",
+        action="store_true",
+        help="Count only workers running on this host (a liveness probe of one container).",
+    )
+
+    sub = add(
+        "schedules",
+        "List cron schedules with their next and last tick; pause or resume one.",
+        json=True,
+    )
+    actions = sub.add_subparsers(dest="schedule_action", metavar="ACTION", title="actions")
+    for action, text in (
+        ("pause", "Stop a schedule from firing (kept across deploys)."),
+        ("resume", "Let a paused schedule fire again from its next tick after now."),
+    ):
+        verb = actions.add_parser(action, help=text, description=text)
+        verb.add_argument("name", type=cli.non_empty("schedule name"), metavar="NAME")
+
+    sub = add(
+        "import-legacy",
+        "Copy waiting tasks (--history: finished ones too) from django-background-tasks.",
+    )
+    sub.add_argument(
+        "--history",
+        action="store_true",
+        help="Also copy background_task_completedtask (and tasks that gave up) as history.",
+    )
+    sub.add_argument(
+        "--record-problems",
+        action="store_true",
+        help="Copy rows that cannot be queued (unknown task, bad arguments) as failed history "
+        "records giving the reason, instead of leaving them behind.",
+    )
+    sub.add_argument(
+        "--dry-run", action="store_true", help="Report what would be copied; write nothing."
+    )
+
+
+def health_command(command: Command, now: datetime, options: dict[str, Any]) -> None:
+    max_age = options["max_heartbeat_age"]
+    result = health.check(
+        now,
+        options["queues"],
+        max_heartbeat_age=float(app_settings.RESCUE_AFTER) if max_age is None else max_age,
+        max_ready_age=None if options["no_backlog"] else options["max_ready_age"],
+        host=socket.gethostname() if options["this_host"] else None,
+    )
+    if options["json"]:
+        command.stdout.write(cli.to_json(result.as_dict()))
+    elif result.ok:
+        command.stdout.write(result.summary())
+    if not result.ok:
+        if not options["json"]:
+            command.stderr.write(result.summary())
+        # Not CommandError: a probe's log gets exactly the one line above.
+        sys.exit(1)
+
+
+def schedules_command(command: Command, now: datetime, options: dict[str, Any]) -> None:
+    action = options["schedule_action"]
+    if action is None:
+        _list_schedules(command, options)
+        return
+    schedule = schedule_control.find(options["name"])
+    if schedule is None:
+        raise CommandError(
+            f"No schedule is named {options['name']!r}; `background_tasks schedules` lists them."
+        )
+    try:
+        change = (schedule_control.pause if action == "pause" else schedule_control.resume)(
+            schedule, now
+        )
+    except ValueError as exc:
+        raise CommandError(f"Schedule {schedule.name!r} was not resumed: {exc}") from None
+    state = "paused" if action == "pause" else "resumed"
+    if options["json"]:
+        command.stdout.write(
+            cli.to_json({"name": schedule.name, "action": action, "changed": change.changed})
+        )
+    elif change.changed:
+        command.stdout.write(command.style.SUCCESS(f"Schedule {schedule.name!r} {state}."))
+    else:
+        command.stdout.write(f"Schedule {schedule.name!r} was already {state}; left as it is.")
+
+
+def _list_schedules(command: Command, options: dict[str, Any]) -> None:
+    described = schedule_control.overview()
+    if options["json"]:
+        command.stdout.write(cli.to_json(described))
+        return
+    if not described:
+        command.stdout.write("No schedules.")
+        return
+    rows = [
+        [
+            s["name"],
+            s["task"],
+            s["cron"],
+            s["time_zone"] or timezone.get_default_timezone_name(),
+            "yes" if s["enabled"] else "paused",
+            cli.when(s["next_fire_at"]),
+            cli.when(s["last_fired_at"]),
+            "-" if s["last_task_id"] is None else f"#{s['last_task_id']} {s['last_task_status']}",
+        ]
+        for s in described
+    ]
+    headers = ["NAME", "TASK", "CRON", "ZONE", "ENABLED", "NEXT TICK", "LAST TICK", "LAST TASK"]
+    for line in cli.table(headers, rows):
+        command.stdout.write(line)
+
+
+def import_legacy_command(command: Command, now: datetime, options: dict[str, Any]) -> None:
+    dry_run = options["dry_run"]
+    report = legacy_import.import_legacy(
+        history=options["history"],
+        dry_run=dry_run,
+        record_problems=options["record_problems"],
+        now=now,
+    )
+    if not report.tables:
+        raise CommandError(
+            f"Neither {legacy_import.TASK_TABLE} nor {legacy_import.COMPLETED_TABLE} exists in "
+            "this database: nothing to import."
+        )
+    recorded = report.problems_recorded
+    label = "Not imported"
+    if options["record_problems"]:
+        label = "Would record as failed" if dry_run else "Recorded as failed"
+    for problem in report.problems:
+        command.stderr.write(f"{label}: {problem}")
+    if report.were_locked:
+        command.stdout.write(
+            command.style.WARNING(
+                f"{len(report.were_locked)} task(s) were held by a django-background-tasks "
+                "worker and are copied as waiting, so they run again: "
+                + ", ".join(str(pk) for pk in report.were_locked)
+            )
+        )
+    if report.already_queued:
+        command.stdout.write(
+            f"{len(report.already_queued)} task(s) of unique=True functions were already queued "
+            "with the same arguments; not copied again: "
+            + ", ".join(str(pk) for pk in report.already_queued)
+        )
+    if report.failed_left:
+        command.stdout.write(
+            f"{len(report.failed_left)} task(s) in {legacy_import.TASK_TABLE} had given up; "
+            "left there (add --history to copy them as failed history)."
+        )
+    verb = "Would import" if dry_run else "Imported"
+    left = len(report.problems) - recorded
+    command.stdout.write(
+        f"{verb} {report.tasks} waiting task(s) and {report.history} history record(s) "
+        f"({recorded} of them for rows that could not be queued); "
+        f"{report.already_imported} row(s) were imported before; {left} row(s) left behind."
+    )
+    if left:
+        raise CommandError(
+            f"{left} row(s) were not imported (listed above): fix them and run the import "
+            "again (rows already copied are skipped), or add --record-problems to keep them "
+            "as failed records."
+        )
