@@ -39,3 +39,7 @@ class TaskTimedOut(BackgroundTasksError):
 
 class WorkerLost(BackgroundTasksError):
     """The worker running a task died or stopped sending heartbeats."""
+
+
+class MalformedRow(BackgroundTasksError):
+    """A task row holds a value that keeps it from being run or its outcome from being recorded."""
