@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 from django.db import InterfaceError, OperationalError, router, transaction
 from django.utils import timezone
 
+from . import models
 from .logs import shown
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ T = TypeVar("T")
 
 #: The ``locked_by`` of a quarantined row. Worker ids always contain ":" (host:pid:random), so
 #: no worker can ever hold a row under this name.
-QUARANTINED = "quarantined"
+QUARANTINED = models.QUARANTINED
 
 #: The attempts counter stops here (the largest value of a 32-bit signed column, the smallest
 #: column any supported database gives a PositiveIntegerField), so the claim never overflows it.

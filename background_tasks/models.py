@@ -14,6 +14,9 @@ from django.utils.translation import gettext_lazy as _
 from . import schedule
 from .serialization import params_hash
 
+#: The ``locked_by`` of a row set aside because it cannot be loaded or recorded (isolation.py).
+QUARANTINED = "quarantined"
+
 
 def empty_params() -> dict[str, Any]:
     return {"args": [], "kwargs": {}}
@@ -128,6 +131,8 @@ class Task(TaskBase):
 
     @property
     def status(self) -> str:
+        if self.locked_by == QUARANTINED:
+            return "quarantined"
         if self.locked_by:
             return "running"
         return "scheduled" if self.run_at > timezone.now() else "ready"
