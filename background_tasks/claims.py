@@ -88,15 +88,32 @@ def claim_tasks(
 ) -> list[Task]:
     """Mark up to ``limit`` ready tasks as held by ``worker_id`` and return them in run order.
 
-    A claimed row the database cannot load is quarantined and left out (see isolation.py).
+    A claimed row the database cannot load is quarantined and left out (see isolation.py), and
+    its slot claimed again: a bad row never makes the queue look empty.
     """
     from .models import Task
 
-    if limit <= 0:
-        return []
     using = using or router.db_for_write(Task)
-    connection = connections[using]
     now = now or timezone.now()
+    order = "-priority" if app_settings.priority_descending else "priority"
+    claimed: list[Task] = []
+    while limit > 0:
+        ids = _claim_ids(using, worker_id, queues, limit, now)
+        if not ids:
+            break
+        loaded = load_held(ids, worker_id, using, (order, "run_at", "id"))
+        claimed.extend(loaded)
+        if len(loaded) == len(ids):
+            break
+        # Rows set aside are no longer claimable, so this loop ends.
+        limit -= len(loaded)
+    return claimed
+
+
+def _claim_ids(
+    using: str, worker_id: str, queues: Sequence[str], limit: int, now: datetime
+) -> list[int]:
+    connection = connections[using]
     descending = app_settings.priority_descending
     if connection.vendor == "postgresql":
         ids = _claim_postgresql(connection, worker_id, queues, limit, now, descending)
@@ -106,10 +123,7 @@ def claim_tasks(
         ids = _claim_sqlite(connection, worker_id, queues, limit, now, descending)
     else:
         ids = _claim_generic(using, worker_id, queues, limit, now, descending)
-    if not ids:
-        return []
-    order = "-priority" if descending else "priority"
-    return load_held(ids, worker_id, using, (order, "run_at", "id"))
+    return ids
 
 
 def _table(connection: BaseDatabaseWrapper) -> str:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from django.db import InterfaceError, OperationalError, router, transaction
+from django.db.models import JSONField
 from django.utils import timezone
 
 from . import models
@@ -136,7 +137,8 @@ def load_held(
     rows = Task.objects.using(using).filter(locked_by=holder)
     try:
         with transaction.atomic(using=using):
-            return list(rows.filter(pk__in=list(ids)).order_by(*order))
+            batch = list(rows.filter(pk__in=list(ids)).order_by(*order))
+        return [task for task in batch if _complete(task, holder)]
     except Exception as exc:
         if is_outage(exc):
             raise
@@ -160,9 +162,33 @@ def load_held(
             )
             quarantine(task_id, holder, reason)
             continue
-        if task is not None:
+        if task is not None and _complete(task, holder):
             loaded.append(task)
     return loaded
+
+
+def _complete(task: Task, holder: str | None) -> bool:
+    """Quarantine a row missing a value its columns require; return True if it has them all.
+
+    MySQL and MariaDB hand a zero date ('0000-00-00') to Python as None: such a row could run,
+    but its outcome could never be written to the history, which requires the value.
+    """
+    missing = [
+        field.name
+        for field in task._meta.concrete_fields
+        # JSON null is a value (params null means "no arguments"), not a missing one.
+        if not field.null
+        and not isinstance(field, JSONField)
+        and getattr(task, field.attname) is None
+    ]
+    if not missing:
+        return True
+    reason = (
+        f"The database returned no value for {', '.join(missing)}, which this row requires "
+        "(a zero date, say), so it cannot be run."
+    )
+    quarantine(task.pk, holder, reason)
+    return False
 
 
 __all__ = [

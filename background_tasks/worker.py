@@ -115,7 +115,9 @@ class Worker:
         deadline = None if self.duration is None else self.clock() + self.duration
         self._until_db_ok(lambda: heartbeat.register(self.id, self.queues, self.concurrency))
         self._until_db_ok(periodic.sync_schedules)
-        self._next_beat = self.clock() + float(app_settings.HEARTBEAT_INTERVAL)
+        # The first loop heartbeats and rescues at once: rows left held by workers that died
+        # (or by nobody) are released before this worker claims, not one interval later.
+        self._next_beat = self.clock()
         logger.info(
             "event=worker_started worker=%s queues=%s concurrency=%s",
             self.id,
@@ -285,7 +287,10 @@ class Worker:
             try:
                 self._until_db_ok(
                     lambda: isolation.record_or_quarantine(
-                        task, self.id, record, "The failure of this attempt"
+                        task,
+                        self.id,
+                        record,
+                        f"The failure of this attempt ({isolation.describe(exc)})",
                     )
                 )
             except Exception:
