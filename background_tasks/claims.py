@@ -179,7 +179,7 @@ def _claim_generic(
     using: str, worker_id: str, queues: Sequence[str], limit: int, now: datetime, descending: bool
 ) -> list[int]:
     """Claim through the ORM: SELECT ... FOR UPDATE SKIP LOCKED, then UPDATE, in one transaction."""
-    from django.db.models import Case, F, When
+    from django.db.models import Case, F, PositiveIntegerField, When
 
     from .models import Task
 
@@ -205,6 +205,7 @@ def _claim_generic(
                 attempts=Case(
                     When(attempts__lt=ATTEMPTS_CEILING, then=F("attempts") + 1),
                     default=F("attempts"),
+                    output_field=PositiveIntegerField(),
                 ),
             )
     return ids
