@@ -62,19 +62,19 @@ def _whole_number(text: str) -> int | None:
 
 def positive_int(text: str) -> int:
     value = _whole_number(text)
-    if value is None or not 1 <= value <= MAX_COUNT:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number from 1 to {MAX_COUNT}, got {text!r}"
-        )
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large: the most is {MAX_COUNT}")
     return value
 
 
 def task_id(text: str) -> int:
     value = _whole_number(text)
-    if value is None or not 1 <= value <= MAX_ID:
-        raise argparse.ArgumentTypeError(
-            f"invalid id {text!r}: expected a whole number from 1 to {MAX_ID}"
-        )
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"invalid id {text!r}: expected a whole number >= 1")
+    if value > MAX_ID:
+        raise argparse.ArgumentTypeError(f"invalid id {text!r}: ids go up to {MAX_ID}")
     return value
 
 

@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from contextlib import AbstractContextManager, nullcontext
+from typing import TypeVar
 
-from django.db import InterfaceError, OperationalError, router, transaction
+from django.db import InterfaceError, OperationalError, connections, router, transaction
 from django.db.models import JSONField
 from django.utils import timezone
 
 from . import models
+from .exceptions import MalformedRow
 from .logs import shown
-
-if TYPE_CHECKING:
-    from .models import Task
+from .models import Task
 
 logger = logging.getLogger("background_tasks")
 
@@ -71,8 +71,6 @@ def quarantine(task_id: int, holder: str | None, reason: str) -> bool:
 
     Fenced by the holder, like every outcome: a row handed on meanwhile is left alone.
     """
-    from .models import Task
-
     using = router.db_for_write(Task)
     updated = (
         Task.objects.using(using)
@@ -97,8 +95,7 @@ def record_or_quarantine(
     Return what ``record`` returned, else "gave_up" or "quarantined" (or None when the row was
     no longer held). Outage errors propagate.
     """
-    from . import lifecycle
-    from .exceptions import MalformedRow
+    from . import lifecycle  # lifecycle uses this module too
 
     try:
         return record()
@@ -123,6 +120,19 @@ def record_or_quarantine(
         return "quarantined" if quarantine(task.pk, holder, detail) else None
 
 
+def savepoint(using: str) -> AbstractContextManager[object]:
+    """Guard one row's statement, so that its failure leaves a caller's transaction usable.
+
+    Inside a transaction that is a savepoint (PostgreSQL aborts the whole transaction on a
+    failed statement otherwise); in autocommit nothing is needed, and an ``atomic`` block would
+    cost a ``BEGIN`` (on SQLite with IMMEDIATE transactions, the database's write lock) for a
+    read.
+    """
+    if connections[using].in_atomic_block:
+        return transaction.atomic(using=using)
+    return nullcontext()
+
+
 def load_held(
     ids: Sequence[int], holder: str | None, using: str, order: Sequence[str] = ("id",)
 ) -> list[Task]:
@@ -132,11 +142,9 @@ def load_held(
     date, a year-0 text on SQLite): loading it would fail every time, so it is set aside and
     reported instead of failing the load of every other row with it.
     """
-    from .models import Task
-
     rows = Task.objects.using(using).filter(locked_by=holder)
     try:
-        with transaction.atomic(using=using):
+        with savepoint(using):
             batch = list(rows.filter(pk__in=list(ids)).order_by(*order))
         return [task for task in batch if _complete(task, holder)]
     except Exception as exc:
@@ -145,7 +153,7 @@ def load_held(
     loaded = []
     for task_id in sorted(ids):
         try:
-            with transaction.atomic(using=using):
+            with savepoint(using):
                 task = rows.filter(pk=task_id).first()
         except Exception as exc:
             if is_outage(exc):
@@ -199,5 +207,6 @@ __all__ = [
     "load_held",
     "quarantine",
     "record_or_quarantine",
+    "savepoint",
     "short",
 ]

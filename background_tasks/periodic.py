@@ -256,12 +256,12 @@ def fire_due(now: datetime | None = None) -> int:
     due = Schedule.objects.filter(enabled=True, next_fire_at__lte=now)
     for schedule_id, name in list(due.values_list("id", "name")):
         try:
-            with transaction.atomic(using=router.db_for_write(Schedule)):
-                schedule = Schedule.objects.get(pk=schedule_id)
-            if fire_one(schedule, now) is not None:
+            # Loaded one by one, so that a row that cannot be loaded stops only itself; and
+            # read again under the due filter, since another worker may have fired it since.
+            with isolation.savepoint(router.db_for_write(Schedule)):
+                schedule = due.filter(pk=schedule_id).first()
+            if schedule is not None and fire_one(schedule, now) is not None:
                 fired += 1
-        except Schedule.DoesNotExist:
-            continue  # deleted meanwhile
         except Exception as exc:
             if isolation.is_outage(exc):
                 raise
