@@ -24,6 +24,7 @@ from django.db import OperationalError, connections, router, transaction
 from django.utils import timezone
 
 from .conf import app_settings
+from .isolation import ATTEMPTS_CEILING, load_held
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -39,6 +40,13 @@ def order_by_sql(descending_priority: bool) -> str:
     return f"priority {'DESC' if descending_priority else 'ASC'}, run_at ASC, id ASC"
 
 
+#: Counts the attempt, except at the ceiling: one row at the column's maximum must not make
+#: every claim statement fail with an out-of-range error (the worker then fails that row).
+COUNT_ATTEMPT_SQL = (
+    f"attempts = CASE WHEN attempts < {ATTEMPTS_CEILING} THEN attempts + 1 ELSE attempts END"
+)
+
+
 def ready_where_sql(queues: Sequence[str]) -> tuple[str, list[Any]]:
     """Return the WHERE clause (and its params, minus ``now``) selecting ready rows."""
     sql = "locked_by IS NULL AND run_at <= %s"
@@ -52,7 +60,7 @@ def postgresql_claim_sql(table: str, queues: Sequence[str], descending: bool) ->
     return (
         f"WITH claimable AS (SELECT id FROM {table} WHERE {where} "
         f"ORDER BY {order_by_sql(descending)} LIMIT %s FOR UPDATE SKIP LOCKED) "
-        f"UPDATE {table} SET locked_by = %s, locked_at = %s, attempts = attempts + 1 "
+        f"UPDATE {table} SET locked_by = %s, locked_at = %s, {COUNT_ATTEMPT_SQL} "
         f"FROM claimable WHERE {table}.id = claimable.id RETURNING {table}.id"
     )
 
@@ -64,7 +72,7 @@ def sqlite_claim_sql(table: str, queues: Sequence[str], descending: bool) -> str
     # it then walks the claim index in ORDER BY order and stops after LIMIT.
     where = where.replace("locked_by IS NULL", "+locked_by IS NULL", 1)
     return (
-        f"UPDATE {table} SET locked_by = %s, locked_at = %s, attempts = attempts + 1 "
+        f"UPDATE {table} SET locked_by = %s, locked_at = %s, {COUNT_ATTEMPT_SQL} "
         f"WHERE locked_by IS NULL AND id IN (SELECT id FROM {table} WHERE {where} "
         f"ORDER BY {order_by_sql(descending)} LIMIT %s) RETURNING id"
     )
@@ -78,14 +86,34 @@ def claim_tasks(
     now: datetime | None = None,
     using: str | None = None,
 ) -> list[Task]:
-    """Mark up to ``limit`` ready tasks as held by ``worker_id`` and return them in run order."""
+    """Mark up to ``limit`` ready tasks as held by ``worker_id`` and return them in run order.
+
+    A claimed row the database cannot load is quarantined and left out (see isolation.py), and
+    its slot claimed again: a bad row never makes the queue look empty.
+    """
     from .models import Task
 
-    if limit <= 0:
-        return []
     using = using or router.db_for_write(Task)
-    connection = connections[using]
     now = now or timezone.now()
+    order = "-priority" if app_settings.priority_descending else "priority"
+    claimed: list[Task] = []
+    while limit > 0:
+        ids = _claim_ids(using, worker_id, queues, limit, now)
+        if not ids:
+            break
+        loaded = load_held(ids, worker_id, using, (order, "run_at", "id"))
+        claimed.extend(loaded)
+        if len(loaded) == len(ids):
+            break
+        # Rows set aside are no longer claimable, so this loop ends.
+        limit -= len(loaded)
+    return claimed
+
+
+def _claim_ids(
+    using: str, worker_id: str, queues: Sequence[str], limit: int, now: datetime
+) -> list[int]:
+    connection = connections[using]
     descending = app_settings.priority_descending
     if connection.vendor == "postgresql":
         ids = _claim_postgresql(connection, worker_id, queues, limit, now, descending)
@@ -95,11 +123,7 @@ def claim_tasks(
         ids = _claim_sqlite(connection, worker_id, queues, limit, now, descending)
     else:
         ids = _claim_generic(using, worker_id, queues, limit, now, descending)
-    if not ids:
-        return []
-    tasks = Task.objects.using(using).filter(id__in=ids, locked_by=worker_id)
-    order = "-priority" if descending else "priority"
-    return list(tasks.order_by(order, "run_at", "id"))
+    return ids
 
 
 def _table(connection: BaseDatabaseWrapper) -> str:
@@ -155,7 +179,7 @@ def _claim_generic(
     using: str, worker_id: str, queues: Sequence[str], limit: int, now: datetime, descending: bool
 ) -> list[int]:
     """Claim through the ORM: SELECT ... FOR UPDATE SKIP LOCKED, then UPDATE, in one transaction."""
-    from django.db.models import F
+    from django.db.models import Case, F, PositiveIntegerField, When
 
     from .models import Task
 
@@ -176,6 +200,12 @@ def _claim_generic(
         )
         if ids:
             Task.objects.using(using).filter(id__in=ids).update(
-                locked_by=worker_id, locked_at=now, attempts=F("attempts") + 1
+                locked_by=worker_id,
+                locked_at=now,
+                attempts=Case(
+                    When(attempts__lt=ATTEMPTS_CEILING, then=F("attempts") + 1),
+                    default=F("attempts"),
+                    output_field=PositiveIntegerField(),
+                ),
             )
     return ids

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,14 +25,18 @@ from django.db import connections, models, router, transaction
 from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
-from . import lifecycle
+from . import isolation, lifecycle
 from .conf import app_settings
+from .logs import shown
 from .models import CompletedTask, Task, Worker
 from .registry import registry
 
+logger = logging.getLogger("background_tasks")
+
 #: States of a live task; each row is in exactly one. "failing": waiting for its retry
 #: after a failed attempt (its run_at is the retry time), whether that time has come or not.
-LIVE_STATUSES = ("ready", "scheduled", "running", "failing")
+#: "quarantined": set aside because it cannot be loaded or recorded (see isolation.py).
+LIVE_STATUSES = ("ready", "scheduled", "running", "failing", "quarantined")
 COMPLETED_STATUSES = tuple(str(value) for value in CompletedTask.Status.values)
 #: Completed tasks read per query by ``retry`` (keeps ``IN`` lists short on every database).
 RETRY_CHUNK = 500
@@ -41,25 +46,35 @@ RETRY_CHUNK = 500
 # --------------------------------------------------------------------------------------------
 
 
-def positive_int(text: str) -> int:
+#: Largest count an option takes (a 32-bit signed integer): any more is a typo, and a
+#: database refuses a LIMIT past its integer range.
+MAX_COUNT = 2**31 - 1
+#: Largest task id: ids are 64-bit signed integers on every supported database.
+MAX_ID = 2**63 - 1
+
+
+def _whole_number(text: str) -> int | None:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
+        return None
+
+
+def positive_int(text: str) -> int:
+    value = _whole_number(text)
+    if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large: the most is {MAX_COUNT}")
     return value
 
 
 def task_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid id {text!r}: expected a whole number >= 1"
-        ) from None
-    if value < 1:
+    value = _whole_number(text)
+    if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"invalid id {text!r}: expected a whole number >= 1")
+    if value > MAX_ID:
+        raise argparse.ArgumentTypeError(f"invalid id {text!r}: ids go up to {MAX_ID}")
     return value
 
 
@@ -107,8 +122,10 @@ def _using() -> str:
 def live_status_q(status: str, now: datetime) -> Q:
     """Return the filter selecting live tasks in ``status`` (one of LIVE_STATUSES)."""
     waiting = Q(locked_by__isnull=True)
+    if status == "quarantined":
+        return Q(locked_by=isolation.QUARANTINED)
     if status == "running":
-        return Q(locked_by__isnull=False)
+        return Q(locked_by__isnull=False) & ~Q(locked_by=isolation.QUARANTINED)
     if status == "failing":
         return waiting & ~Q(last_error="")
     fresh = waiting & Q(last_error="")
@@ -120,6 +137,8 @@ def live_status_q(status: str, now: datetime) -> Q:
 
 
 def live_status(task: Task, now: datetime) -> str:
+    if task.locked_by == isolation.QUARANTINED:
+        return "quarantined"
     if task.locked_by is not None:
         return "running"
     if task.last_error:
@@ -384,24 +403,51 @@ def prune(
     """Delete CompletedTask rows finished before ``cutoff``; return (rows deleted, batches).
 
     Each batch deletes a list of at most ``batch_size`` ids in its own short transaction, so a
-    huge history never holds locks (or a giant undo log) for long.
+    huge history never holds locks (or a giant undo log) for long. A batch the database
+    refuses because of one of its rows (a delete receiver that cannot load a row with a date
+    out of range, say) is retried row by row; a row that still fails is left in place and
+    logged (``event=prune_row_skipped``), and pruning goes on with the rest.
     """
     using = _using()
     deleted = batches = 0
+    skipped: set[int] = set()
     while True:
         ids = list(
             prunable(cutoff, statuses)
+            .exclude(pk__in=skipped)
             .order_by("finished_at", "id")
             .values_list("id", flat=True)[:batch_size]
         )
         if not ids:
             return deleted, batches
-        with transaction.atomic(using=using):
-            count, _ = CompletedTask.objects.using(using).filter(pk__in=ids).delete()
+        try:
+            count = _delete_records(using, ids)
+        except Exception as exc:
+            if isolation.is_outage(exc):
+                raise
+            count = 0
+            for record_id in ids:
+                try:
+                    count += _delete_records(using, [record_id])
+                except Exception as row_exc:
+                    if isolation.is_outage(row_exc):
+                        raise
+                    skipped.add(record_id)
+                    logger.error(
+                        "event=prune_row_skipped completed_task_id=%s error=%s",
+                        record_id,
+                        shown(isolation.describe(row_exc)),
+                    )
         deleted += count
         batches += 1
         if on_batch is not None:
             on_batch(deleted)
+
+
+def _delete_records(using: str, ids: list[int]) -> int:
+    with transaction.atomic(using=using):
+        count, _ = CompletedTask.objects.using(using).filter(pk__in=ids).delete()
+    return count
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,7 +478,24 @@ class _Encoder(DjangoJSONEncoder):
 
 
 def to_json(value: Any) -> str:
-    return json.dumps(value, cls=_Encoder, indent=2, ensure_ascii=False)
+    """Return ``value`` as indented JSON, readable text kept, control characters escaped.
+
+    ``ensure_ascii=False`` keeps "é" readable but leaves C1 controls (U+0080-U+009F, such as
+    U+009B, a terminal's CSI), line separators and other non-printable characters raw; those
+    are escaped as ``\\uXXXX`` (outside strings the output holds only printable characters).
+    """
+    text = json.dumps(value, cls=_Encoder, indent=2, ensure_ascii=False)
+    return "".join(
+        char if char.isprintable() or char == "\n" else _json_escape(char) for char in text
+    )
+
+
+def _json_escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # a UTF-16 surrogate pair, as JSON spells characters past U+FFFF
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def printable(text: str, *, multiline: bool = False) -> str:

@@ -43,3 +43,7 @@ class WorkerLost(BackgroundTasksError):
 
 class NotMigrated(BackgroundTasksError, ImproperlyConfigured):
     """The database lacks background_tasks' tables: ``python manage.py migrate`` was not run."""
+
+
+class MalformedRow(BackgroundTasksError):
+    """A task row holds a value that keeps it from being run or its outcome from being recorded."""

@@ -11,7 +11,14 @@ from typing import Any, Protocol, TypeVar
 
 from . import lifecycle, signals
 from .conf import app_settings
-from .exceptions import InvalidTaskArguments, PermanentFailure, TaskCancelled, TaskNotRegistered
+from .exceptions import (
+    InvalidTaskArguments,
+    MalformedRow,
+    PermanentFailure,
+    TaskCancelled,
+    TaskNotRegistered,
+)
+from .isolation import ATTEMPTS_CEILING
 from .models import Task
 from .registry import registry
 from .serialization import check_signature, decode_params, json_problem
@@ -92,6 +99,17 @@ def execute(task: Task, worker_id: str, persist: Persist = _once) -> str | None:
     if task.cancel_requested_at is not None:
         # Asked to cancel before this attempt began (say, while released by a stopping worker).
         return persist(lambda: _cancelled(task, worker_id, "Cancelled before it ran again."))
+    if task.attempts >= ATTEMPTS_CEILING:
+        # Set by hand: the claim cannot count this attempt, so the retry policy cannot work.
+        reason = (
+            f"The attempts counter of this row is at its maximum ({task.attempts}), so its "
+            "attempts can no longer be counted; it is not run."
+        )
+        return persist(
+            lambda: lifecycle.record_failure(
+                task, worker_id, reason, MalformedRow(reason), permanent=True
+            )
+        )
     signals.emit(signals.task_started, sender=task.task_name, task=task, worker_id=worker_id)
     try:
         function = registry.get(task.task_name)

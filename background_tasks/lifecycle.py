@@ -15,11 +15,12 @@ from django.db import DataError, IntegrityError, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from . import isolation, signals
 from . import schedule as schedule_maths
-from . import signals
 from .columns import storable_for
 from .conf import app_settings
-from .models import CompletedTask, Task, TaskBase
+from .logs import shown
+from .models import CompletedTask, Task, TaskBase, empty_params
 from .registry import registry
 from .retry import retry_delay
 
@@ -55,7 +56,7 @@ def _held(task: Task, worker_id: str | None) -> Any:
 def _record(
     task: Task, status: str, worker_id: str | None, now: datetime, **fields: Any
 ) -> CompletedTask:
-    values = {name: getattr(task, name) for name in _COPIED_FIELDS}
+    values = _copied(task, _COPIED_FIELDS)
     values.update(fields)
     return CompletedTask.objects.using(_using()).create(
         task_id=task.pk,
@@ -71,24 +72,52 @@ def _storable(task: Task, text: str, what: str) -> str:
     """Return ``text`` as the column can hold it; the original goes to the log if it changed.
 
     Text is written by the worker after the task ran: a write that can never succeed would be
-    retried for ever, or leave the row held, and the outcome would never be recorded.
+    retried for ever, or leave the row held, and the outcome would never be recorded. A huge
+    one (an exception quoting a 10 MB value) is cut in the middle, where a traceback says
+    least, with a note.
     """
+    if len(text) > MAX_ERROR_LENGTH:
+        half = MAX_ERROR_LENGTH // 2
+        cut = len(text) - 2 * half
+        text = f"{text[:half]}\n[... {cut} characters cut ...]\n{text[-half:]}"
     return storable_for(_using(), text, what=what, task_id=task.pk)
 
 
-def _schedule_next_occurrence(task: Task, now: datetime) -> Task | None:
-    """Insert the next run of a repeating task; computed from its grid, so it never drifts."""
+def _copied(task: Task, fields: list[str]) -> dict[str, Any]:
+    """Return ``fields`` of a task, for its record or its next occurrence."""
+    values = {name: getattr(task, name) for name in fields}
+    if values["params"] is None:
+        # JSON null, from a row made by hand, means "no arguments" (see decode_params); the
+        # column is NOT NULL, so it is written as what it means.
+        values["params"] = empty_params()
+    return values
+
+
+#: The longest error kept in ``last_error``; longer ones keep their start and their end.
+MAX_ERROR_LENGTH = 20_000
+
+
+def _plan_next_occurrence(task: Task, now: datetime) -> tuple[Task | None, str]:
+    """Build (not save) the next run of a repeating task; return it, or None and why not.
+
+    Computed from the series' grid, so it never drifts. Computed before the outcome is written:
+    a repeat the row holds that cannot be computed (a malformed spec, a date out of range)
+    ends the series with the reason noted, and never keeps the outcome from being recorded.
+    """
     if not task.repeat:
-        return None
-    anchor = task.repeat_anchor or task.scheduled_at or task.run_at
-    due = task.scheduled_at or task.run_at
-    next_at = schedule_maths.next_repeat(
-        anchor, task.repeat, max(due, now), timezone.get_current_timezone()
-    )
+        return None, ""
+    try:
+        anchor = task.repeat_anchor or task.scheduled_at or task.run_at
+        due = task.scheduled_at or task.run_at
+        next_at = schedule_maths.next_repeat(
+            anchor, task.repeat, max(due, now), timezone.get_current_timezone()
+        )
+    except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+        return None, f"its repeat could not be computed: {isolation.describe(exc)}"
     if task.repeat_until is not None and next_at > task.repeat_until:
-        return None
+        return None, ""
     follower = Task(
-        **{name: getattr(task, name) for name in _CARRIED_FIELDS},
+        **_copied(task, _CARRIED_FIELDS),
         scheduled_at=next_at,
         repeat_anchor=anchor,
         unique_key=task.unique_key,
@@ -97,8 +126,20 @@ def _schedule_next_occurrence(task: Task, now: datetime) -> Task | None:
     follower.attempts = 0
     follower.last_error = ""
     follower.created_at = now
-    follower.save(using=_using(), force_insert=True)
-    return follower
+    return follower, ""
+
+
+def _insert_follower(follower: Task) -> str:
+    """Insert the next occurrence in a savepoint; return why it failed, or ""."""
+    using = _using()
+    try:
+        with transaction.atomic(using=using):
+            follower.save(using=using, force_insert=True)
+    except Exception as exc:
+        if isolation.is_outage(exc):
+            raise
+        return f"the database refused it: {isolation.describe(exc)}"
+    return ""
 
 
 def archive(
@@ -110,17 +151,32 @@ def archive(
     schedule_next: bool = True,
     **fields: Any,
 ) -> CompletedTask | None:
-    """Move a held task to CompletedTask; return None if this worker no longer holds it."""
+    """Move a held task to CompletedTask; return None if this worker no longer holds it.
+
+    A repeating task's next occurrence is inserted in the same transaction; if it cannot be,
+    the outcome is recorded all the same, with a note saying why the series stopped.
+    """
     now = now or timezone.now()
+    follower, no_follower = _plan_next_occurrence(task, now) if schedule_next else (None, "")
     with transaction.atomic(using=_using()):
         # The fenced delete comes first: it is the write that proves we still own the row.
         deleted, _ = _held(task, worker_id).delete()
         if not deleted:
             _log_dropped(task, worker_id)
             return None
+        if follower is not None:
+            no_follower = _insert_follower(follower)
+        if no_follower:
+            logger.error(
+                "event=repeat_stopped task=%s task_id=%s reason=%s",
+                shown(task.task_name),
+                task.pk,
+                shown(no_follower),
+            )
+            note = _storable(task, f"No next occurrence was scheduled: {no_follower}", "last_error")
+            earlier = fields.get("last_error", task.last_error)
+            fields["last_error"] = f"{earlier}\n\n{note}" if earlier else note
         completed = _record(task, status, worker_id, now, **fields)
-        if schedule_next:
-            _schedule_next_occurrence(task, now)
     return completed
 
 
@@ -173,10 +229,13 @@ def record_failure(
     *,
     permanent: bool = False,
     now: datetime | None = None,
+    schedule_next: bool | None = None,
 ) -> str | None:
     """Record a failed attempt: retry later with backoff, or give up. Return what happened.
 
-    The answer is "retry", "gave_up", or None when this worker no longer held the row.
+    The answer is "retry", "gave_up", or None when this worker no longer held the row. A
+    repeating task that gives up goes on with its next occurrence if REPEAT_AFTER_FAILURE is
+    set, unless ``schedule_next`` says otherwise.
     """
     now = now or timezone.now()
     error = _storable(task, error, "last_error")
@@ -188,7 +247,9 @@ def record_failure(
             worker_id,
             now=now,
             last_error=error,
-            schedule_next=bool(app_settings.REPEAT_AFTER_FAILURE),
+            schedule_next=(
+                bool(app_settings.REPEAT_AFTER_FAILURE) if schedule_next is None else schedule_next
+            ),
         )
         if completed is None:
             return None
@@ -235,7 +296,9 @@ def _emit_failed(
 
 def _log_dropped(task: Task, worker_id: str | None) -> None:
     """Note an outcome not written because the row was rescued and handed on meanwhile."""
-    logger.warning("event=outcome_dropped task_id=%s worker=%s reason=not_held", task.pk, worker_id)
+    logger.warning(
+        "event=outcome_dropped task_id=%s worker=%s reason=not_held", task.pk, shown(worker_id)
+    )
 
 
 def record_cancelled(task: Task, worker_id: str | None, reason: str = "") -> CompletedTask | None:
@@ -295,7 +358,10 @@ def _retry_delay_of(task: Task) -> timedelta:
         return retry_delay(_backoff_of(task), task.attempts)
     except Exception as exc:
         logger.error(
-            "event=backoff_failed task=%s task_id=%s error=%r", task.task_name, task.pk, exc
+            "event=backoff_failed task=%s task_id=%s error=%s",
+            shown(task.task_name),
+            task.pk,
+            shown(repr(exc)),
         )
         return retry_delay(None, task.attempts)
 

@@ -1,4 +1,10 @@
-"""Log lines for task events, written by signal receivers as ``key=value`` pairs."""
+"""Log lines for task events, written by signal receivers as ``key=value`` pairs.
+
+Values come from rows anyone with database or admin access can write (task names, worker
+ids, error messages), so each one goes through :func:`shown`: a value with a space, a quote, an
+``=`` or a control character is quoted and escaped, and a huge one is cut short, so that no
+value can forge a line or a key of its own.
+"""
 
 from __future__ import annotations
 
@@ -35,15 +41,45 @@ def database_label(using: str) -> str:
     return f"{connection.vendor}:{connection.settings_dict.get('NAME')}(alias={using})"
 
 
+#: The longest value a log line shows, in characters.
+MAX_SHOWN = 2000
+_QUOTED = frozenset('="\\')
+
+
+class shown:
+    """Format a log value lazily: plain when safe, else quoted with escapes."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        text = str(self.value)
+        if len(text) > MAX_SHOWN:
+            text = f"{text[:MAX_SHOWN]}...({len(text) - MAX_SHOWN} more characters)"
+        if text and all(c.isprintable() and not c.isspace() and c not in _QUOTED for c in text):
+            return text
+        escaped = "".join(
+            "\\" + c
+            if c in '"\\'
+            else c
+            if c.isprintable()
+            else c.encode("unicode_escape").decode("ascii")
+            for c in text
+        )
+        return f'"{escaped}"'
+
+
 @receiver(signals.task_started)
 def _log_started(sender: str, task: Any, worker_id: str, **kwargs: Any) -> None:
     _attempt.started = (task.pk, time.monotonic())
     logger.debug(
         "event=task_started task=%s task_id=%s attempt=%s worker=%s",
-        sender,
+        shown(sender),
         task.pk,
         task.attempts,
-        worker_id,
+        shown(worker_id),
     )
 
 
@@ -51,7 +87,7 @@ def _log_started(sender: str, task: Any, worker_id: str, **kwargs: Any) -> None:
 def _log_succeeded(sender: str, task: Any, completed: Any, **kwargs: Any) -> None:
     logger.info(
         "event=task_succeeded task=%s task_id=%s attempt=%s duration=%s",
-        sender,
+        shown(sender),
         task.pk,
         task.attempts,
         _duration(task, completed),
@@ -65,20 +101,20 @@ def _log_failed(
     level = logging.WARNING if will_retry else logging.ERROR
     logger.log(
         level,
-        "event=task_failed task=%s task_id=%s attempt=%s duration=%s will_retry=%s error=%r",
-        sender,
+        "event=task_failed task=%s task_id=%s attempt=%s duration=%s will_retry=%s error=%s",
+        shown(sender),
         task.pk,
         task.attempts,
         _duration(task),
         will_retry,
-        exception,
+        shown(repr(exception)),
     )
 
 
 @receiver(signals.task_gave_up)
 def _log_gave_up(sender: str, task: Any, **kwargs: Any) -> None:
     logger.error(
-        "event=task_gave_up task=%s task_id=%s attempts=%s", sender, task.pk, task.attempts
+        "event=task_gave_up task=%s task_id=%s attempts=%s", shown(sender), task.pk, task.attempts
     )
 
 
@@ -86,7 +122,7 @@ def _log_gave_up(sender: str, task: Any, **kwargs: Any) -> None:
 def _log_cancelled(sender: str, task: Any, completed: Any = None, **kwargs: Any) -> None:
     logger.info(
         "event=task_cancelled task=%s task_id=%s attempt=%s duration=%s",
-        sender,
+        shown(sender),
         task.pk,
         task.attempts,
         _duration(task, completed),

@@ -26,6 +26,9 @@ from .columns import (  # noqa: E402
 )
 from .serialization import params_hash  # noqa: E402
 
+#: The ``locked_by`` of a row set aside because it cannot be loaded or recorded (isolation.py).
+QUARANTINED = "quarantined"
+
 
 def empty_params() -> dict[str, Any]:
     return {"args": [], "kwargs": {}}
@@ -159,6 +162,8 @@ class Task(TaskBase):
 
     @property
     def status(self) -> str:
+        if self.locked_by == QUARANTINED:
+            return "quarantined"
         if self.locked_by:
             return "running"
         return "scheduled" if self.run_at > timezone.now() else "ready"

@@ -15,14 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DataError, IntegrityError, router, transaction
+from django.db import IntegrityError, router, transaction
 from django.utils import timezone as dj_timezone
 
+from . import isolation, signals
 from . import schedule as schedule_maths
-from . import signals
 from .columns import QUEUE_LENGTH, TASK_NAME_LENGTH, text_problem
 from .conf import PREFIX, app_settings
 from .exceptions import InvalidTaskError
+from .logs import shown
 from .serialization import check_signature, encode_params, params_hash
 from .wakeup import notify_ready
 
@@ -271,21 +272,36 @@ def sync_schedules(now: datetime | None = None) -> None:
 
 
 def fire_due(now: datetime | None = None) -> int:
-    """Enqueue every due tick that no other worker enqueued first; return how many this one did."""
+    """Enqueue every due tick that no other worker enqueued first; return how many this one did.
+
+    Each schedule is handled on its own: one whose row cannot be loaded or fired (a cron or
+    zone made invalid by hand, a value the task table refuses, a date out of range) is
+    disabled with a log line saying why, and the others fire all the same. Connection errors
+    propagate, for the worker's outage handling.
+    """
     from .models import Schedule
 
     now = now or dj_timezone.now()
     fired = 0
-    for schedule in Schedule.objects.filter(enabled=True, next_fire_at__lte=now):
+    due = Schedule.objects.filter(enabled=True, next_fire_at__lte=now)
+    for schedule_id, name in list(due.values_list("id", "name")):
         try:
-            if fire_one(schedule, now) is not None:
+            # Loaded one by one, so that a row that cannot be loaded stops only itself; and
+            # read again under the due filter, since another worker may have fired it since.
+            with isolation.savepoint(router.db_for_write(Schedule)):
+                schedule = due.filter(pk=schedule_id).first()
+            if schedule is not None and fire_one(schedule, now) is not None:
                 fired += 1
-        except ValueError as exc:  # a cron or zone made invalid by hand in the database
-            logger.error("event=schedule_invalid schedule=%s error=%r", schedule.name, exc)
-            Schedule.objects.filter(pk=schedule.pk).update(enabled=False)
-        except (DataError, IntegrityError) as exc:
-            # One schedule's bad row must not stop the others from firing.
-            logger.error("event=schedule_fire_failed schedule=%s error=%r", schedule.name, exc)
+        except Exception as exc:
+            if isolation.is_outage(exc):
+                raise
+            # Firing it again would fail the same way at every check: pause it instead.
+            logger.error(
+                "event=schedule_invalid schedule=%s error=%s",
+                shown(name),
+                shown(isolation.describe(exc)),
+            )
+            Schedule.objects.filter(pk=schedule_id).update(enabled=False)
     return fired
 
 

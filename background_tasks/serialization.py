@@ -170,6 +170,14 @@ def encode_params(
     return params
 
 
+def _quoted(value: object, limit: int = 200) -> str:
+    """Return ``repr(value)``, cut short: an error must not copy a 10 MB value whole."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 def decode_params(params: object) -> tuple[list[Any], dict[str, Any]]:
     """Return (args, kwargs) stored in a row, or raise InvalidTaskArguments if malformed.
 
@@ -187,13 +195,14 @@ def decode_params(params: object) -> tuple[list[Any], dict[str, Any]]:
         params = {"args": params[0], "kwargs": params[1]}
     if not isinstance(params, dict) or set(params) - {"args", "kwargs"}:
         raise InvalidTaskArguments(
-            f"Task parameters must be an object with 'args' and 'kwargs', not {params!r}."
+            f"Task parameters must be an object with 'args' and 'kwargs', not {_quoted(params)}."
         )
     args = params.get("args", [])
     kwargs = params.get("kwargs", {})
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise InvalidTaskArguments(
-            f"Task parameters need 'args' to be a list and 'kwargs' an object, got {params!r}."
+            "Task parameters need 'args' to be a list and 'kwargs' an object, got "
+            f"{_quoted(params)}."
         )
     return args, kwargs
 

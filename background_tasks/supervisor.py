@@ -21,13 +21,14 @@ import signal
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from types import FrameType
 from typing import Any
 
 from django.db import DatabaseError, InterfaceError, connections, router
 from django.utils import timezone
 
-from . import __version__, heartbeat, lifecycle, logs
+from . import __version__, heartbeat, isolation, lifecycle, logs
 from .child import run_child
 from .conf import app_settings
 from .exceptions import TaskTimedOut, WorkerLost
@@ -192,12 +193,25 @@ class Supervisor:
         child.died_at = time.monotonic()
         code = child.process.exitcode
         try:
-            for task in Task.objects.filter(locked_by=child.worker_id):
+            using = router.db_for_write(Task)
+            held = list(
+                Task.objects.using(using)
+                .filter(locked_by=child.worker_id)
+                .values_list("id", flat=True)
+            )
+            # One row at a time: a row that cannot be loaded or recorded is quarantined and
+            # the others are still recorded (see isolation.py).
+            for task in isolation.load_held(held, child.worker_id, using):
                 reason = child.kill_reason.get(task.pk) or (
                     FORCED_STOP if self._stop_signals > 1 else DIED.format(code=code)
                 )
                 error = TaskTimedOut(reason) if task.pk in child.kill_reason else WorkerLost(reason)
-                lifecycle.record_failure(task, child.worker_id, reason, error)
+                isolation.record_or_quarantine(
+                    task,
+                    child.worker_id,
+                    partial(lifecycle.record_failure, task, child.worker_id, reason, error),
+                    "The attempt of the dead worker process",
+                )
             heartbeat.unregister(child.worker_id)
         except (DatabaseError, InterfaceError) as exc:
             # Its rows stay locked; the rescue of lost workers will release them later.

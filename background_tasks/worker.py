@@ -28,10 +28,11 @@ from django.db import (
     router,
 )
 
-from . import __version__, heartbeat, lifecycle, logs, periodic
+from . import __version__, heartbeat, isolation, lifecycle, logs, periodic
 from .claims import claim_tasks
 from .conf import app_settings
 from .execution import execute
+from .logs import shown
 from .models import Task
 from .wakeup import Alarm, Listener
 
@@ -114,7 +115,9 @@ class Worker:
         deadline = None if self.duration is None else self.clock() + self.duration
         self._until_db_ok(lambda: heartbeat.register(self.id, self.queues, self.concurrency))
         self._until_db_ok(periodic.sync_schedules)
-        self._next_beat = self.clock() + float(app_settings.HEARTBEAT_INTERVAL)
+        # The first loop heartbeats and rescues at once: rows left held by workers that died
+        # (or by nobody) are released before this worker claims, not one interval later.
+        self._next_beat = self.clock()
         self._threads = [
             threading.Thread(target=self._runner, name=f"background_tasks-runner-{i}", daemon=True)
             for i in range(self.concurrency)
@@ -274,16 +277,31 @@ class Worker:
             execute(task, self.id, persist=self._until_db_ok)
         except Exception as raised:
             exc: Exception = raised
-            # A bug outside the task body (in the library or a custom hook): record the attempt
-            # as failed so the row is not left held by a live worker, and keep the thread alive.
-            logger.exception("event=runner_error worker=%s task_id=%s", self.id, task.pk)
+            # An error outside the task body: a value in the row that its outcome cannot be
+            # written with (a database error other than a lost connection), or a bug in the
+            # library or a custom hook. The attempt is recorded as failed, so the row is not
+            # left held by a live worker, and the thread goes on. A database error would fail
+            # the same way again, and the body may have finished: that attempt is the last.
+            logger.exception("event=runner_error worker=%s task_id=%s", shown(self.id), task.pk)
             error = "".join(traceback.format_exception(exc))
+            final = isinstance(exc, DatabaseError)
+
+            def record() -> str | None:
+                return lifecycle.record_failure(task, self.id, error, exc, permanent=final)
+
             try:
-                self._until_db_ok(lambda: lifecycle.record_failure(task, self.id, error, exc))
+                self._until_db_ok(
+                    lambda: isolation.record_or_quarantine(
+                        task,
+                        self.id,
+                        record,
+                        f"The failure of this attempt ({isolation.describe(exc)})",
+                    )
+                )
             except Exception:
                 # Left held: once this worker exits, rescue releases the row.
                 logger.exception(
-                    "event=outcome_not_recorded worker=%s task_id=%s", self.id, task.pk
+                    "event=outcome_not_recorded worker=%s task_id=%s", shown(self.id), task.pk
                 )
         self.processed += 1
 

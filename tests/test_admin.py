@@ -428,6 +428,20 @@ def test_completed_task_filters__offer_known_tasks_and_queues_without_scanning_h
     assert not [q["sql"] for q in captured.captured_queries if "DISTINCT" in q["sql"].upper()]
 
 
+@pytest.mark.parametrize("model", ["task", "completedtask"])
+@pytest.mark.parametrize("term", ["²", "١٢", "12²"])
+def test_search__a_non_ascii_digit_is_searched_as_text_not_an_error(
+    admin_client: Client, model: str, term: str
+) -> None:
+    make_task(verbose_name=f"power{term}")
+    make_completed(verbose_name=f"power{term}")
+
+    response = admin_client.get(admin_url(model), {"q": term})
+
+    assert response.status_code == 200
+    assert len(listed(response)) == 1
+
+
 def test_completed_task_search__finds_by_error_and_original_task_id(admin_client: Client) -> None:
     failed = make_completed(status=CompletedTask.Status.FAILED, last_error="KeyError: 'user'")
     other = make_completed(task_id=987654)

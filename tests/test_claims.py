@@ -185,7 +185,7 @@ def test_postgresql_claim_sql__locks_with_skip_locked_inside_a_cte_and_returns_i
 
     assert sql.startswith('WITH claimable AS (SELECT id FROM "task" WHERE ')
     assert "ORDER BY priority DESC, run_at ASC, id ASC LIMIT %s FOR UPDATE SKIP LOCKED)" in sql
-    assert "attempts = attempts + 1" in sql
+    assert "attempts = CASE WHEN attempts < 2147483647 THEN attempts + 1 ELSE attempts END" in sql
     assert sql.endswith('RETURNING "task".id')
     # now, two queues, limit, worker id, locked_at: the order _claim_postgresql passes them in.
     assert sql.count("%s") == 6
@@ -196,7 +196,8 @@ def test_sqlite_claim_sql__is_one_update_with_a_limited_subquery_and_no_row_lock
     sql = sqlite_claim_sql('"task"', ["a"], descending=False)
 
     assert sql.startswith(
-        'UPDATE "task" SET locked_by = %s, locked_at = %s, attempts = attempts + 1 WHERE '
+        'UPDATE "task" SET locked_by = %s, locked_at = %s, '
+        "attempts = CASE WHEN attempts < 2147483647 THEN attempts + 1 ELSE attempts END WHERE "
     )
     assert 'WHERE locked_by IS NULL AND id IN (SELECT id FROM "task" WHERE ' in sql
     assert "ORDER BY priority ASC, run_at ASC, id ASC LIMIT %s) RETURNING id" in sql

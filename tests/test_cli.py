@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models.signals import pre_delete
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from background_tasks import cli
-from background_tasks.models import CompletedTask, Task, Worker
+from background_tasks.models import QUARANTINED, CompletedTask, Task, Worker
 from background_tasks.testing import run_tasks
 from tests.helpers import run_command
 from tests.testapp import tasks
@@ -111,6 +112,11 @@ def row_locked_elsewhere(pk: int) -> Iterator[None]:
         (["prune", "--older-than", "a week"], "'a week'"),
         (["prune", "--older-than", "nan"], "'nan'"),
         (["prune", "--older-than", "7", "--batch-size", "0"], "'0'"),
+        (["show", str(2**63)], str(2**63)),
+        (["cancel", "1", "99999999999999999999999"], "99999999999999999999999"),
+        (["list", "--limit", str(10**30)], str(10**30)),
+        (["history", "--limit", "2147483648"], "2147483648"),
+        (["prune", "--older-than", "7", "--batch-size", str(2**64)], str(2**64)),
         (["list", "--queue", " "], "queue name cannot be empty"),
         (["list", "--name", ""], "task name cannot be empty"),
     ],
@@ -250,6 +256,25 @@ def test_list__escapes_control_characters_in_stored_data() -> None:
 
     assert "\x1b" not in out
     assert "evil\\x1b[2Jname" in out
+
+
+def test_list_json__escapes_c1_control_characters_and_keeps_readable_text() -> None:
+    make_task(verbose_name="csi\x9b2Jé\u2028end")
+
+    out = run("list", "--json")
+
+    assert "\x9b" not in out and "\u2028" not in out
+    assert "csi\\u009b2Jé\\u2028end" in out
+    assert json.loads(out)[0]["verbose_name"] == "csi\x9b2Jé\u2028end"
+
+
+def test_list__shows_a_quarantined_row_as_quarantined_not_running() -> None:
+    make_task(locked_by=QUARANTINED, locked_at=timezone.now(), last_error="cannot be loaded")
+
+    (listed,) = run_json("list", "--status", "quarantined")
+
+    assert listed["status"] == "quarantined"
+    assert run_json("list", "--status", "running") == []
 
 
 # -- history --------------------------------------------------------------------------------
@@ -667,6 +692,7 @@ def test_stats__counts_per_queue_and_status() -> None:
     make_task(queue="emails", run_at=now + hours(1))
     make_task(queue="reports", locked_by="w", locked_at=now)
     make_task(queue="reports", last_error="boom")
+    make_task(queue="reports", locked_by=QUARANTINED, locked_at=now, last_error="bad row")
     make_completed(CompletedTask.Status.SUCCEEDED, queue="emails")
     make_completed(CompletedTask.Status.FAILED, queue="archive")
     make_completed(CompletedTask.Status.CANCELLED, queue="emails", finished_at=now - hours(25))
@@ -675,12 +701,22 @@ def test_stats__counts_per_queue_and_status() -> None:
 
     queues = {row.pop("queue"): row for row in stats["queues"]}
     zero = dict.fromkeys(
-        ["ready", "scheduled", "running", "failing", "succeeded", "failed", "cancelled"], 0
+        [
+            "ready",
+            "scheduled",
+            "running",
+            "failing",
+            "quarantined",
+            "succeeded",
+            "failed",
+            "cancelled",
+        ],
+        0,
     )
     assert queues == {
         "archive": {**zero, "failed": 1},
         "emails": {**zero, "ready": 2, "scheduled": 1, "succeeded": 1},
-        "reports": {**zero, "running": 1, "failing": 1},
+        "reports": {**zero, "running": 1, "failing": 1, "quarantined": 1},
     }
     assert stats["total"] == {
         **zero,
@@ -688,6 +724,7 @@ def test_stats__counts_per_queue_and_status() -> None:
         "scheduled": 1,
         "running": 1,
         "failing": 1,
+        "quarantined": 1,
         "succeeded": 1,
         "failed": 1,
     }
@@ -706,13 +743,14 @@ def test_stats__table_has_a_row_per_queue_and_a_total() -> None:
         "SCHEDULED",
         "RUNNING",
         "FAILING",
+        "QUARANTINED",
         "SUCCEEDED",
         "FAILED",
         "CANCELLED",
     ]
-    assert lines[2].split() == ["emails", "1", "0", "0", "0", "0", "0", "0"]
-    assert lines[3].split() == ["reports", "2", "0", "0", "0", "0", "0", "0"]
-    assert lines[4].split() == ["(all)", "3", "0", "0", "0", "0", "0", "0"]
+    assert lines[2].split() == ["emails", "1", "0", "0", "0", "0", "0", "0", "0"]
+    assert lines[3].split() == ["reports", "2", "0", "0", "0", "0", "0", "0", "0"]
+    assert lines[4].split() == ["(all)", "3", "0", "0", "0", "0", "0", "0", "0"]
 
 
 def test_stats__says_so_when_empty() -> None:
@@ -746,6 +784,28 @@ def test_prune__deletes_in_batches_of_at_most_batch_size() -> None:
     assert "Deleted 5 completed tasks" in out and "in 3 batch(es)" in out
     assert len(deletes) == 3
     assert not CompletedTask.objects.exists()
+
+
+def test_prune__a_row_that_cannot_be_deleted_is_skipped_and_the_others_are_pruned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = timezone.now()
+    rows = [make_completed(finished_at=now - timedelta(days=10)) for _ in range(5)]
+    refused = rows[2].pk
+
+    def refuse_one(sender: Any, instance: CompletedTask, **kwargs: Any) -> None:
+        if instance.pk == refused:
+            raise IntegrityError("refused by a receiver")
+
+    pre_delete.connect(refuse_one, sender=CompletedTask)
+    try:
+        deleted, _ = cli.prune(now - timedelta(days=7), [], batch_size=2)
+    finally:
+        pre_delete.disconnect(refuse_one, sender=CompletedTask)
+
+    assert deleted == 4
+    assert list(CompletedTask.objects.values_list("pk", flat=True)) == [refused]
+    assert f"event=prune_row_skipped completed_task_id={refused} error=" in caplog.text
 
 
 def test_prune__only_given_statuses() -> None:

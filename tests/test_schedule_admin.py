@@ -535,17 +535,52 @@ def test_enable_and_disable_actions__need_the_change_permission(
     assert schedule.enabled is (action == "disable")
 
 
-def test_enable_and_disable_actions__are_offered_with_the_change_permission(
+def test_enable_and_disable_actions__are_offered_with_the_change_and_add_task_permissions(
     staff: StaffLogin,
 ) -> None:
-    client = staff("view_schedule", "change_schedule")
+    client = staff("view_schedule", "change_schedule", "add_task")
     schedule = make_schedule()
 
-    assert action_names(client.get(admin_url("schedule"))) == {"enable", "disable"}
+    assert action_names(client.get(admin_url("schedule"))) == {"enable", "disable", "run_now"}
     post_action(client, "schedule", "disable", [schedule])
 
     schedule.refresh_from_db()
     assert schedule.enabled is False
+
+
+def test_enable_action__needs_add_task_too_but_disable_does_not(staff: StaffLogin) -> None:
+    client = staff("view_schedule", "change_schedule")
+    schedule = make_schedule(enabled=False)
+
+    assert action_names(client.get(admin_url("schedule"))) == {"disable"}
+    post_action(client, "schedule", "enable", [schedule])
+
+    schedule.refresh_from_db()
+    assert schedule.enabled is False
+
+
+def test_add_schedule__without_add_task_is_refused(staff: StaffLogin) -> None:
+    client = staff("view_schedule", "add_schedule")
+
+    response = client.post(admin_url("schedule", "add"), form_data(cron="* * * * *"))
+
+    assert response.status_code == 403
+    assert not Schedule.objects.exists()
+
+
+def test_change_form__without_add_task_cannot_change_when_or_what_a_schedule_runs(
+    staff: StaffLogin,
+) -> None:
+    client = staff("view_schedule", "change_schedule")
+    schedule = make_schedule(enabled=False, cron="0 3 * * *")
+
+    client.post(
+        admin_url("schedule", "change", schedule.pk),
+        form_data(name=schedule.name, cron="* * * * *"),
+    )
+
+    schedule.refresh_from_db()
+    assert (schedule.cron, schedule.enabled) == ("0 3 * * *", False)
 
 
 def test_run_now_action__enqueues_a_ready_task_and_leaves_the_ticks_alone(

@@ -145,7 +145,8 @@ class TaskColumns:
             request, queryset, search_term
         )
         term = search_term.strip()
-        if term.isdigit() and len(term) < 19:  # fits a bigint
+        # isascii(): isdigit() is also true of "²" and other digits int() refuses.
+        if term.isascii() and term.isdigit() and len(term) < 19:  # fits a bigint
             by_id = Q()
             for field in self.id_search_fields:
                 by_id |= Q(**{field: int(term)})

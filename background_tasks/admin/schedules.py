@@ -3,6 +3,11 @@
 A schedule defined in code or settings is written back from its definition whenever a worker
 starts, so the admin lets an operator change only its ``enabled`` flag (which that sync keeps,
 so a pause survives a deploy). Schedules made here are entirely the admin's.
+
+A schedule enqueues tasks, so whatever makes one fire (creating it, editing what or when it
+runs, enabling it, running it now) also takes the permission to add tasks (``add_task``):
+``add_schedule`` or ``change_schedule`` alone cannot make any task run every minute. Disabling
+takes ``change_schedule`` only.
 """
 
 from __future__ import annotations
@@ -128,7 +133,11 @@ class ScheduleAdmin(ScheduleModelAdmin):
     def _definition_editable(self, request: HttpRequest, obj: Schedule | None) -> bool:
         if obj is None:
             return True
-        return obj.source == _FROM_ADMIN and self.has_change_permission(request, obj)
+        return (
+            obj.source == _FROM_ADMIN
+            and self.has_change_permission(request, obj)
+            and self.has_run_permission(request)
+        )
 
     def get_fieldsets(self, request: HttpRequest, obj: Schedule | None = None) -> Any:
         editable = self._definition_editable(request, obj)
@@ -150,6 +159,10 @@ class ScheduleAdmin(ScheduleModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Schedule | None = None) -> Any:
         if obj is None:
             return ()
+        if not self.has_run_permission(request):
+            # Without add_task nothing here may make the schedule fire (enabling it included).
+            definition = ("params_display", *(f for f in DEFINITION_FIELDS if f != "params"))
+            return (*definition, "enabled", *STATE_FIELDS)
         if obj.source != _FROM_ADMIN:
             definition = ("params_display", *(f for f in DEFINITION_FIELDS if f != "params"))
             return (*definition, *STATE_FIELDS)
@@ -161,8 +174,16 @@ class ScheduleAdmin(ScheduleModelAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """A new schedule fires, so it takes ``add_task`` as well as ``add_schedule``."""
+        return super().has_add_permission(request) and self.has_run_permission(request)
+
+    def has_enable_permission(self, request: HttpRequest) -> bool:
+        """Enabling makes a schedule fire: ``change_schedule`` and ``add_task``."""
+        return self.has_change_permission(request) and self.has_run_permission(request)
+
     def has_run_permission(self, request: HttpRequest) -> bool:
-        """Running a schedule now enqueues a task, so it takes the permission to add tasks."""
+        """Firing a schedule enqueues a task, so it takes the permission to add tasks."""
         opts = Task._meta
         return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('add', opts)}")
 
@@ -263,10 +284,10 @@ class ScheduleAdmin(ScheduleModelAdmin):
 
     # --- actions ----------------------------------------------------------------------------
 
-    @admin.action(permissions=["change"], description=_("Enable selected %(verbose_name_plural)s"))
+    @admin.action(permissions=["enable"], description=_("Enable selected %(verbose_name_plural)s"))
     def enable(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         """Enable schedules from their next tick after now (ticks missed meanwhile are not
-        caught up); needs ``change_schedule``."""
+        caught up); needs ``change_schedule`` and ``add_task``."""
         now = timezone.now()
         count = 0
         for schedule in queryset.filter(enabled=False):

@@ -22,7 +22,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from .. import lifecycle
-from ..models import Task, TaskQuerySet
+from ..models import QUARANTINED, Task, TaskQuerySet
 from .display import TaskColumns, badge
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class TaskStatusFilter(admin.SimpleListFilter):
             ("scheduled", _("scheduled")),
             ("running", _("running")),
             ("failing", _("failing (has an error, will retry)")),
+            ("quarantined", _("quarantined (cannot be run or recorded)")),
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
@@ -73,9 +74,11 @@ class TaskStatusFilter(admin.SimpleListFilter):
         if value == "scheduled":
             return tasks.scheduled()
         if value == "running":
-            return tasks.locked()
+            return tasks.locked().exclude(locked_by=QUARANTINED)
         if value == "failing":
             return tasks.failing()
+        if value == "quarantined":
+            return tasks.filter(locked_by=QUARANTINED)
         return queryset
 
 

@@ -241,3 +241,8 @@ def blocks(key: str) -> None:
 def record_retried_at_once(key: str) -> None:
     """Like ``record``, but a lost or failed attempt is retried at once, not after a backoff."""
     TaskRun.objects.create(key=key, worker_pid=os.getpid())
+
+
+@background(name="tests.record_without_arguments")
+def record_without_arguments() -> None:
+    TaskRun.objects.create(key="without-arguments", worker_pid=os.getpid())
