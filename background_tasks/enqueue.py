@@ -90,7 +90,7 @@ def enqueue(
 
     if app_settings.IMMEDIATE:
         call_args, call_kwargs = decode_params(params)
-        task.func(*call_args, **call_kwargs)
+        task.run_body(call_args, call_kwargs)
         return row
 
     if unique if unique is not None else task.unique:

@@ -29,6 +29,10 @@ class PermanentFailure(BackgroundTasksError):
     """Raise from a task body to fail the task at once, without retries."""
 
 
+class BodyNotRun(PermanentFailure, TypeError):
+    """A task call returned a generator: its body did not run (failed at once, no retries)."""
+
+
 class TaskCancelled(BackgroundTasksError):
     """Raise from a task body to record the task as cancelled."""
 

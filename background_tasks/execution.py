@@ -91,7 +91,7 @@ def execute(task: Task, worker_id: str, persist: Persist = _once) -> str | None:
 
     try:
         with _running(task):
-            result = function.func(*args, **kwargs)
+            result = function.run_body(args, kwargs)
             cancel_seen = getattr(_current, "cancel_seen", False)
     except TaskCancelled as exc:
         reason = str(exc) or "Cancelled by the task."

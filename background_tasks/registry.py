@@ -7,16 +7,17 @@ registry, never imported.
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
 
-from .exceptions import DuplicateTaskName, InvalidTaskError, TaskNotRegistered
+from .exceptions import BodyNotRun, DuplicateTaskName, InvalidTaskError, TaskNotRegistered
 from .retry import check_backoff
 
 if TYPE_CHECKING:
-    from .models import Task
+    from .models import CompletedTask, Task
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -57,7 +58,22 @@ class TaskFunction(Generic[P, R]):
         functools.update_wrapper(self, self.func)
         self._validate()
 
+    @property
+    def is_async(self) -> bool:
+        """True for an ``async def`` function: the worker runs the coroutine to completion."""
+        from asgiref.sync import iscoroutinefunction
+
+        return iscoroutinefunction(self.func)
+
     def _validate(self) -> None:
+        if inspect.isgeneratorfunction(self.func) or inspect.isasyncgenfunction(self.func):
+            # Calling a generator function runs none of its body: the worker would record the
+            # task as done although nothing happened.
+            raise InvalidTaskError(
+                f"Task {self.name!r} is a generator function: calling it returns a generator "
+                "without running its body, so it cannot be a task. Return a list instead of "
+                "yielding the values."
+            )
         if not isinstance(self.name, str) or not self.name:
             raise InvalidTaskError(f"A task name must be a non-empty string, not {self.name!r}.")
         if len(self.name) > 255:
@@ -108,17 +124,79 @@ class TaskFunction(Generic[P, R]):
         options = {key: kwargs.pop(key) for key in list(kwargs) if key in RESERVED_KWARGS}
         return enqueue(self, args, kwargs, **options)
 
+    async def aenqueue(self, *args: Any, **kwargs: Any) -> Task:
+        """Enqueue a call from async code (an async view or consumer); same options as a call."""
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(self.__call__)(*args, **kwargs)
+
     def now(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the function inline, in this process, without a row."""
-        return self.func(*args, **kwargs)
+        """Run the function inline, in this process, without a row.
+
+        An ``async def`` function is run to completion (from sync code only: in async code,
+        ``await task.anow(...)``).
+        """
+        return cast(R, self.run_body(args, kwargs))
+
+    async def anow(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Run the function inline from async code: awaited if async, else in a thread."""
+        from asgiref.sync import sync_to_async
+
+        if self.is_async:
+            return await cast(Any, self.func)(*args, **kwargs)
+        return await sync_to_async(self.func)(*args, **kwargs)
+
+    def run_body(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> Any:
+        """Call the function and run its body to completion; return what it returned.
+
+        An ``async def`` function runs in an event loop of its own (``async_to_sync``), so a
+        coroutine is never taken for a result. A call that hands back something whose body has
+        not run (a coroutine or a generator from a wrapper) is finished or refused here.
+        """
+        from asgiref.sync import async_to_sync
+
+        if self.is_async:
+            return async_to_sync(cast(Any, self.func))(*args, **kwargs)
+        result = self.func(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            return async_to_sync(_awaited)(result)
+        if inspect.isgenerator(result):
+            result.close()
+        if inspect.isgenerator(result) or inspect.isasyncgen(result):
+            raise BodyNotRun(
+                f"Task {self.name!r} returned a generator: its body did not run. A task must "
+                "be a plain or async def function."
+            )
+        return result
+
+    def find(self, task_id: int) -> Task | CompletedTask | None:
+        """Return this task's live row with id ``task_id``, else its history record, else None."""
+        from .models import CompletedTask, Task
+
+        live = Task.objects.filter(pk=task_id, task_name=self.name).first()
+        if live is not None:
+            return live
+        return (
+            CompletedTask.objects.filter(task_id=task_id, task_name=self.name)
+            .order_by("-finished_at", "-id")
+            .first()
+        )
+
+    async def afind(self, task_id: int) -> Task | CompletedTask | None:
+        """The async form of ``find()``."""
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(self.find)(task_id)
 
     def __repr__(self) -> str:
         return f"<TaskFunction {self.name}>"
 
 
-def _parameter_names(func: Callable[..., Any]) -> list[str]:
-    import inspect
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
+
+def _parameter_names(func: Callable[..., Any]) -> list[str]:
     try:
         return list(inspect.signature(func).parameters)
     except (TypeError, ValueError):

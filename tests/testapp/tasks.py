@@ -241,3 +241,17 @@ def blocks(key: str) -> None:
 def record_retried_at_once(key: str) -> None:
     """Like ``record``, but a lost or failed attempt is retried at once, not after a backoff."""
     TaskRun.objects.create(key=key, worker_pid=os.getpid())
+
+
+@background(name="tests.async_record", backoff=0, max_attempts=2)
+async def async_record(key: str, fail: bool = False) -> str:
+    """An ``async def`` task: awaits, writes a TaskRun through sync_to_async, returns a value."""
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    await asyncio.sleep(0)
+    await sync_to_async(TaskRun.objects.create)(key=key, worker_pid=os.getpid())
+    if fail:
+        raise RuntimeError(f"async failure {key}")
+    return f"async {key}"
