@@ -43,3 +43,7 @@ class TaskTimedOut(BackgroundTasksError):
 
 class WorkerLost(BackgroundTasksError):
     """The worker running a task died or stopped sending heartbeats."""
+
+
+class TaskRedefinedWarning(RuntimeWarning):
+    """A task's definition was executed again and replaced the registered one."""

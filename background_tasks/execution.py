@@ -11,7 +11,13 @@ from typing import Any, Protocol, TypeVar
 
 from . import lifecycle, signals
 from .conf import app_settings
-from .exceptions import InvalidTaskArguments, PermanentFailure, TaskCancelled, TaskNotRegistered
+from .exceptions import (
+    InvalidTaskArguments,
+    InvalidTaskError,
+    PermanentFailure,
+    TaskCancelled,
+    TaskNotRegistered,
+)
 from .models import Task
 from .registry import registry
 from .serialization import check_signature, decode_params, json_problem
@@ -101,7 +107,8 @@ def execute(task: Task, worker_id: str, persist: Persist = _once) -> str | None:
         # failure, never the end of the worker thread running it.
         failure: BaseException = exc
         error = traceback.format_exc()
-        permanent = isinstance(exc, PermanentFailure)
+        # InvalidTaskError too: django-background-tasks code raises it to say "do not retry".
+        permanent = isinstance(exc, (PermanentFailure, InvalidTaskError))
         return persist(
             lambda: lifecycle.record_failure(task, worker_id, error, failure, permanent=permanent)
         )

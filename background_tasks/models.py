@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.contenttypes.fields import GenericForeignKey
@@ -65,10 +65,12 @@ class TaskBase(models.Model):
 
 
 class TaskQuerySet(models.QuerySet["Task"]):
-    def unlocked(self) -> TaskQuerySet:
+    # ``now`` is accepted for django-background-tasks' ``locked(now)``/``unlocked(now)``; a lock
+    # here never expires by time (a lost worker's rows are rescued), so it changes nothing.
+    def unlocked(self, now: datetime | None = None) -> TaskQuerySet:
         return self.filter(locked_by__isnull=True)
 
-    def locked(self) -> TaskQuerySet:
+    def locked(self, now: datetime | None = None) -> TaskQuerySet:
         return self.filter(locked_by__isnull=False)
 
     def ready(self, now: datetime | None = None) -> TaskQuerySet:
@@ -82,6 +84,94 @@ class TaskQuerySet(models.QuerySet["Task"]):
 
     def failing(self) -> TaskQuerySet:
         return self.exclude(last_error="")
+
+    # -- django-background-tasks' TaskManager API (see docs/migrating.md) ----------------------
+
+    def find_available(self, queue: str | None = None) -> TaskQuerySet:
+        """Ready tasks (of ``queue``) in the order a worker claims them."""
+        from .conf import app_settings
+
+        order = "-priority" if app_settings.priority_descending else "priority"
+        return self.ready().in_queues([queue] if queue else None).order_by(order, "run_at", "id")
+
+    def failed(self) -> TaskQuerySet:
+        """Return no rows: a task that gave up is a ``CompletedTask`` (``.failed()`` there).
+
+        django-background-tasks also moved it there at once; only its in-between state had rows.
+        """
+        return self.none()
+
+    def created_by(self, creator: models.Model) -> TaskQuerySet:
+        return self.filter(**_creator_filter(creator))
+
+    def new_task(
+        self,
+        task_name: str,
+        args: list[Any] | tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        run_at: datetime | None = None,
+        priority: int = 0,
+        queue: str | None = None,
+        verbose_name: str | None = None,
+        creator: models.Model | None = None,
+        repeat: Any = None,
+        repeat_until: datetime | None = None,
+        remove_existing_tasks: bool = False,
+    ) -> Task:
+        """Return an unsaved Task for a registered task, checked like a call; ``save()`` inserts it.
+
+        django-background-tasks' ``Task.objects.new_task()``: ``remove_existing_tasks`` deletes
+        the waiting copies (same name and arguments) at once, as there. A row saved this way
+        sends no ``task_created`` signal and no PostgreSQL wake-up (workers find it by polling).
+        """
+        from django.db import router
+
+        from .enqueue import build_row, delete_pending_duplicates
+        from .registry import registry
+
+        now = timezone.now()
+        row = build_row(
+            registry.get(task_name),
+            list(args or ()),
+            dict(kwargs or {}),
+            now=now,
+            schedule=run_at if run_at is not None else now,
+            priority=priority,
+            queue=queue,
+            verbose_name=verbose_name,
+            creator=creator,
+            repeat=repeat,
+            repeat_until=repeat_until,
+        )
+        if remove_existing_tasks:
+            delete_pending_duplicates(row, router.db_for_write(Task))
+        return row
+
+    def get_task(
+        self,
+        task_name: str,
+        args: list[Any] | tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> TaskQuerySet:
+        """The tasks with this name and these arguments."""
+        params = {"args": list(args or ()), "kwargs": dict(kwargs or {})}
+        return self.filter(task_hash=params_hash(task_name, params))
+
+    def drop_task(
+        self,
+        task_name: str,
+        args: list[Any] | tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> tuple[int, dict[str, int]]:
+        """Delete the waiting tasks with this name and these arguments (never a running one)."""
+        return self.get_task(task_name, args, kwargs).unlocked().delete()
+
+
+def _creator_filter(creator: models.Model) -> dict[str, Any]:
+    return {
+        "creator_content_type": ContentType.objects.get_for_model(creator),
+        "creator_object_id": str(creator.pk),
+    }
 
 
 class Task(TaskBase):
@@ -138,11 +228,18 @@ class Task(TaskBase):
 
 
 class CompletedTaskQuerySet(models.QuerySet["CompletedTask"]):
-    def succeeded(self) -> CompletedTaskQuerySet:
-        return self.filter(status=CompletedTask.Status.SUCCEEDED)
+    # ``within`` (a timedelta: finished less than that long ago) as in django-background-tasks.
+    def succeeded(self, within: timedelta | None = None) -> CompletedTaskQuerySet:
+        return self._within(within).filter(status=CompletedTask.Status.SUCCEEDED)
 
-    def failed(self) -> CompletedTaskQuerySet:
-        return self.filter(status=CompletedTask.Status.FAILED)
+    def failed(self, within: timedelta | None = None) -> CompletedTaskQuerySet:
+        return self._within(within).filter(status=CompletedTask.Status.FAILED)
+
+    def created_by(self, creator: models.Model) -> CompletedTaskQuerySet:
+        return self.filter(**_creator_filter(creator))
+
+    def _within(self, within: timedelta | None) -> CompletedTaskQuerySet:
+        return self if within is None else self.filter(finished_at__gt=timezone.now() - within)
 
     def cancelled(self) -> CompletedTaskQuerySet:
         return self.filter(status=CompletedTask.Status.CANCELLED)

@@ -9,11 +9,18 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
 
-from .exceptions import BodyNotRun, DuplicateTaskName, InvalidTaskError, TaskNotRegistered
+from .exceptions import (
+    BodyNotRun,
+    DuplicateTaskName,
+    InvalidTaskError,
+    TaskNotRegistered,
+    TaskRedefinedWarning,
+)
 from .retry import check_backoff
 
 if TYPE_CHECKING:
@@ -213,12 +220,23 @@ class TaskRegistry:
     def register(self, task: TaskFunction[Any, Any]) -> None:
         with self._lock:
             existing = self._tasks.get(task.name)
-            if existing is not None and _origin(existing.func) != _origin(task.func):
-                raise DuplicateTaskName(
-                    f"Task name {task.name!r} is already registered for {_origin(existing.func)}; "
-                    f"{_origin(task.func)} cannot use it too. Pass a distinct name=."
+            if existing is not None and existing.func is not task.func:
+                old, new = _origin(existing.func), _origin(task.func)
+                if old != new:
+                    raise DuplicateTaskName(
+                        f"Task name {task.name!r} is already registered for {old}; {new} cannot "
+                        "use it too. Pass a distinct name= (a default name is "
+                        "'<module>.<function name>', so two functions of one name in one "
+                        "module, nested or in classes, need one)."
+                    )
+                # The same definition executed again (a test's setUp(), a module reloaded):
+                # the last one wins, as in django-background-tasks, but not silently.
+                warnings.warn(
+                    f"Task {task.name!r} ({new}) was defined again; the new definition replaces "
+                    "the old one.",
+                    TaskRedefinedWarning,
+                    stacklevel=4,
                 )
-            # The same function seen again (its module imported twice) replaces the old entry.
             self._tasks[task.name] = task
 
     def unregister(self, name: str) -> None:
@@ -303,8 +321,8 @@ def background(
 ) -> Any:
     """Register a function as a task: ``@background`` or ``@background(queue=..., ...)``.
 
-    ``name`` defaults to the function's dotted path (``module.function``), like
-    django-background-tasks; a string as the only positional argument is taken as the name.
+    ``name`` defaults to ``<module>.<function name>`` (``__name__``, not ``__qualname__``),
+    like django-background-tasks; a string as the only positional argument is taken as the name.
     ``cron="0 3 * * *"`` also declares a schedule (named after the task) that enqueues it at
     every tick; ``periodic()`` does the same with arguments, a time zone and more.
     """
@@ -321,7 +339,7 @@ def background(
             raise InvalidTaskError(f"@background decorates functions, not {func!r}.")
         task = TaskFunction(
             func=func,
-            name=f"{func.__module__}.{func.__qualname__}" if name is None else name,
+            name=_default_name(func) if name is None else name,
             schedule=schedule,
             queue=queue,
             priority=priority,
@@ -348,6 +366,11 @@ def background(
     if func_or_name is None:
         return decorate
     return decorate(func_or_name)
+
+
+def _default_name(func: Callable[..., Any]) -> str:
+    """``<module>.<function name>``, as django-background-tasks names tasks (also when nested)."""
+    return f"{func.__module__}.{getattr(func, '__name__', type(func).__name__)}"
 
 
 def _check_schedule(task_name: str, schedule: Any) -> None:

@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "background_tasks",
     "tests.testapp",
+    "tests.legacy_app",
 ]
 
 MIDDLEWARE = [
