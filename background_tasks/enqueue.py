@@ -16,6 +16,7 @@ from .claims import MYSQL_RETRIES, MYSQL_RETRYABLE_ERRORS
 from .conf import app_settings
 from .exceptions import InvalidTaskError
 from .serialization import check_signature, decode_params, encode_params, params_hash
+from .timezones import aware, to_db
 from .wakeup import notify_ready
 
 if TYPE_CHECKING:
@@ -101,11 +102,14 @@ def build_row(
     check_signature(task.name, task.func, args, kwargs)
     params = encode_params(task.name, task.func, args, kwargs)
     tz = timezone.get_current_timezone()
-    run_at = schedule_maths.resolve_run_at(task.schedule if schedule is None else schedule, now, tz)
+    # The maths is in aware datetimes; the row gets what its columns hold (naive without USE_TZ).
+    clock = aware(now)
+    schedule = task.schedule if schedule is None else schedule
+    run_at = to_db(schedule_maths.resolve_run_at(schedule, clock, tz))
     repeat_spec = schedule_maths.encode_repeat(repeat)
     if repeat_until is not None:
         repeat_until = (
-            schedule_maths.resolve_run_at(repeat_until, now, tz)
+            to_db(schedule_maths.resolve_run_at(repeat_until, clock, tz))
             if isinstance(repeat_until, datetime)
             else _bad_repeat_until(task.name, repeat_until)
         )

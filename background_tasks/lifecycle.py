@@ -21,6 +21,7 @@ from .conf import app_settings
 from .models import CompletedTask, Task, TaskBase
 from .registry import registry
 from .retry import retry_delay
+from .timezones import aware, to_db
 
 if TYPE_CHECKING:
     from .registry import TaskFunction
@@ -79,8 +80,10 @@ def _schedule_next_occurrence(task: Task, now: datetime) -> Task | None:
         return None
     anchor = task.repeat_anchor or task.scheduled_at or task.run_at
     due = task.scheduled_at or task.run_at
-    next_at = schedule_maths.next_repeat(
-        anchor, task.repeat, max(due, now), timezone.get_current_timezone()
+    next_at = to_db(
+        schedule_maths.next_repeat(
+            aware(anchor), task.repeat, aware(max(due, now)), timezone.get_current_timezone()
+        )
     )
     if task.repeat_until is not None and next_at > task.repeat_until:
         return None
