@@ -38,6 +38,20 @@ class TaskBase(models.Model):
         help_text=_("Empty: the task's or the global default."),
     )
     last_error = models.TextField(_("last error"), blank=True, default="")
+    error_class = models.CharField(
+        _("error class"),
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_("Dotted path of the exception of the last failed attempt."),
+    )
+    first_started_at = models.DateTimeField(_("first started at"), null=True, blank=True)
+    worker_ids = models.JSONField(
+        _("worker ids"),
+        default=list,
+        blank=True,
+        help_text=_("The worker of each finished attempt, oldest first."),
+    )
     repeat = models.JSONField(_("repeat"), null=True, blank=True)
     repeat_until = models.DateTimeField(_("repeat until"), null=True, blank=True)
     creator_content_type = models.ForeignKey(
@@ -192,6 +206,13 @@ class Task(TaskBase):
         help_text=_("The time this occurrence was due; retries move run_at, never this."),
     )
     repeat_anchor = models.DateTimeField(_("repeat anchor"), null=True, blank=True, editable=False)
+    last_attempted_at = models.DateTimeField(
+        _("last attempted at"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("Start of the last finished attempt (the running one's is locked_at)."),
+    )
     unique_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
     # NULL, not "", means "not held": the claim, the fence and the indexes all test IS NULL.
     locked_by = models.CharField(
@@ -259,6 +280,12 @@ class CompletedTask(TaskBase):
     status = models.CharField(_("status"), max_length=20, choices=Status.choices, db_index=True)
     worker = models.CharField(_("worker"), max_length=255, blank=True, default="")
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    scheduled_at = models.DateTimeField(
+        _("scheduled at"),
+        null=True,
+        blank=True,
+        help_text=_("The time this occurrence was due (before any retry moved it)."),
+    )
     finished_at = models.DateTimeField(_("finished at"), default=timezone.now, db_index=True)
     result = models.JSONField(_("result"), null=True, blank=True)
 

@@ -272,9 +272,17 @@ class TaskRegistry:
 
 
 def _django_tasks_available() -> bool:
+    """Return True when a tasks framework is importable: django.tasks, or the backport."""
+    return tasks_framework_available()
+
+
+@functools.cache
+def tasks_framework_available() -> bool:
+    import importlib.util
+
     import django
 
-    return django.VERSION >= (6, 0)
+    return django.VERSION >= (6, 0) or importlib.util.find_spec("django_tasks") is not None
 
 
 def _origin(func: Callable[..., Any]) -> str:
