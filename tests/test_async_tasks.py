@@ -56,6 +56,15 @@ def test_worker__an_async_task_that_raises_is_retried_then_failed_with_its_error
 
 
 @pytest.mark.django_db
+def test_worker__current_task_is_the_running_row_inside_an_async_task() -> None:
+    task = tasks.async_knows_its_row()
+
+    run_tasks()
+
+    assert CompletedTask.objects.get(task_id=task.pk).result == task.pk
+
+
+@pytest.mark.django_db
 def test_now__runs_an_async_task_to_completion_and_returns_its_value() -> None:
     assert tasks.async_record.now("a3") == "async a3"
     assert TaskRun.objects.filter(key="a3").count() == 1

@@ -255,3 +255,14 @@ async def async_record(key: str, fail: bool = False) -> str:
     if fail:
         raise RuntimeError(f"async failure {key}")
     return f"async {key}"
+
+
+@background(name="tests.async_knows_its_row")
+async def async_knows_its_row() -> int | None:
+    """Return the id current_task() gives inside an async task (through sync_to_async)."""
+    from asgiref.sync import sync_to_async
+
+    from background_tasks import current_task
+
+    running = await sync_to_async(current_task)()
+    return None if running is None else running.pk
