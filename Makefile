@@ -5,6 +5,7 @@
 #   make test DATABASE_URL=mysql://root@127.0.0.1:3306/test
 #   make test PYTHON=python3.13 VENV=.venv-313 DJANGO='django>=6.1,<6.2'
 #   make test PYTEST_ARGS='-x -k cron'
+#   make test DJANGO='django>=5.2,<5.3' EXTRAS=,django-tasks   # with the django.tasks backport
 #   make lint | docs | smoke | demo | bench | clean
 
 PYTHON ?= python3
@@ -12,6 +13,8 @@ VENV ?= .venv
 # A pip requirement for Django ("django>=6.1,<6.2"); empty = whatever pip resolves.
 DJANGO ?=
 PYTEST_ARGS ?=
+# More optional dependencies for the test venv, each after a comma (",django-tasks").
+EXTRAS ?=
 BENCH_ARGS ?=
 DATABASE_URL ?=
 
@@ -35,7 +38,7 @@ endif
 # to pyproject.toml makes the stamp stale, hence a reinstall too.
 PY_ID_CMD := import sys; print(sys.base_prefix, sys.version)
 PY_ID := $(shell $(PYTHON) -c '$(PY_ID_CMD)' 2>/dev/null)
-STAMP_KEY := $(PY_ID)|$(DJANGO)|test$(DB_EXTRA)
+STAMP_KEY := $(PY_ID)|$(DJANGO)|test$(DB_EXTRA)$(EXTRAS)
 STAMP_HASH := $(firstword $(shell printf '%s' '$(STAMP_KEY)' | cksum))
 STAMP := $(VENV)/.bt-stamp-$(STAMP_HASH)
 DEV_STAMP := $(VENV)/.bt-dev-stamp-$(STAMP_HASH)
@@ -66,15 +69,15 @@ $(STAMP): pyproject.toml
 		$(PYTHON) -m venv "$(VENV)"; \
 		$(PIP) install --quiet --upgrade pip; \
 	fi
-	@echo "== installing -e .[test$(DB_EXTRA)] $(DJANGO_REQ)"
-	$(PIP) install --quiet --upgrade-strategy only-if-needed -e '.[test$(DB_EXTRA)]' $(DJANGO_REQ)
+	@echo "== installing -e .[test$(DB_EXTRA)$(EXTRAS)] $(DJANGO_REQ)"
+	$(PIP) install --quiet --upgrade-strategy only-if-needed -e '.[test$(DB_EXTRA)$(EXTRAS)]' $(DJANGO_REQ)
 	@$(VENV_PYTHON) -c 'import django; print("== Django", django.get_version())'
 	@rm -f "$(VENV)"/.bt-stamp-* "$(VENV)"/.bt-dev-stamp-* "$(VENV)"/.bt-docs-stamp-*
 	@touch "$@"
 
 $(DEV_STAMP): $(STAMP)
-	@echo "== installing -e .[test,dev$(DB_EXTRA)] $(DJANGO_REQ)"
-	$(PIP) install --quiet --upgrade-strategy only-if-needed -e '.[test,dev$(DB_EXTRA)]' $(DJANGO_REQ)
+	@echo "== installing -e .[test,dev$(DB_EXTRA)$(EXTRAS)] $(DJANGO_REQ)"
+	$(PIP) install --quiet --upgrade-strategy only-if-needed -e '.[test,dev$(DB_EXTRA)$(EXTRAS)]' $(DJANGO_REQ)
 	@touch "$@"
 
 $(DOCS_STAMP): $(STAMP)

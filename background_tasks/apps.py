@@ -10,13 +10,13 @@ class BackgroundTasksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        import django
         from django.utils.module_loading import autodiscover_modules
 
         from . import checks, logs  # noqa: F401 - registers system checks and log receivers
         from .conf import app_settings
+        from .registry import tasks_framework_available
 
-        if django.VERSION >= (6, 0):
+        if tasks_framework_available():  # django.tasks (Django 6.0+) or the django-tasks backport
             from . import backends  # noqa: F401 - the django.tasks backend's signal receivers
 
         if app_settings.AUTODISCOVER:

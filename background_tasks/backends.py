@@ -1,4 +1,5 @@
-"""A backend for Django's own tasks framework (``django.tasks``, Django 6.0 and later).
+"""A backend for Django's own tasks framework: ``django.tasks`` (Django 6.0 and later), or the
+``django-tasks`` backport (import name ``django_tasks``) on Django 5.2.
 
 With ``TASKS = {"default": {"BACKEND": "background_tasks.backends.DatabaseBackend"}}``, calling
 ``.enqueue()`` on a ``@django.tasks.task`` function inserts a row in background_tasks' Task
@@ -43,7 +44,13 @@ from .exceptions import (
 )
 from .registry import TaskFunction, registry
 from .schema import require_migrated
-from .serialization import check_signature, decode_params, encode_params, params_hash
+from .serialization import (
+    check_signature,
+    decode_params,
+    encode_params,
+    json_problem,
+    params_hash,
+)
 from .wakeup import notify_ready
 
 try:
@@ -54,13 +61,25 @@ try:
     from django.tasks.base import TaskError
     from django.tasks.exceptions import InvalidTask, InvalidTaskBackend, TaskResultDoesNotExist
     from django.tasks.signals import task_enqueued, task_finished, task_started
-except ImportError as exc:  # Django < 6.0 has no django.tasks
-    import django
+except ImportError:  # Django < 6.0: the django-tasks backport, if installed
+    try:
+        from django_tasks import TaskContext, TaskResult, TaskResultStatus, task_backends
+        from django_tasks.backends.base import BaseTaskBackend
+        from django_tasks.backends.immediate import ImmediateBackend
+        from django_tasks.base import Task as DjangoTask
+        from django_tasks.base import TaskError
+        from django_tasks.exceptions import InvalidTaskBackendError as InvalidTaskBackend
+        from django_tasks.exceptions import InvalidTaskError as InvalidTask
+        from django_tasks.exceptions import TaskResultDoesNotExist
+        from django_tasks.signals import task_enqueued, task_finished, task_started
+    except ImportError as exc:
+        import django
 
-    raise ImproperlyConfigured(
-        "background_tasks.backends needs Django 6.0 or later, which has django.tasks; this is "
-        f"Django {django.get_version()}. Use @background tasks, or upgrade Django."
-    ) from exc
+        raise ImproperlyConfigured(
+            "background_tasks.backends needs django.tasks (Django 6.0 or later) or the "
+            f"django-tasks backport; this is Django {django.get_version()} without it. "
+            "pip install 'background-tasks[django-tasks]', or use @background tasks."
+        ) from exc
 
 if TYPE_CHECKING:
     from .models import CompletedTask
@@ -77,16 +96,14 @@ DJANGO_TASK_ATTR = "django_task"
 OPTION_NAMES = frozenset({"MAX_ATTEMPTS"})
 
 _DOTTED_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
-_TRACEBACK_HEAD = "Traceback (most recent call last):"
-_EXCEPTION_LINE = re.compile(r"([A-Za-z_][\w.]*)(?::|$)")
 
 
 class DatabaseBackend(BaseTaskBackend):
     """Store Django Tasks as background_tasks rows, run by ``process_tasks``.
 
-    ``OPTIONS`` may hold ``MAX_ATTEMPTS``: attempts before a failing task gives up (default:
-    ``BACKGROUND_TASKS_MAX_ATTEMPTS``; 1 runs each task at most once, like Django's own
-    backends).
+    Django's semantics by default: one attempt, and a task that raises is FAILED. ``OPTIONS``
+    may hold ``MAX_ATTEMPTS`` (an integer >= 1) to opt into background_tasks' retries with
+    backoff.
     """
 
     supports_defer = True
@@ -115,7 +132,7 @@ class DatabaseBackend(BaseTaskBackend):
                 f"Task backend {alias!r}: OPTIONS['MAX_ATTEMPTS'] must be an integer >= 1, "
                 f"not {max_attempts!r}."
             )
-        self.max_attempts: int | None = max_attempts
+        self.max_attempts: int = 1 if max_attempts is None else max_attempts
         self._inline_backend: ImmediateBackend | None = None
 
     def validate_task(self, task: DjangoTask[..., Any]) -> None:
@@ -281,8 +298,14 @@ def _runner(task: DjangoTask[..., Any]) -> Callable[..., Any]:
             # The stored call no longer fits the code: trying again cannot help.
             raise PermanentFailure(str(exc)) from None
         if task.takes_context:
-            return task.call(TaskContext(task_result=_running_result(task)), *args, **kwargs)
-        return task.call(*args, **kwargs)
+            value = task.call(TaskContext(task_result=_running_result(task)), *args, **kwargs)
+        else:
+            value = task.call(*args, **kwargs)
+        problem = json_problem(value)
+        if problem:
+            # As Django's ImmediateBackend: the attempt fails with a TypeError.
+            raise TypeError(f"Unsupported type for a task's return value: {problem}")
+        return value
 
     run.__module__ = task.func.__module__
     run.__name__ = task.func.__name__
@@ -394,12 +417,13 @@ def _as_run(
     task: DjangoTask[..., Any], row: QueuedTask | CompletedTask, alias: str
 ) -> DjangoTask[..., Any]:
     """Return ``task`` as the row ran it: its queue, priority, start time and backend."""
-    scheduled = getattr(row, "scheduled_at", None) or row.run_at
+    scheduled = row.scheduled_at or row.run_at
     try:
         return task.using(
             priority=row.priority,
             queue_name=row.queue,
-            run_after=scheduled if scheduled > row.created_at else None,
+            # enqueue() writes run_at = created_at exactly when no run_after was given.
+            run_after=scheduled if scheduled != row.created_at else None,
             backend=alias,
         )
     except (InvalidTask, ImproperlyConfigured):
@@ -414,36 +438,13 @@ def _params(row: QueuedTask | CompletedTask) -> tuple[list[Any], dict[str, Any]]
         return [], {}
 
 
-def _worker_ids(attempts: int, last_worker: str | None) -> list[str]:
-    # One entry per attempt, so that attempts and TaskContext.attempt are right; only the
-    # latest attempt's worker is recorded, earlier ones are empty strings.
-    if attempts <= 0:
-        return []
-    return [""] * (attempts - 1) + [last_worker or ""]
-
-
-def _errors(text: str, cancelled: bool = False) -> list[TaskError]:
+def _errors(row: QueuedTask | CompletedTask, cancelled: bool = False) -> list[TaskError]:
+    text = row.last_error or ("Cancelled." if cancelled else "")
     if not text:
         return []
-    return [TaskError(exception_class_path=_exception_path(text, cancelled), traceback=text)]
-
-
-def _exception_path(text: str, cancelled: bool) -> str:
-    """Return the dotted path of the exception ``text`` (a stored error) ends with."""
-    if cancelled:
-        return _path_of(TaskCancelled)
-    head = text.rfind(_TRACEBACK_HEAD)
-    if head != -1:
-        # The exception line is the first one after the frames, which are indented.
-        for line in text[head:].splitlines()[1:]:
-            if line and not line[0].isspace():
-                match = _EXCEPTION_LINE.match(line)
-                if match:
-                    path = match.group(1)
-                    return path if "." in path else f"builtins.{path}"
-                break
-    # Not a traceback: an error background_tasks wrote (worker lost, timed out, ...).
-    return _path_of(BackgroundTasksError)
+    # Errors background_tasks itself wrote before 0002 have no class: say it was one of ours.
+    path = row.error_class or _path_of(TaskCancelled if cancelled else BackgroundTasksError)
+    return [TaskError(exception_class_path=path, traceback=text)]
 
 
 def _path_of(cls: type) -> str:
@@ -453,19 +454,22 @@ def _path_of(cls: type) -> str:
 def _result_of_queued(row: QueuedTask, task: DjangoTask[P, R], alias: str) -> TaskResult[P, R]:
     args, kwargs = _params(row)
     running = bool(row.locked_by)
+    worker_ids = list(row.worker_ids)
+    if running:
+        worker_ids.append(row.locked_by or "")
     return TaskResult(
         task=task,
         id=str(row.pk),
         status=TaskResultStatus.RUNNING if running else TaskResultStatus.READY,
         enqueued_at=row.created_at,
-        started_at=row.locked_at if running else None,
-        last_attempted_at=row.locked_at if running else None,
+        started_at=row.first_started_at or (row.locked_at if running else None),
+        last_attempted_at=row.locked_at if running else row.last_attempted_at,
         finished_at=None,
         args=args,
         kwargs=kwargs,
         backend=alias,
-        errors=_errors(row.last_error),
-        worker_ids=_worker_ids(row.attempts, row.locked_by),
+        errors=_errors(row),
+        worker_ids=worker_ids,
     )
 
 
@@ -482,15 +486,15 @@ def _result_of_completed(
         id=str(completed.task_id),
         status=TaskResultStatus.SUCCESSFUL if succeeded else TaskResultStatus.FAILED,
         enqueued_at=completed.created_at,
-        started_at=completed.started_at,
+        started_at=completed.first_started_at or completed.started_at,
         last_attempted_at=completed.started_at,
         finished_at=completed.finished_at,
         args=args,
         kwargs=kwargs,
         backend=alias,
         # A cancel always leaves an error, so that FAILED comes with a reason.
-        errors=_errors(completed.last_error or ("Cancelled." if cancelled else ""), cancelled),
-        worker_ids=_worker_ids(completed.attempts, completed.worker),
+        errors=_errors(completed, cancelled),
+        worker_ids=list(completed.worker_ids),
     )
     if succeeded:
         # Django keeps the return value in a field that is not part of the constructor.

@@ -18,6 +18,7 @@ from .conf import app_settings
 from .exceptions import InvalidTaskError
 from .schema import require_migrated
 from .serialization import check_signature, decode_params, encode_params, params_hash
+from .timezones import aware, to_db
 from .wakeup import notify_ready
 
 if TYPE_CHECKING:
@@ -49,15 +50,69 @@ def enqueue(
     """
     from .models import Task
 
+    now = timezone.now()
+    row = build_row(
+        task,
+        args,
+        kwargs,
+        now=now,
+        schedule=schedule,
+        priority=priority,
+        queue=queue,
+        verbose_name=verbose_name,
+        creator=creator,
+        repeat=repeat,
+        repeat_until=repeat_until,
+    )
+
+    if app_settings.IMMEDIATE:
+        call_args, call_kwargs = decode_params(row.params)
+        task.run_body(call_args, call_kwargs)
+        return row
+
+    if unique if unique is not None else task.unique:
+        row.unique_key = row.task_hash
+    if remove_existing_tasks is None:
+        remove_existing_tasks = task.remove_existing_tasks
+    using = router.db_for_write(Task)
+    require_migrated(using)
+    written = _write(row, using, replace=bool(remove_existing_tasks))
+    if written is not row:
+        return written  # unique=True found a pending copy: nothing was created
+    if row.run_at <= now:
+        notify_ready(using, row.queue)
+    signals.task_created.send(sender=task.name, task=row)
+    return row
+
+
+def build_row(
+    task: TaskFunction[Any, Any],
+    args: tuple[Any, ...] | list[Any],
+    kwargs: dict[str, Any],
+    *,
+    now: datetime,
+    schedule: Any = None,
+    priority: int | None = None,
+    queue: str | None = None,
+    verbose_name: str | None = None,
+    creator: models.Model | None = None,
+    repeat: Any = None,
+    repeat_until: datetime | None = None,
+) -> Task:
+    """Validate a call and return the unsaved Task row it becomes."""
+    from .models import Task
+
     check_signature(task.name, task.func, args, kwargs)
     params = encode_params(task.name, task.func, args, kwargs)
-    now = timezone.now()
     tz = timezone.get_current_timezone()
-    run_at = schedule_maths.resolve_run_at(task.schedule if schedule is None else schedule, now, tz)
+    # The maths is in aware datetimes; the row gets what its columns hold (naive without USE_TZ).
+    clock = aware(now)
+    schedule = task.schedule if schedule is None else schedule
+    run_at = to_db(schedule_maths.resolve_run_at(schedule, clock, tz))
     repeat_spec = schedule_maths.encode_repeat(repeat)
     if repeat_until is not None:
         repeat_until = (
-            schedule_maths.resolve_run_at(repeat_until, now, tz)
+            to_db(schedule_maths.resolve_run_at(repeat_until, clock, tz))
             if isinstance(repeat_until, datetime)
             else _bad_repeat_until(task.name, repeat_until)
         )
@@ -74,12 +129,11 @@ def enqueue(
                 f"Task {task.name!r}: verbose_name must be a string, not {verbose_name!r}."
             )
         _check_text(task.name, "verbose_name", verbose_name, VERBOSE_NAME_LENGTH)
-    task_hash = params_hash(task.name, params)
 
     row = Task(
         task_name=task.name,
         params=params,
-        task_hash=task_hash,
+        task_hash=params_hash(task.name, params),
         verbose_name=verbose_name or "",
         queue=queue,
         priority=priority,
@@ -92,25 +146,13 @@ def enqueue(
     )
     if creator is not None:
         _set_creator(task.name, row, creator, router.db_for_write(Task))
-
-    if app_settings.IMMEDIATE:
-        call_args, call_kwargs = decode_params(params)
-        task.func(*call_args, **call_kwargs)
-        return row
-
-    if unique if unique is not None else task.unique:
-        row.unique_key = task_hash
-    if remove_existing_tasks is None:
-        remove_existing_tasks = task.remove_existing_tasks
-    using = router.db_for_write(Task)
-    require_migrated(using)
-    written = _write(row, using, replace=bool(remove_existing_tasks))
-    if written is not row:
-        return written  # unique=True found a pending copy: nothing was created
-    if row.run_at <= now:
-        notify_ready(using, row.queue)
-    signals.task_created.send(sender=task.name, task=row)
     return row
+
+
+def delete_pending_duplicates(row: Task, using: str) -> None:
+    """Delete pending tasks with the same name and arguments as ``row`` (in a transaction)."""
+    with transaction.atomic(using=using):
+        _delete_pending_duplicates(row, using)
 
 
 def _write(row: Task, using: str, *, replace: bool) -> Task:

@@ -29,6 +29,10 @@ class PermanentFailure(BackgroundTasksError):
     """Raise from a task body to fail the task at once, without retries."""
 
 
+class BodyNotRun(PermanentFailure, TypeError):
+    """A task call returned a generator: its body did not run (failed at once, no retries)."""
+
+
 class TaskCancelled(BackgroundTasksError):
     """Raise from a task body to record the task as cancelled."""
 
@@ -47,3 +51,7 @@ class NotMigrated(BackgroundTasksError, ImproperlyConfigured):
 
 class MalformedRow(BackgroundTasksError):
     """A task row holds a value that keeps it from being run or its outcome from being recorded."""
+
+
+class TaskRedefinedWarning(RuntimeWarning):
+    """A task's definition was executed again and replaced the registered one."""

@@ -13,6 +13,7 @@ from . import lifecycle, signals
 from .conf import app_settings
 from .exceptions import (
     InvalidTaskArguments,
+    InvalidTaskError,
     MalformedRow,
     PermanentFailure,
     TaskCancelled,
@@ -125,7 +126,7 @@ def execute(task: Task, worker_id: str, persist: Persist = _once) -> str | None:
 
     try:
         with _running(task, worker_id):
-            result = function.func(*args, **kwargs)
+            result = function.run_body(args, kwargs)
             cancel_seen = getattr(_current, "cancel_seen", False)
     except TaskCancelled as exc:
         reason = str(exc) or "Cancelled by the task."
@@ -135,7 +136,8 @@ def execute(task: Task, worker_id: str, persist: Persist = _once) -> str | None:
         # failure, never the end of the worker thread running it.
         failure: BaseException = exc
         error = traceback.format_exc()
-        permanent = isinstance(exc, PermanentFailure)
+        # InvalidTaskError too: django-background-tasks code raises it to say "do not retry".
+        permanent = isinstance(exc, (PermanentFailure, InvalidTaskError))
         return persist(
             lambda: lifecycle.record_failure(task, worker_id, error, failure, permanent=permanent)
         )

@@ -19,10 +19,12 @@ from . import isolation, signals
 from . import schedule as schedule_maths
 from .columns import storable_for
 from .conf import app_settings
+from .exceptions import TaskCancelled
 from .logs import shown
 from .models import CompletedTask, Task, TaskBase, empty_params
 from .registry import registry
 from .retry import retry_delay
+from .timezones import aware, to_db
 
 if TYPE_CHECKING:
     from .registry import TaskFunction
@@ -57,15 +59,28 @@ def _record(
     task: Task, status: str, worker_id: str | None, now: datetime, **fields: Any
 ) -> CompletedTask:
     values = _copied(task, _COPIED_FIELDS)
+    if task.locked_at is not None:  # this attempt ran (a cancel of a waiting task did not)
+        values["first_started_at"] = task.first_started_at or task.locked_at
+        values["worker_ids"] = [*task.worker_ids, worker_id or ""]
     values.update(fields)
     return CompletedTask.objects.using(_using()).create(
         task_id=task.pk,
         status=status,
         worker=worker_id or "",
         started_at=task.locked_at,
+        scheduled_at=task.scheduled_at,
         finished_at=now,
         **values,
     )
+
+
+def _fresh_attempts(row: Task) -> None:
+    """Clear what the attempts of an earlier task left on a new row copied from it."""
+    row.attempts = 0
+    row.last_error = ""
+    row.error_class = ""
+    row.first_started_at = None
+    row.worker_ids = []
 
 
 def _storable(task: Task, text: str, what: str) -> str:
@@ -109,8 +124,10 @@ def _plan_next_occurrence(task: Task, now: datetime) -> tuple[Task | None, str]:
     try:
         anchor = task.repeat_anchor or task.scheduled_at or task.run_at
         due = task.scheduled_at or task.run_at
-        next_at = schedule_maths.next_repeat(
-            anchor, task.repeat, max(due, now), timezone.get_current_timezone()
+        next_at = to_db(
+            schedule_maths.next_repeat(
+                aware(anchor), task.repeat, aware(max(due, now)), timezone.get_current_timezone()
+            )
         )
     except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
         return None, f"its repeat could not be computed: {isolation.describe(exc)}"
@@ -123,8 +140,7 @@ def _plan_next_occurrence(task: Task, now: datetime) -> tuple[Task | None, str]:
         unique_key=task.unique_key,
     )
     follower.run_at = next_at
-    follower.attempts = 0
-    follower.last_error = ""
+    _fresh_attempts(follower)
     follower.created_at = now
     return follower, ""
 
@@ -239,6 +255,7 @@ def record_failure(
     """
     now = now or timezone.now()
     error = _storable(task, error, "last_error")
+    error_class = exception_path(exception)
     gives_up = permanent or task.attempts >= max_attempts_of(task)
     if gives_up:
         completed = archive(
@@ -247,6 +264,7 @@ def record_failure(
             worker_id,
             now=now,
             last_error=error,
+            error_class=error_class,
             schedule_next=(
                 bool(app_settings.REPEAT_AFTER_FAILURE) if schedule_next is None else schedule_next
             ),
@@ -270,15 +288,34 @@ def record_failure(
             else None
         )
     delay = _retry_delay_of(task)
-    updated = _held(task, worker_id).update(
-        locked_by=None, locked_at=None, last_error=error, run_at=now + delay
-    )
+    # What Django's TaskResult reports of a task waiting for its retry: when its attempts
+    # started, which workers ran them, and what the last one raised.
+    attempt_fields = {
+        "last_error": error,
+        "error_class": error_class,
+        "run_at": now + delay,
+        "last_attempted_at": task.locked_at,
+        "first_started_at": task.first_started_at or task.locked_at,
+        "worker_ids": [*task.worker_ids, worker_id or ""],
+    }
+    updated = _held(task, worker_id).update(locked_by=None, locked_at=None, **attempt_fields)
     if not updated:
         _log_dropped(task, worker_id)
         return None
-    task.locked_by, task.locked_at, task.last_error, task.run_at = None, None, error, now + delay
+    task.locked_by, task.locked_at = None, None
+    for name, value in attempt_fields.items():
+        setattr(task, name, value)
     _emit_failed(task, exception, error, will_retry=True)
     return "retry"
+
+
+def exception_path(exception: BaseException | None) -> str:
+    """Return the dotted path of an exception's class ("builtins.ValueError"), or ""."""
+    return "" if exception is None else class_path(type(exception))
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _emit_failed(
@@ -314,6 +351,7 @@ def record_cancelled(task: Task, worker_id: str | None, reason: str = "") -> Com
         CompletedTask.Status.CANCELLED,
         worker_id,
         last_error=_storable(task, error, "last_error"),
+        error_class=class_path(TaskCancelled),
         schedule_next=False,
     )
     if completed is not None:
@@ -409,8 +447,7 @@ def retry_completed(completed: CompletedTask, *, now: datetime | None = None) ->
     fresh = Task(**{name: getattr(completed, name) for name in _CARRIED_FIELDS})
     fresh.run_at = now
     fresh.scheduled_at = now
-    fresh.attempts = 0
-    fresh.last_error = ""
+    _fresh_attempts(fresh)
     fresh.created_at = now
     # A retry is a one-off: the series it came from goes on by itself (see record_failure), and
     # a second copy of the series would run every occurrence twice.

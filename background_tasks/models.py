@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .checks import require_contenttypes, require_installed
@@ -55,6 +55,20 @@ class TaskBase(models.Model):
         help_text=_("Empty: the task's or the global default."),
     )
     last_error = models.TextField(_("last error"), blank=True, default="")
+    error_class = models.CharField(
+        _("error class"),
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_("Dotted path of the exception of the last failed attempt."),
+    )
+    first_started_at = models.DateTimeField(_("first started at"), null=True, blank=True)
+    worker_ids = models.JSONField(
+        _("worker ids"),
+        default=list,
+        blank=True,
+        help_text=_("The worker of each finished attempt, oldest first."),
+    )
     repeat = models.JSONField(_("repeat"), null=True, blank=True)
     repeat_until = models.DateTimeField(_("repeat until"), null=True, blank=True)
     creator_content_type = models.ForeignKey(
@@ -93,11 +107,13 @@ class TaskBase(models.Model):
 class TaskQuerySet(models.QuerySet["Task"]):
     """Filters of the live queue by state (``Task.objects``)."""
 
-    def unlocked(self) -> TaskQuerySet:
+    # ``now`` is accepted for django-background-tasks' ``locked(now)``/``unlocked(now)``; a lock
+    # here never expires by time (a lost worker's rows are rescued), so it changes nothing.
+    def unlocked(self, now: datetime | None = None) -> TaskQuerySet:
         """Tasks no worker holds: waiting, ready or scheduled."""
         return self.filter(locked_by__isnull=True)
 
-    def locked(self) -> TaskQuerySet:
+    def locked(self, now: datetime | None = None) -> TaskQuerySet:
         """Tasks a worker holds: running."""
         return self.filter(locked_by__isnull=False)
 
@@ -116,6 +132,94 @@ class TaskQuerySet(models.QuerySet["Task"]):
     def failing(self) -> TaskQuerySet:
         """Tasks with a failed attempt behind them, waiting for (or running) a retry."""
         return self.exclude(last_error="")
+
+    # -- django-background-tasks' TaskManager API (see docs/migrating.md) ----------------------
+
+    def find_available(self, queue: str | None = None) -> TaskQuerySet:
+        """Ready tasks (of ``queue``) in the order a worker claims them."""
+        from .conf import app_settings
+
+        order = "-priority" if app_settings.priority_descending else "priority"
+        return self.ready().in_queues([queue] if queue else None).order_by(order, "run_at", "id")
+
+    def failed(self) -> TaskQuerySet:
+        """Return no rows: a task that gave up is a ``CompletedTask`` (``.failed()`` there).
+
+        django-background-tasks also moved it there at once; only its in-between state had rows.
+        """
+        return self.none()
+
+    def created_by(self, creator: models.Model) -> TaskQuerySet:
+        return self.filter(**_creator_filter(creator))
+
+    def new_task(
+        self,
+        task_name: str,
+        args: list[Any] | tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        run_at: datetime | None = None,
+        priority: int = 0,
+        queue: str | None = None,
+        verbose_name: str | None = None,
+        creator: models.Model | None = None,
+        repeat: Any = None,
+        repeat_until: datetime | None = None,
+        remove_existing_tasks: bool = False,
+    ) -> Task:
+        """Return an unsaved Task for a registered task, checked like a call; ``save()`` inserts it.
+
+        django-background-tasks' ``Task.objects.new_task()``: ``remove_existing_tasks`` deletes
+        the waiting copies (same name and arguments) at once, as there. A row saved this way
+        sends no ``task_created`` signal and no PostgreSQL wake-up (workers find it by polling).
+        """
+        from django.db import router
+
+        from .enqueue import build_row, delete_pending_duplicates
+        from .registry import registry
+
+        now = timezone.now()
+        row = build_row(
+            registry.get(task_name),
+            list(args or ()),
+            dict(kwargs or {}),
+            now=now,
+            schedule=run_at if run_at is not None else now,
+            priority=priority,
+            queue=queue,
+            verbose_name=verbose_name,
+            creator=creator,
+            repeat=repeat,
+            repeat_until=repeat_until,
+        )
+        if remove_existing_tasks:
+            delete_pending_duplicates(row, router.db_for_write(Task))
+        return row
+
+    def get_task(
+        self,
+        task_name: str,
+        args: list[Any] | tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> TaskQuerySet:
+        """The tasks with this name and these arguments."""
+        params = {"args": list(args or ()), "kwargs": dict(kwargs or {})}
+        return self.filter(task_hash=params_hash(task_name, params))
+
+    def drop_task(
+        self,
+        task_name: str,
+        args: list[Any] | tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> tuple[int, dict[str, int]]:
+        """Delete the waiting tasks with this name and these arguments (never a running one)."""
+        return self.get_task(task_name, args, kwargs).unlocked().delete()
+
+
+def _creator_filter(creator: models.Model) -> dict[str, Any]:
+    return {
+        "creator_content_type": ContentType.objects.get_for_model(creator),
+        "creator_object_id": str(creator.pk),
+    }
 
 
 class Task(TaskBase):
@@ -136,6 +240,13 @@ class Task(TaskBase):
         help_text=_("The time this occurrence was due; retries move run_at, never this."),
     )
     repeat_anchor = models.DateTimeField(_("repeat anchor"), null=True, blank=True, editable=False)
+    last_attempted_at = models.DateTimeField(
+        _("last attempted at"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("Start of the last finished attempt (the running one's is locked_at)."),
+    )
     unique_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
     # NULL, not "", means "not held": the claim, the fence and the indexes all test IS NULL.
     locked_by = models.CharField(
@@ -177,13 +288,21 @@ class Task(TaskBase):
 class CompletedTaskQuerySet(models.QuerySet["CompletedTask"]):
     """Filters of the history by outcome (``CompletedTask.objects``)."""
 
-    def succeeded(self) -> CompletedTaskQuerySet:
+    # ``within`` (a timedelta: finished less than that long ago) as in django-background-tasks.
+    def succeeded(self, within: timedelta | None = None) -> CompletedTaskQuerySet:
         """Records of tasks that returned."""
-        return self.filter(status=CompletedTask.Status.SUCCEEDED)
+        return self._within(within).filter(status=CompletedTask.Status.SUCCEEDED)
 
-    def failed(self) -> CompletedTaskQuerySet:
+    def failed(self, within: timedelta | None = None) -> CompletedTaskQuerySet:
         """Records of tasks that gave up."""
-        return self.filter(status=CompletedTask.Status.FAILED)
+        return self._within(within).filter(status=CompletedTask.Status.FAILED)
+
+    def created_by(self, creator: models.Model) -> CompletedTaskQuerySet:
+        """Records of tasks whose creator is ``creator``."""
+        return self.filter(**_creator_filter(creator))
+
+    def _within(self, within: timedelta | None) -> CompletedTaskQuerySet:
+        return self if within is None else self.filter(finished_at__gt=timezone.now() - within)
 
     def cancelled(self) -> CompletedTaskQuerySet:
         """Records of tasks that were cancelled."""
@@ -204,6 +323,12 @@ class CompletedTask(TaskBase):
     status = models.CharField(_("status"), max_length=20, choices=Status.choices, db_index=True)
     worker = models.CharField(_("worker"), max_length=255, blank=True, default="")
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    scheduled_at = models.DateTimeField(
+        _("scheduled at"),
+        null=True,
+        blank=True,
+        help_text=_("The time this occurrence was due (before any retry moved it)."),
+    )
     finished_at = models.DateTimeField(_("finished at"), default=timezone.now, db_index=True)
     result = models.JSONField(_("result"), null=True, blank=True)
     note = models.TextField(

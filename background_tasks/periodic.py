@@ -25,6 +25,7 @@ from .conf import PREFIX, app_settings
 from .exceptions import InvalidTaskError
 from .logs import shown
 from .serialization import check_signature, encode_params, params_hash
+from .timezones import aware, to_db
 from .wakeup import notify_ready
 
 if TYPE_CHECKING:
@@ -228,7 +229,7 @@ def zone_of(schedule: Schedule) -> tzinfo:
 
 
 def first_fire(schedule: Schedule, now: datetime) -> datetime:
-    return schedule_maths.next_cron_fire(schedule.cron, zone_of(schedule), now)
+    return to_db(schedule_maths.next_cron_fire(schedule.cron, zone_of(schedule), aware(now)))
 
 
 def sync_schedules(now: datetime | None = None) -> None:
@@ -312,7 +313,9 @@ def fire_one(schedule: Schedule, now: datetime) -> Task | None:
     tick = schedule.next_fire_at
     assert tick is not None
     # Missed ticks collapse: the schedule moves to its first tick after now.
-    next_tick = schedule_maths.next_cron_fire(schedule.cron, zone_of(schedule), max(now, tick))
+    next_tick = to_db(
+        schedule_maths.next_cron_fire(schedule.cron, zone_of(schedule), aware(max(now, tick)))
+    )
     late = (now - tick).total_seconds()
     skip = schedule.catch_up == Schedule.CatchUp.SKIP and late > float(
         app_settings.SCHEDULE_MISFIRE_GRACE
@@ -359,7 +362,7 @@ def task_for_tick(schedule: Schedule, tick: datetime, now: datetime) -> Task:
         task_name=schedule.task_name,
         params=schedule.params,
         task_hash=params_hash(schedule.task_name, schedule.params),
-        verbose_name=f"{schedule.name[:200]} @ {tick.isoformat()}",
+        verbose_name=f"{schedule.name[:200]} @ {aware(tick).isoformat()}",
         queue=queue,
         priority=priority,
         run_at=tick,

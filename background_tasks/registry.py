@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import difflib
 import functools
+import inspect
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
 
 from .columns import TASK_NAME_LENGTH, text_problem
-from .exceptions import DuplicateTaskName, InvalidTaskError, TaskNotRegistered
+from .exceptions import (
+    BodyNotRun,
+    DuplicateTaskName,
+    InvalidTaskError,
+    TaskNotRegistered,
+    TaskRedefinedWarning,
+)
 from .retry import check_backoff
 
 if TYPE_CHECKING:
-    from .models import Task
+    from .models import CompletedTask, Task
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,7 +83,22 @@ class TaskFunction(Generic[P, R]):
         functools.update_wrapper(self, self.func)
         self._validate()
 
+    @property
+    def is_async(self) -> bool:
+        """True for an ``async def`` function: the worker runs the coroutine to completion."""
+        from asgiref.sync import iscoroutinefunction
+
+        return iscoroutinefunction(self.func)
+
     def _validate(self) -> None:
+        if inspect.isgeneratorfunction(self.func) or inspect.isasyncgenfunction(self.func):
+            # Calling a generator function runs none of its body: the worker would record the
+            # task as done although nothing happened.
+            raise InvalidTaskError(
+                f"Task {self.name!r} is a generator function: calling it returns a generator "
+                "without running its body, so it cannot be a task. Return a list instead of "
+                "yielding the values."
+            )
         if not isinstance(self.name, str) or not self.name:
             raise InvalidTaskError(f"A task name must be a non-empty string, not {self.name!r}.")
         problem = text_problem(self.name, TASK_NAME_LENGTH)
@@ -140,17 +163,79 @@ class TaskFunction(Generic[P, R]):
         options = {key: kwargs.pop(key) for key in list(kwargs) if key in RESERVED_KWARGS}
         return enqueue(self, args, kwargs, **options)
 
+    async def aenqueue(self, *args: Any, **kwargs: Any) -> Task:
+        """Enqueue a call from async code (an async view or consumer); same options as a call."""
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(self.__call__)(*args, **kwargs)
+
     def now(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the function inline, in this process, without a row."""
-        return self.func(*args, **kwargs)
+        """Run the function inline, in this process, without a row.
+
+        An ``async def`` function is run to completion (from sync code only: in async code,
+        ``await task.anow(...)``).
+        """
+        return cast(R, self.run_body(args, kwargs))
+
+    async def anow(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Run the function inline from async code: awaited if async, else in a thread."""
+        from asgiref.sync import sync_to_async
+
+        if self.is_async:
+            return await cast(Any, self.func)(*args, **kwargs)
+        return await sync_to_async(self.func)(*args, **kwargs)
+
+    def run_body(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> Any:
+        """Call the function and run its body to completion; return what it returned.
+
+        An ``async def`` function runs in an event loop of its own (``async_to_sync``), so a
+        coroutine is never taken for a result. A call that hands back something whose body has
+        not run (a coroutine or a generator from a wrapper) is finished or refused here.
+        """
+        from asgiref.sync import async_to_sync
+
+        if self.is_async:
+            return async_to_sync(cast(Any, self.func))(*args, **kwargs)
+        result = self.func(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            return async_to_sync(_awaited)(result)
+        if inspect.isgenerator(result):
+            result.close()
+        if inspect.isgenerator(result) or inspect.isasyncgen(result):
+            raise BodyNotRun(
+                f"Task {self.name!r} returned a generator: its body did not run. A task must "
+                "be a plain or async def function."
+            )
+        return result
+
+    def find(self, task_id: int) -> Task | CompletedTask | None:
+        """Return this task's live row with id ``task_id``, else its history record, else None."""
+        from .models import CompletedTask, Task
+
+        live = Task.objects.filter(pk=task_id, task_name=self.name).first()
+        if live is not None:
+            return live
+        return (
+            CompletedTask.objects.filter(task_id=task_id, task_name=self.name)
+            .order_by("-finished_at", "-id")
+            .first()
+        )
+
+    async def afind(self, task_id: int) -> Task | CompletedTask | None:
+        """The async form of ``find()``."""
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(self.find)(task_id)
 
     def __repr__(self) -> str:
         return f"<TaskFunction {self.name}>"
 
 
-def _parameter_names(func: Callable[..., Any]) -> list[str]:
-    import inspect
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
+
+def _parameter_names(func: Callable[..., Any]) -> list[str]:
     try:
         return list(inspect.signature(func).parameters)
     except (TypeError, ValueError):
@@ -168,12 +253,23 @@ class TaskRegistry:
         """Add ``task`` under its name; raise ``DuplicateTaskName`` if another function has it."""
         with self._lock:
             existing = self._tasks.get(task.name)
-            if existing is not None and _origin(existing.func) != _origin(task.func):
-                raise DuplicateTaskName(
-                    f"Task name {task.name!r} is already registered for {_origin(existing.func)}; "
-                    f"{_origin(task.func)} cannot use it too. Pass a distinct name=."
+            if existing is not None and existing.func is not task.func:
+                old, new = _origin(existing.func), _origin(task.func)
+                if old != new:
+                    raise DuplicateTaskName(
+                        f"Task name {task.name!r} is already registered for {old}; {new} cannot "
+                        "use it too. Pass a distinct name= (a default name is "
+                        "'<module>.<function name>', so two functions of one name in one "
+                        "module, nested or in classes, need one)."
+                    )
+                # The same definition executed again (a test's setUp(), a module reloaded):
+                # the last one wins, as in django-background-tasks, but not silently.
+                warnings.warn(
+                    f"Task {task.name!r} ({new}) was defined again; the new definition replaces "
+                    "the old one.",
+                    TaskRedefinedWarning,
+                    stacklevel=4,
                 )
-            # The same function seen again (its module imported twice) replaces the old entry.
             self._tasks[task.name] = task
 
     def unregister(self, name: str) -> None:
@@ -224,9 +320,17 @@ class TaskRegistry:
 
 
 def _django_tasks_available() -> bool:
+    """Return True when a tasks framework is importable: django.tasks, or the backport."""
+    return tasks_framework_available()
+
+
+@functools.cache
+def tasks_framework_available() -> bool:
+    import importlib.util
+
     import django
 
-    return django.VERSION >= (6, 0)
+    return django.VERSION >= (6, 0) or importlib.util.find_spec("django_tasks") is not None
 
 
 def _origin(func: Callable[..., Any]) -> str:
@@ -273,8 +377,8 @@ def background(
 ) -> Any:
     """Register a function as a task: ``@background`` or ``@background(queue=..., ...)``.
 
-    ``name`` defaults to the function's dotted path (``module.function``), like
-    django-background-tasks; a string as the only positional argument is taken as the name.
+    ``name`` defaults to ``<module>.<function name>`` (``__name__``, not ``__qualname__``),
+    like django-background-tasks; a string as the only positional argument is taken as the name.
     ``cron="0 3 * * *"`` also declares a schedule (named after the task) that enqueues it at
     every tick; ``periodic()`` does the same with arguments, a time zone and more.
 
@@ -320,7 +424,7 @@ def background(
             raise InvalidTaskError(f"@background decorates functions, not {func!r}.")
         task = TaskFunction(
             func=func,
-            name=f"{func.__module__}.{func.__qualname__}" if name is None else name,
+            name=_default_name(func) if name is None else name,
             schedule=schedule,
             queue=queue,
             priority=priority,
@@ -350,6 +454,11 @@ def background(
     if func_or_name is None:
         return decorate
     return decorate(func_or_name)
+
+
+def _default_name(func: Callable[..., Any]) -> str:
+    """``<module>.<function name>``, as django-background-tasks names tasks (also when nested)."""
+    return f"{func.__module__}.{getattr(func, '__name__', type(func).__name__)}"
 
 
 def _check_schedule(task_name: str, schedule: Any) -> None:

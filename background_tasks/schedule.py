@@ -35,9 +35,12 @@ EVERY_2_WEEKS = 2 * WEEKLY
 EVERY_4_WEEKS = 4 * WEEKLY
 NEVER = 0
 
-RepeatSpec = dict[str, int]
-"""A repeat step as JSON: ``{"seconds": N}`` or ``{"microseconds": N}`` is an exact duration;
-any spec with ``years``, ``months`` or ``days`` is a calendar step (``relativedelta``)."""
+RepeatSpec = int | dict[str, int]
+"""A repeat step as JSON. An integer is an exact duration in whole seconds, as
+django-background-tasks stored it (so ``task.repeat == Task.HOURLY`` holds);
+``{"microseconds": N}`` is an exact duration finer than a second; any dict with ``years``,
+``months`` or ``days`` is a calendar step (``relativedelta``). ``{"seconds": N}`` (the form
+rows written by 0.1.0 hold) still decodes as N seconds."""
 
 UTC = timezone.utc
 _US = timedelta(microseconds=1)
@@ -124,8 +127,9 @@ def _duration_spec(step: timedelta, original: object) -> RepeatSpec:
             "None or NEVER for no repeat."
         )
     micros = step // _US
-    # Whole seconds stay readable in the database; anything finer is stored exactly.
-    return {"seconds": micros // 10**6} if micros % 10**6 == 0 else {"microseconds": micros}
+    # Whole seconds are a plain integer, like django-background-tasks' column (comparable with
+    # Task.HOURLY, in Python and in a filter); anything finer is stored exactly.
+    return micros // 10**6 if micros % 10**6 == 0 else {"microseconds": micros}
 
 
 def encode_repeat(repeat: object) -> RepeatSpec | None:
@@ -133,9 +137,10 @@ def encode_repeat(repeat: object) -> RepeatSpec | None:
 
     Accept None, 0 or NEVER (no repeat), positive seconds (int/float), a positive timedelta,
     or a ``relativedelta`` with relative fields only, all >= 0 (weeks are stored as days).
-    Seconds and timedeltas are exact durations: ``{"seconds": N}``, or ``{"microseconds": N}``
-    when not whole seconds. A relativedelta with years, months or days is calendar arithmetic
-    and is stored field by field (``{"months": 1}``); one with only hours/minutes/seconds is
+    Seconds and timedeltas are exact durations: the integer N of whole seconds (as
+    django-background-tasks stored it), or ``{"microseconds": N}`` when not whole seconds. A
+    relativedelta with years, months or days is calendar arithmetic and is stored field by
+    field (``{"months": 1}``); one with only hours/minutes/seconds is
     an exact duration like a timedelta. Absolute fields (``day=31``, ``weekday=MO``, ...) are
     rejected: anchor the first run on the wanted day instead, or use a cron expression.
     """
@@ -178,21 +183,23 @@ def encode_repeat(repeat: object) -> RepeatSpec | None:
     )
 
 
-def _as_kwargs(spec: RepeatSpec) -> dict[str, Any]:
+def _as_kwargs(spec: dict[str, int]) -> dict[str, Any]:
     """Type a spec as keyword arguments (relativedelta's first positional is a date)."""
     return dict(spec)
 
 
 def decode_repeat(spec: RepeatSpec) -> timedelta | relativedelta:
     """Return the timedelta (exact duration) or relativedelta (calendar step) of a spec."""
+    if type(spec) is int and spec > 0:
+        return timedelta(seconds=spec)
     if (
         not isinstance(spec, dict)
         or not spec
         or any(k not in _SPEC_KEYS or type(v) is not int or v <= 0 for k, v in spec.items())
     ):
         raise ValueError(
-            f"Invalid repeat spec {spec!r}: expected a non-empty dict mapping "
-            f"{', '.join(_SPEC_KEYS)} to positive integers."
+            f"Invalid repeat spec {spec!r}: expected a positive number of seconds or a "
+            f"non-empty dict mapping {', '.join(_SPEC_KEYS)} to positive integers."
         )
     if any(k in spec for k in _CALENDAR_KEYS):
         return relativedelta(**_as_kwargs(spec))
@@ -214,6 +221,7 @@ def next_repeat(anchor: datetime, spec: RepeatSpec, after: datetime, tz: tzinfo)
         # Integer division keeps this O(1) however many steps lie between anchor and after.
         return anchor + max(1, (after - anchor) // step + 1) * step
     _require_tz(tz)
+    assert isinstance(spec, dict)  # only a dict decodes to a calendar step
     wall = anchor.astimezone(tz).replace(tzinfo=None)
 
     def occurrence(k: int) -> datetime:

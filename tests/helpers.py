@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from django.conf import settings
 from django.db import connection
 
 from tests import dburl
@@ -34,7 +35,11 @@ def worker_env(**extra: str) -> dict[str, str]:
     """Environment for a subprocess using this test run's database."""
     env = dict(os.environ)
     env["DATABASE_URL"] = dburl.to_url(connection.settings_dict)
-    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    # tests.settings, or the variant pytest runs with (--ds); under override_settings()
+    # settings.SETTINGS_MODULE is None, so pytest-django's environment variable comes first.
+    env["DJANGO_SETTINGS_MODULE"] = (
+        os.environ.get("DJANGO_SETTINGS_MODULE") or settings.SETTINGS_MODULE or "tests.settings"
+    )
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
     env.update(extra)
     return env

@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "background_tasks",
     "tests.testapp",
+    "tests.legacy_app",
 ]
 
 MIDDLEWARE = [
@@ -92,3 +93,9 @@ if os.environ.get("BACKGROUND_TASKS_RESCUE_AFTER"):
 # (tests/test_process_mode.py); only the supervised worker subprocesses get it.
 if os.environ.get("MAX_RUN_TIME"):
     MAX_RUN_TIME = float(os.environ["MAX_RUN_TIME"])
+
+# Worker subprocesses of the django.tasks conformance tests (tests/test_django_tasks_conformance.py)
+# must find the backend in TASKS, as a project's workers do; in process the tests set it with
+# override_settings.
+if os.environ.get("BACKGROUND_TASKS_TEST_DJANGO_TASKS"):
+    TASKS = {"default": {"BACKEND": "background_tasks.backends.DatabaseBackend", "QUEUES": []}}

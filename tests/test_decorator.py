@@ -10,7 +10,12 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from background_tasks import Backoff, background, registry
-from background_tasks.exceptions import DuplicateTaskName, InvalidTaskError, TaskNotRegistered
+from background_tasks.exceptions import (
+    DuplicateTaskName,
+    InvalidTaskError,
+    TaskNotRegistered,
+    TaskRedefinedWarning,
+)
 from background_tasks.models import Task
 from background_tasks.registry import RESERVED_KWARGS, TaskFunction
 from tests.testapp import tasks
@@ -62,8 +67,8 @@ def test_decorator_with_options__without_a_name_uses_the_dotted_path() -> None:
     @background(queue="reports")
     def nested() -> None: ...
 
-    assert nested.name == f"{__name__}.{nested.__qualname__}"
-    assert nested.name.startswith("tests.test_decorator.")
+    # <module>.<function name>, as django-background-tasks named nested functions too.
+    assert nested.name == "tests.test_decorator.nested"
     assert nested.name in registry
 
 
@@ -153,6 +158,53 @@ def test_registry__the_same_function_registered_again_replaces_itself() -> None:
 
     assert registry.get("tests.reimported") is second
     assert first is not second
+
+
+def _define_in_set_up() -> TaskFunction[[], None]:
+    # What a test's setUp() does: execute the same definition again, a new function each time.
+    @background(name="tests.defined_in_set_up")
+    def job() -> None: ...
+
+    return job
+
+
+def test_registry__the_same_definition_executed_again_replaces_it_with_a_warning() -> None:
+    first = _define_in_set_up()
+
+    with pytest.warns(TaskRedefinedWarning, match="'tests.defined_in_set_up'.*was defined again"):
+        second = _define_in_set_up()
+
+    assert registry.get("tests.defined_in_set_up") is second
+    assert second.func is not first.func
+
+
+def _outer_a() -> TaskFunction[[], None]:
+    @background
+    def shared_name() -> None: ...
+
+    return shared_name
+
+
+def _outer_b() -> TaskFunction[[], None]:
+    @background
+    def shared_name() -> None: ...
+
+    return shared_name
+
+
+def test_registry__two_nested_functions_of_one_name_in_one_module_clash_naming_the_fix() -> None:
+    first = _outer_a()
+    assert first.name == "tests.test_decorator.shared_name"
+
+    with pytest.raises(DuplicateTaskName) as error:
+        _outer_b()
+
+    message = str(error.value)
+    assert "'tests.test_decorator.shared_name'" in message
+    assert "_outer_a.<locals>.shared_name" in message
+    assert "_outer_b.<locals>.shared_name" in message
+    assert "Pass a distinct name=" in message
+    assert registry.get("tests.test_decorator.shared_name") is first
 
 
 def test_registry__an_unknown_name_raises_task_not_registered() -> None:

@@ -1,4 +1,5 @@
-"""background_tasks as a backend of Django's own tasks framework (django.tasks, Django 6.0+)."""
+"""background_tasks as a backend of Django's own tasks framework (django.tasks, Django 6.0+, or
+the django-tasks backport on Django 5.2)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,16 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import django
 import pytest
 
-if django.VERSION < (6, 0):
-    pytest.skip("django.tasks needs Django 6.0 or later", allow_module_level=True)
+from tests import tasks_framework
+
+if not tasks_framework.AVAILABLE:
+    pytest.skip(tasks_framework.SKIP_REASON, allow_module_level=True)
 
 from asgiref.sync import async_to_sync
 from django.core.management import call_command
 from django.db import transaction
-from django.tasks import TaskResultStatus, default_task_backend, task, task_backends
-from django.tasks.exceptions import (
-    InvalidTask,
-    InvalidTaskBackend,
-    TaskResultDoesNotExist,
-)
-from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.test import override_settings
 from django.utils import timezone
 
@@ -30,9 +25,22 @@ from background_tasks import registry
 from background_tasks.backends import DatabaseBackend, resolve_django_task
 from background_tasks.claims import claim_tasks
 from background_tasks.exceptions import InvalidTaskArguments
+from background_tasks.execution import execute
 from background_tasks.lifecycle import cancel_waiting
 from background_tasks.models import CompletedTask, Task
 from background_tasks.testing import run_tasks
+from tests.tasks_framework import (
+    InvalidTask,
+    InvalidTaskBackend,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    default_task_backend,
+    task,
+    task_backends,
+    task_enqueued,
+    task_finished,
+    task_started,
+)
 from tests.testapp import django_tasks as dt
 from tests.testapp import tasks as bg_tasks
 from tests.testapp.models import TaskRun
@@ -84,7 +92,7 @@ def test_enqueue__inserts_a_row_naming_the_task_by_its_module_path() -> None:
     assert row.queue == "default"
     assert row.priority == 0
     assert row.run_at == row.created_at
-    assert row.max_attempts is None  # the global default applies
+    assert row.max_attempts == 1  # Django's semantics: one attempt unless OPTIONS opt in
     assert result.id == str(row.pk)
 
 
@@ -272,20 +280,40 @@ def test_run__a_successful_task_reports_its_return_value() -> None:
     assert result.return_value == 5
 
 
-def test_run__a_failing_task_is_retried_then_reported_failed() -> None:
+def test_run__a_failing_task_fails_at_its_first_attempt_by_default() -> None:
     result = dt.fails.enqueue("boom")
 
-    run_tasks()
+    assert run_tasks() == 1
+
+    failed = default_task_backend.get_result(result.id)
+    assert failed.status == TaskResultStatus.FAILED
+    assert failed.attempts == 1
+    assert failed.errors[0].exception_class is ValueError
+
+
+def test_run__with_max_attempts_opted_in_a_failing_task_is_retried_then_reported_failed() -> None:
+    with override_settings(TASKS=tasks_setting(OPTIONS={"MAX_ATTEMPTS": 2})):
+        result = dt.fails.enqueue("boom")
+    [claimed] = claim_tasks("host:1:first", [], 1)
+    started = claimed.locked_at
+    execute(claimed, "host:1:first")
 
     retrying = default_task_backend.get_result(result.id)
     assert retrying.status == TaskResultStatus.READY
     assert retrying.attempts == 1
+    assert retrying.worker_ids == ["host:1:first"]
+    assert started is not None
+    assert retrying.started_at == retrying.last_attempted_at == started
     assert [error.exception_class for error in retrying.errors] == [ValueError]
 
-    Task.objects.update(max_attempts=2, run_at=timezone.now())
+    Task.objects.update(run_at=timezone.now())
     run_tasks()
 
     failed = default_task_backend.get_result(result.id)
+    assert failed.started_at == started
+    assert failed.last_attempted_at is not None
+    assert failed.last_attempted_at > started
+    assert failed.worker_ids[0] == "host:1:first"
     assert failed.status == TaskResultStatus.FAILED
     assert failed.attempts == 2
     assert failed.errors[0].exception_class is ValueError

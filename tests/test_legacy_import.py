@@ -109,7 +109,7 @@ def test_import__copies_a_waiting_task_with_everything_it_had(legacy: Any) -> No
         "mail",
         "Daily for 7",
     )
-    assert (task.repeat, task.repeat_until) == ({"seconds": 86400}, RUN_AT + timedelta(days=30))
+    assert (task.repeat, task.repeat_until) == (Task.DAILY, RUN_AT + timedelta(days=30))
     assert (task.attempts, task.last_error) == (2, "Traceback: boom")
     assert (task.creator_content_type_id, task.creator_object_id) == (user_type.pk, "12")
     assert task.locked_by is None

@@ -475,7 +475,7 @@ def test_repeat__a_successful_run_schedules_the_next_one_a_step_later() -> None:
     assert follower.pk != first.pk
     assert follower.run_at == first.run_at + timedelta(hours=1)
     assert follower.params == first.params
-    assert follower.repeat == {"seconds": 3600}
+    assert follower.repeat == 3600 == Task.HOURLY
     assert follower.attempts == 0
     assert follower.locked_by is None
 

@@ -163,12 +163,12 @@ def test_encode_repeat__never_means_no_repeat(repeat: object) -> None:
 @pytest.mark.parametrize(
     ("repeat", "spec"),
     [
-        (HOURLY, {"seconds": 3600}),
-        (DAILY, {"seconds": 86400}),
-        (EVERY_4_WEEKS, {"seconds": 2419200}),
-        (30.0, {"seconds": 30}),
+        (HOURLY, 3600),
+        (DAILY, 86400),
+        (EVERY_4_WEEKS, 2419200),
+        (30.0, 30),
         (1.5, {"microseconds": 1_500_000}),
-        (timedelta(days=1), {"seconds": 86400}),
+        (timedelta(days=1), 86400),
         (timedelta(microseconds=1), {"microseconds": 1}),
         (relativedelta(months=1), {"months": 1}),
         (relativedelta(weeks=2), {"days": 14}),
@@ -179,15 +179,15 @@ def test_encode_repeat__never_means_no_repeat(repeat: object) -> None:
         (relativedelta(months=18), {"years": 1, "months": 6}),
         (relativedelta(days=1.5), {"days": 1, "hours": 12}),
         (relativedelta(days=1, seconds=1.5), {"days": 1, "seconds": 1, "microseconds": 500_000}),
-        # No calendar field: an exact duration, stored like a timedelta.
-        (relativedelta(hours=6), {"seconds": 21600}),
-        (relativedelta(minutes=90), {"seconds": 5400}),
+        # No calendar field: an exact duration, stored like a timedelta (whole seconds: an int).
+        (relativedelta(hours=6), 21600),
+        (relativedelta(minutes=90), 5400),
         (relativedelta(seconds=1.5), {"microseconds": 1_500_000}),
         # dateutil itself normalises hours=25 into days=1, hours=1: a calendar step.
         (relativedelta(hours=25), {"days": 1, "hours": 1}),
     ],
 )
-def test_encode_repeat__encodes_accepted_steps(repeat: object, spec: dict[str, int]) -> None:
+def test_encode_repeat__encodes_accepted_steps(repeat: object, spec: int | dict[str, int]) -> None:
     assert encode_repeat(repeat) == spec
 
 
@@ -251,6 +251,8 @@ def test_encode_repeat__rejects_with_a_message_naming_the_value(
 @pytest.mark.parametrize(
     ("spec", "step"),
     [
+        (3600, timedelta(hours=1)),
+        # The form 0.1.0 stored for whole seconds.
         ({"seconds": 3600}, timedelta(hours=1)),
         ({"microseconds": 1_500_000}, timedelta(seconds=1.5)),
         ({"hours": 2}, timedelta(hours=2)),
@@ -259,7 +261,7 @@ def test_encode_repeat__rejects_with_a_message_naming_the_value(
     ],
 )
 def test_decode_repeat__returns_duration_unless_a_calendar_field_is_present(
-    spec: dict[str, int], step: object
+    spec: int | dict[str, int], step: object
 ) -> None:
     decoded = decode_repeat(spec)
     assert decoded == step
@@ -270,6 +272,10 @@ def test_decode_repeat__returns_duration_unless_a_calendar_field_is_present(
     "spec",
     [
         {},
+        0,
+        -3600,
+        True,
+        3600.0,
         {"weeks": 1},
         {"day": 1},
         {"seconds": 0},

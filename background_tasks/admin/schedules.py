@@ -33,6 +33,7 @@ from django.utils.translation import gettext_lazy as _
 from .. import periodic, schedule_control, signals
 from ..models import CompletedTask, Schedule, Task
 from ..registry import registry
+from ..timezones import aware
 from ..wakeup import notify_ready
 from .display import badge, pretty_json
 from .schedule_form import DEFINITION_FIELDS, ScheduleForm
@@ -219,7 +220,7 @@ class ScheduleAdmin(ScheduleModelAdmin):
     def next_fire_display(self, obj: Schedule) -> str:
         if obj.next_fire_at is None:
             return self.get_empty_value_display()
-        utc = obj.next_fire_at.astimezone(dt_timezone.utc)
+        utc = aware(obj.next_fire_at).astimezone(dt_timezone.utc)
         utc_text = f"{utc:%Y-%m-%d %H:%M} UTC"
         try:
             zone = periodic.zone_of(obj)
@@ -230,7 +231,7 @@ class ScheduleAdmin(ScheduleModelAdmin):
                 gettext("unknown time zone %r") % obj.time_zone,
             )
         else:
-            local = obj.next_fire_at.astimezone(zone)
+            local = aware(obj.next_fire_at).astimezone(zone)
             if local.utcoffset() or local.tzname() != "UTC":
                 local_text = f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
                 shown = format_html("{}<br><small>{}</small>", local_text, utc_text)

@@ -1,13 +1,13 @@
-"""Tasks of Django's own framework (``django.tasks``, Django 6.0+), for the backend's tests.
+"""Tasks of Django's own framework (``django.tasks``, or the backport), for the backend's tests.
 
-Imported only by tests that skip on older Django.
+Imported only by tests that skip when neither is installed.
 """
 
 from __future__ import annotations
 
 import os
 
-from django.tasks import TaskContext, task
+from tests.tasks_framework import TaskContext, task
 
 from .models import TaskRun
 

@@ -246,3 +246,28 @@ def record_retried_at_once(key: str) -> None:
 @background(name="tests.record_without_arguments")
 def record_without_arguments() -> None:
     TaskRun.objects.create(key="without-arguments", worker_pid=os.getpid())
+
+
+@background(name="tests.async_record", backoff=0, max_attempts=2)
+async def async_record(key: str, fail: bool = False) -> str:
+    """An ``async def`` task: awaits, writes a TaskRun through sync_to_async, returns a value."""
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    await asyncio.sleep(0)
+    await sync_to_async(TaskRun.objects.create)(key=key, worker_pid=os.getpid())
+    if fail:
+        raise RuntimeError(f"async failure {key}")
+    return f"async {key}"
+
+
+@background(name="tests.async_knows_its_row")
+async def async_knows_its_row() -> int | None:
+    """Return the id current_task() gives inside an async task (through sync_to_async)."""
+    from asgiref.sync import sync_to_async
+
+    from background_tasks import current_task
+
+    running = await sync_to_async(current_task)()
+    return None if running is None else running.pk
