@@ -18,6 +18,7 @@ from django.utils import timezone
 from . import schedule as schedule_maths
 from . import signals
 from .conf import app_settings
+from .exceptions import TaskInterrupted
 from .models import CompletedTask, Task, TaskBase
 from .registry import registry
 from .retry import retry_delay
@@ -92,6 +93,7 @@ def _schedule_next_occurrence(task: Task, now: datetime) -> Task | None:
     )
     follower.run_at = next_at
     follower.attempts = 0
+    follower.handbacks = 0
     follower.last_error = ""
     follower.created_at = now
     follower.save(using=_using(), force_insert=True)
@@ -231,7 +233,7 @@ def record_cancelled(task: Task, worker_id: str | None, reason: str = "") -> Com
 
 
 def release(tasks: list[Task], worker_id: str) -> int:
-    """Hand unfinished tasks back to the queue without counting the attempt (clean shutdown)."""
+    """Hand tasks that never started back to the queue without counting the attempt."""
     ids = [t.pk for t in tasks]
     if not ids:
         return 0
@@ -240,6 +242,44 @@ def release(tasks: list[Task], worker_id: str) -> int:
         .filter(pk__in=ids, locked_by=worker_id)
         .update(locked_by=None, locked_at=None, attempts=F("attempts") - 1)
     )
+
+
+HANDED_BACK_TOO_OFTEN = (
+    "Still running when its worker stopped, so handed back (hand-back {count}; only the first "
+    "{limit} are free, BACKGROUND_TASKS_MAX_HANDBACKS): this attempt counts as failed."
+)
+
+
+def hand_back(tasks: list[Task], worker_id: str) -> int:
+    """Hand back tasks still running at a clean shutdown; return how many went back uncounted.
+
+    The first ``MAX_HANDBACKS`` hand-backs of a task are free: its attempt is not counted. After
+    that each one is recorded as a failed attempt, so a task that never finishes (and outlives
+    every shutdown grace) eventually gives up instead of coming back for ever.
+    """
+    limit = int(app_settings.MAX_HANDBACKS)
+    free = [t for t in tasks if t.handbacks < limit]
+    handed_back = 0
+    if free:
+        handed_back = (
+            Task.objects.using(_using())
+            .filter(pk__in=[t.pk for t in free], locked_by=worker_id)
+            .update(
+                locked_by=None,
+                locked_at=None,
+                attempts=F("attempts") - 1,
+                handbacks=F("handbacks") + 1,
+            )
+        )
+    for task in tasks:
+        if task.handbacks < limit:
+            continue
+        task.handbacks += 1
+        error = HANDED_BACK_TOO_OFTEN.format(count=task.handbacks, limit=limit)
+        with transaction.atomic(using=_using()):
+            _held(task, worker_id).update(handbacks=task.handbacks)
+            record_failure(task, worker_id, error, TaskInterrupted(error))
+    return handed_back
 
 
 def _cancel_requested(task: Task) -> bool:
@@ -316,6 +356,7 @@ def retry_completed(completed: CompletedTask, *, now: datetime | None = None) ->
     fresh.run_at = now
     fresh.scheduled_at = now
     fresh.attempts = 0
+    fresh.handbacks = 0
     fresh.last_error = ""
     fresh.created_at = now
     # A retry is a one-off: the series it came from goes on by itself (see record_failure), and
@@ -336,6 +377,7 @@ def _supports_skip_locked(using: str) -> bool:
 __all__ = [
     "archive",
     "cancel_waiting",
+    "hand_back",
     "max_attempts_of",
     "record_cancelled",
     "record_failure",

@@ -28,6 +28,16 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 def queue_name(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("a queue name cannot be empty")
@@ -96,6 +106,16 @@ class Command(BaseCommand):
             f"(default: {app_settings.SHUTDOWN_GRACE}).",
         )
         parser.add_argument(
+            "--max-memory",
+            type=positive_float,
+            default=None,
+            metavar="MB",
+            help="Stop claiming once the worker's resident memory passes MB megabytes, let the "
+            "running tasks finish, and exit with code 3 so the process manager restarts it "
+            "(with --processes, the supervisor replaces the child instead; default: "
+            "BACKGROUND_TASKS_MAX_MEMORY, no limit).",
+        )
+        parser.add_argument(
             "--log-std",
             action="store_true",
             help="Write the worker's log to standard output and standard error.",
@@ -120,6 +140,7 @@ class Command(BaseCommand):
             "max_tasks": options["max_tasks"],
             "duration": options["duration"] or None,  # django-background-tasks: 0 means for ever
             "shutdown_grace": options["shutdown_grace"],
+            "max_memory": options["max_memory"],
         }
         runner: Worker | Supervisor
         if options["processes"]:
