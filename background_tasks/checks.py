@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -82,7 +83,7 @@ def check_settings(
             )
         )
     handbacks = app_settings.MAX_HANDBACKS
-    if _is_number(handbacks) and handbacks != int(handbacks):
+    if _is_number(handbacks) and math.isfinite(handbacks) and handbacks != int(handbacks):
         errors.append(
             Error(
                 f"{PREFIX}MAX_HANDBACKS must be a whole number, not {handbacks!r}.",

@@ -39,7 +39,7 @@ from .models import Task
 from .outage import Outage
 from .registry import registry
 from .wakeup import Alarm
-from .worker import EXIT_MEMORY_LIMIT, EXIT_NOT_MIGRATED
+from .worker import EXIT_DATABASE_UNAVAILABLE, EXIT_MEMORY_LIMIT, EXIT_NOT_MIGRATED
 
 logger = logging.getLogger("background_tasks")
 
@@ -131,9 +131,11 @@ class Supervisor:
             for index, child in enumerate(self.children):
                 if not child.process.is_alive():
                     self._reap(child)
-                    if child.process.exitcode == EXIT_NOT_MIGRATED and not stopping:
-                        # Every new child would fail the same way: stop instead of looping.
-                        self._exit_code = EXIT_NOT_MIGRATED
+                    code = child.process.exitcode
+                    if code in (EXIT_NOT_MIGRATED, EXIT_DATABASE_UNAVAILABLE) and not stopping:
+                        # No tables, or (--burst) no database: every new child would end the
+                        # same way, so stop them all and exit with the child's code.
+                        self._exit_code = code
                         self._stop_signals = max(self._stop_signals, 1)
                         self._wake.ring()
                     if not stopping and self._should_replace(child) and self._may_restart(child):

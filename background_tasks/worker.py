@@ -432,8 +432,7 @@ class Worker:
                 self._heartbeat_if_due(rescue=False)
             except _DB_ERRORS as exc:
                 self._reset_connection()
-                self._outage.failed(exc)
-                self._next_beat = self.clock() + float(app_settings.OUTAGE_BACKOFF_FIRST)
+                self._next_beat = self.clock() + self._outage.failed(exc)
             self._wake.wait(min(1.0, grace_end - self.clock(), self._next_beat - self.clock()))
         if self._force_requested:
             logger.warning("event=worker_forced_exit worker=%s", self.id)
