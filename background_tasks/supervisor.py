@@ -36,7 +36,7 @@ from .child import run_child
 from .conf import app_settings
 from .exceptions import TaskTimedOut, WorkerLost
 from .models import Task
-from .outage import Outage
+from .outage import Outage, is_missing_table
 from .registry import registry
 from .wakeup import Alarm
 from .worker import EXIT_DATABASE_UNAVAILABLE, EXIT_MEMORY_LIMIT, EXIT_NOT_MIGRATED
@@ -224,6 +224,9 @@ class Supervisor:
                     lifecycle.record_failure(task, child.worker_id, reason, error)
                 heartbeat.unregister(child.worker_id)
             except (DatabaseError, InterfaceError) as exc:
+                if is_missing_table(exc):
+                    self._unrecorded.clear()  # no tables, so no rows to record
+                    return
                 # Kept for the next try; if this supervisor stops first, the rescue of lost
                 # workers releases the rows.
                 self._database_failed(exc, "reap_failed", child.worker_id)
@@ -237,6 +240,8 @@ class Supervisor:
             try:
                 self._held = list(Task.objects.filter(locked_by__in=list(ids)))
             except (DatabaseError, InterfaceError) as exc:
+                if is_missing_table(exc):
+                    return  # the children stop with exit code 5, and so will the supervisor
                 # Go on with the tasks last seen held: a child cannot finish one (nor claim
                 # another) while the database is down, so they are still its tasks.
                 self._database_failed(exc, "time_limit_check_failed")

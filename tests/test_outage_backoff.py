@@ -204,14 +204,19 @@ def test_database_down__the_first_sigterm_stops_the_waiting_worker_promptly_and_
     assert "Traceback" not in output, output
 
 
+MODES = pytest.mark.parametrize("mode", [[], ["--processes", "1"]], ids=["threads", "processes"])
+
+
+@MODES
 def test_database_down__burst_gives_up_after_the_outage_limit_with_exit_code_4(
-    tmp_path: Path,
+    tmp_path: Path, mode: list[str]
 ) -> None:
     started = time.monotonic()
     result = run_command(
         "process_tasks",
         "--burst",
         "--log-std",
+        *mode,
         env=worker_env(
             DATABASE_URL=unreachable_database_url(tmp_path),
             BACKGROUND_TASKS_BURST_OUTAGE_LIMIT="2",
@@ -228,14 +233,15 @@ def test_database_down__burst_gives_up_after_the_outage_limit_with_exit_code_4(
     assert "Traceback" not in output, output
 
 
+@MODES
 def test_unmigrated_database__process_tasks_exits_non_zero_and_says_to_run_migrate(
-    tmp_path: Path,
+    tmp_path: Path, mode: list[str]
 ) -> None:
     empty = dburl.to_url({"ENGINE": dburl.SQLITE_ENGINE, "NAME": str(tmp_path / "empty.db")})
 
     result = run_command(
-        "process_tasks", "--burst", "--log-std", env=worker_env(DATABASE_URL=empty), timeout=60
-    )
+        "process_tasks", "--log-std", *mode, env=worker_env(DATABASE_URL=empty), timeout=60
+    )  # not --burst: without the check it would retry for ever
 
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
