@@ -257,7 +257,7 @@ def hand_back(tasks: list[Task], worker_id: str) -> int:
     that each one is recorded as a failed attempt, so a task that never finishes (and outlives
     every shutdown grace) eventually gives up instead of coming back for ever.
     """
-    limit = int(app_settings.MAX_HANDBACKS)
+    limit = app_settings.MAX_HANDBACKS
     free = [t for t in tasks if t.handbacks < limit]
     handed_back = 0
     if free:
@@ -276,9 +276,10 @@ def hand_back(tasks: list[Task], worker_id: str) -> int:
             continue
         task.handbacks += 1
         error = HANDED_BACK_TOO_OFTEN.format(count=task.handbacks, limit=limit)
-        with transaction.atomic(using=_using()):
-            _held(task, worker_id).update(handbacks=task.handbacks)
-            record_failure(task, worker_id, error, TaskInterrupted(error))
+        # Two statements, so that the failure's signals go out after its commit; should the
+        # process die between them, the rescue records the failure instead.
+        _held(task, worker_id).update(handbacks=task.handbacks)
+        record_failure(task, worker_id, error, TaskInterrupted(error))
     return handed_back
 
 
