@@ -10,12 +10,14 @@ import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import router
 
 from background_tasks.cli import positive_int
 from background_tasks.conf import app_settings
+from background_tasks.models import Task
 from background_tasks.registry import registry
 from background_tasks.supervisor import Supervisor
-from background_tasks.worker import Worker
+from background_tasks.worker import Worker, wait_for_database
 
 
 def non_negative_float(text: str) -> float:
@@ -128,11 +130,20 @@ class Command(BaseCommand):
                 "--processes and --concurrency cannot be combined: in process mode each child "
                 "runs one task at a time, so use --processes N alone."
             )
+        if options.get("log_std"):
+            log_to_std_streams()
+        if not options.get("skip_checks"):
+            # The system checks query the database on Django 6.1: wait for it first, as the
+            # worker would, rather than fail with a traceback when it is down.
+            code = wait_for_database(
+                router.db_for_write(Task),
+                give_up_after=app_settings.BURST_OUTAGE_LIMIT if options.get("burst") else None,
+            )
+            if code is not None:
+                sys.exit(code)
         return super().execute(*args, **options)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["log_std"]:
-            log_to_std_streams()
         worker_options: dict[str, Any] = {
             "queues": options["queue"],
             "sleep": options["sleep"],
