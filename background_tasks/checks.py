@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +28,10 @@ _NUMBERS = {
     "BACKOFF_JITTER": 0.0,
     "SCHEDULE_MISFIRE_GRACE": 0.0,
     "PROGRESS_INTERVAL": 0.0,
+    "OUTAGE_BACKOFF_FIRST": 0.001,
+    "OUTAGE_BACKOFF_MAX": 0.001,
+    "BURST_OUTAGE_LIMIT": 0.0,
+    "MAX_HANDBACKS": 0,
 }
 
 
@@ -100,6 +105,31 @@ def check_settings(
             Error(
                 f"{PREFIX}BACKOFF_JITTER is a fraction from 0 to 1, not {jitter!r}.",
                 hint="Above 1 some retries would get a negative delay and run at once.",
+                id="background_tasks.E004",
+            )
+        )
+    handbacks = app_settings.MAX_HANDBACKS
+    if _is_number(handbacks) and math.isfinite(handbacks) and handbacks != int(handbacks):
+        errors.append(
+            Error(
+                f"{PREFIX}MAX_HANDBACKS must be a whole number, not {handbacks!r}.",
+                id="background_tasks.E004",
+            )
+        )
+    first, cap = app_settings.OUTAGE_BACKOFF_FIRST, app_settings.OUTAGE_BACKOFF_MAX
+    if _is_number(first) and _is_number(cap) and first > cap:
+        errors.append(
+            Error(
+                f"{PREFIX}OUTAGE_BACKOFF_FIRST ({first!r}) must not be longer than "
+                f"{PREFIX}OUTAGE_BACKOFF_MAX ({cap!r}).",
+                id="background_tasks.E004",
+            )
+        )
+    memory = app_settings.MAX_MEMORY
+    if memory is not None and (not _is_number(memory) or not memory > 0):
+        errors.append(
+            Error(
+                f"{PREFIX}MAX_MEMORY must be a number of megabytes > 0 or None, not {memory!r}.",
                 id="background_tasks.E004",
             )
         )

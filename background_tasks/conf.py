@@ -84,6 +84,17 @@ class Settings:
     RESCUE_AFTER = Setting(60.0)
     #: Seconds a stopping worker lets running tasks finish before it releases them.
     SHUTDOWN_GRACE = Setting(30.0)
+    #: First pause (seconds) after a worker loses the database; each failed try doubles it ...
+    OUTAGE_BACKOFF_FIRST = Setting(0.5)
+    #: ... up to this many seconds.
+    OUTAGE_BACKOFF_MAX = Setting(30.0)
+    #: Seconds a ``--burst`` worker waits for an unreachable database before it gives up.
+    BURST_OUTAGE_LIMIT = Setting(60.0)
+    #: Times a task still running at a worker's shutdown is handed back uncounted; after that,
+    #: each such hand-back counts as a failed attempt, so a task that never ends gives up.
+    MAX_HANDBACKS = Setting(3)
+    #: Resident memory (MB) past which a worker stops between tasks to be restarted (None: never).
+    MAX_MEMORY: Setting[float | None] = Setting(None)
     #: Seconds a cron tick may be late and still run when its schedule skips missed ticks.
     SCHEDULE_MISFIRE_GRACE = Setting(60.0)
     #: Cron schedules defined in settings: {name: {"task": ..., "cron": ..., ...}}.

@@ -41,6 +41,10 @@ class TaskTimedOut(BackgroundTasksError):
     """A task ran past its hard time limit and its process was stopped."""
 
 
+class TaskInterrupted(BackgroundTasksError):
+    """A task was still running when its worker stopped, more often than MAX_HANDBACKS allows."""
+
+
 class WorkerLost(BackgroundTasksError):
     """The worker running a task died or stopped sending heartbeats."""
 

@@ -19,7 +19,7 @@ from . import isolation, signals
 from . import schedule as schedule_maths
 from .columns import storable_for
 from .conf import app_settings
-from .exceptions import TaskCancelled
+from .exceptions import TaskCancelled, TaskInterrupted
 from .logs import shown
 from .models import CompletedTask, Task, TaskBase, empty_params
 from .registry import registry
@@ -77,6 +77,7 @@ def _record(
 def _fresh_attempts(row: Task) -> None:
     """Clear what the attempts of an earlier task left on a new row copied from it."""
     row.attempts = 0
+    row.handbacks = 0
     row.last_error = ""
     row.error_class = ""
     row.first_started_at = None
@@ -360,7 +361,7 @@ def record_cancelled(task: Task, worker_id: str | None, reason: str = "") -> Com
 
 
 def release(tasks: list[Task], worker_id: str) -> int:
-    """Hand unfinished tasks back to the queue without counting the attempt (clean shutdown)."""
+    """Hand tasks that never started back to the queue without counting the attempt."""
     ids = [t.pk for t in tasks]
     if not ids:
         return 0
@@ -369,6 +370,45 @@ def release(tasks: list[Task], worker_id: str) -> int:
         .filter(pk__in=ids, locked_by=worker_id)
         .update(locked_by=None, locked_at=None, attempts=F("attempts") - 1)
     )
+
+
+HANDED_BACK_TOO_OFTEN = (
+    "Still running when its worker stopped, so handed back (hand-back {count}; only the first "
+    "{limit} are free, BACKGROUND_TASKS_MAX_HANDBACKS): this attempt counts as failed."
+)
+
+
+def hand_back(tasks: list[Task], worker_id: str) -> int:
+    """Hand back tasks still running at a clean shutdown; return how many went back uncounted.
+
+    The first ``MAX_HANDBACKS`` hand-backs of a task are free: its attempt is not counted. After
+    that each one is recorded as a failed attempt, so a task that never finishes (and outlives
+    every shutdown grace) eventually gives up instead of coming back for ever.
+    """
+    limit = app_settings.MAX_HANDBACKS
+    free = [t for t in tasks if t.handbacks < limit]
+    handed_back = 0
+    if free:
+        handed_back = (
+            Task.objects.using(_using())
+            .filter(pk__in=[t.pk for t in free], locked_by=worker_id)
+            .update(
+                locked_by=None,
+                locked_at=None,
+                attempts=F("attempts") - 1,
+                handbacks=F("handbacks") + 1,
+            )
+        )
+    for task in tasks:
+        if task.handbacks < limit:
+            continue
+        task.handbacks += 1
+        error = HANDED_BACK_TOO_OFTEN.format(count=task.handbacks, limit=limit)
+        # Two statements, so that the failure's signals go out after its commit; should the
+        # process die between them, the rescue records the failure instead.
+        _held(task, worker_id).update(handbacks=task.handbacks)
+        record_failure(task, worker_id, error, TaskInterrupted(error))
+    return handed_back
 
 
 def _cancel_requested(task: Task) -> bool:
@@ -467,6 +507,7 @@ def _supports_skip_locked(using: str) -> bool:
 __all__ = [
     "archive",
     "cancel_waiting",
+    "hand_back",
     "max_attempts_of",
     "record_cancelled",
     "record_failure",

@@ -54,6 +54,9 @@ class TaskBase(models.Model):
         blank=True,
         help_text=_("Empty: the task's or the global default."),
     )
+    # Times the task was still running when its worker stopped, and was handed back; after
+    # MAX_HANDBACKS such hand-backs, each further one counts as a failed attempt.
+    handbacks = models.PositiveIntegerField(_("hand-backs"), default=0, editable=False)
     last_error = models.TextField(_("last error"), blank=True, default="")
     error_class = models.CharField(
         _("error class"),

@@ -9,6 +9,10 @@ time), watches the tasks they hold, and
 - records the task of a child that died mid-task as a failed attempt and starts a new child;
 - on SIGTERM/SIGINT asks every child to stop cleanly (each finishes or releases its task within
   the grace period); a second signal makes the children exit at once.
+
+Through a database outage it keeps enforcing time limits from the tasks it last saw held, tries
+the database again with backoff (closing the broken connection), and records the attempts of
+children that died meanwhile once the database is back.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from functools import partial
 from types import FrameType
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, connections, router
+from django.db import DatabaseError, InterfaceError, connection, connections, router
 from django.utils import timezone
 
 from . import __version__, heartbeat, isolation, lifecycle, logs
@@ -33,8 +37,10 @@ from .child import run_child
 from .conf import app_settings
 from .exceptions import TaskTimedOut, WorkerLost
 from .models import Task
+from .outage import Outage, is_missing_table
 from .registry import registry
 from .wakeup import Alarm
+from .worker import EXIT_DATABASE_UNAVAILABLE, EXIT_MEMORY_LIMIT, EXIT_NOT_MIGRATED
 
 logger = logging.getLogger("background_tasks")
 
@@ -90,6 +96,12 @@ class Supervisor:
         self._wake = Alarm()
         self._context = multiprocessing.get_context("spawn")
         self._restart_delay = 0.0
+        self._outage = Outage("supervisor")
+        self._next_db_try = 0.0
+        # The tasks children held at the last look, for time limits while the database is down.
+        self._held: list[Task] = []
+        self._unrecorded: list[Child] = []
+        self._exit_code = 0
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -134,6 +146,13 @@ class Supervisor:
             for index, child in enumerate(self.children):
                 if not child.process.is_alive():
                     self._reap(child)
+                    code = child.process.exitcode
+                    if code in (EXIT_NOT_MIGRATED, EXIT_DATABASE_UNAVAILABLE) and not stopping:
+                        # No tables, or (--burst) no database: every new child would end the
+                        # same way, so stop them all and exit with the child's code.
+                        self._exit_code = code
+                        self._stop_signals = max(self._stop_signals, 1)
+                        self._wake.ring()
                     if not stopping and self._should_replace(child) and self._may_restart(child):
                         self.restarts += 1
                         self.children[index] = self._start_child()
@@ -141,12 +160,16 @@ class Supervisor:
                 stopping or not any(self._should_replace(c) for c in self.children)
             ):
                 break
+            if self._unrecorded and self._database_may_be_tried():
+                self._record_dead_children()
             if not stopping:
                 self._enforce_time_limits()
             self._wake.wait(CHECK_INTERVAL)
+        if self._unrecorded:
+            self._record_dead_children()
         connections.close_all()
         logger.info("event=supervisor_stopped restarts=%s", self.restarts)
-        return 1 if forwarded > 1 else 0
+        return 1 if forwarded > 1 else self._exit_code
 
     @staticmethod
     def _should_replace(child: Child) -> bool:
@@ -160,9 +183,12 @@ class Supervisor:
         """Back off when children die right after they start (a crash loop, e.g. no database)."""
         now = time.monotonic()
         if child.restart_at is None:
-            # A child the supervisor killed for overrunning is no crash: replace it at once.
+            # A child the supervisor killed for overrunning, or one that stopped to be recycled
+            # for memory, is no crash: replace it at once.
             crashed_at_start = (
-                not child.kill_reason and child.died_at - child.started_at < CRASH_WINDOW
+                not child.kill_reason
+                and child.process.exitcode != EXIT_MEMORY_LIMIT
+                and child.died_at - child.started_at < CRASH_WINDOW
             )
             self._restart_delay = (
                 min(max(self._restart_delay * 2, 1.0), MAX_RESTART_DELAY)
@@ -185,53 +211,82 @@ class Supervisor:
                     os.kill(child.process.pid, signal.SIGTERM)
 
     def _reap(self, child: Child) -> None:
-        """Record the attempt a dead child left behind, once."""
+        """Join a dead child, once, and record the attempt it left behind."""
         child.process.join()
         if child.reaped:
             return
         child.reaped = True
         child.died_at = time.monotonic()
         code = child.process.exitcode
-        try:
-            using = router.db_for_write(Task)
-            held = list(
-                Task.objects.using(using)
-                .filter(locked_by=child.worker_id)
-                .values_list("id", flat=True)
-            )
-            # One row at a time: a row that cannot be loaded or recorded is quarantined and
-            # the others are still recorded (see isolation.py).
-            for task in isolation.load_held(held, child.worker_id, using):
-                reason = child.kill_reason.get(task.pk) or (
-                    FORCED_STOP if self._stop_signals > 1 else DIED.format(code=code)
-                )
-                error = TaskTimedOut(reason) if task.pk in child.kill_reason else WorkerLost(reason)
-                isolation.record_or_quarantine(
-                    task,
-                    child.worker_id,
-                    partial(lifecycle.record_failure, task, child.worker_id, reason, error),
-                    "The attempt of the dead worker process",
-                )
-            heartbeat.unregister(child.worker_id)
-        except (DatabaseError, InterfaceError) as exc:
-            # Its rows stay locked; the rescue of lost workers will release them later.
-            logger.error("event=reap_failed worker=%s error=%r", child.worker_id, exc)
         if code:
             logger.warning("event=child_exited worker=%s exit_code=%s", child.worker_id, code)
+        self._unrecorded.append(child)
+        if self._database_may_be_tried():
+            self._record_dead_children()
+
+    def _record_dead_children(self) -> None:
+        """Record the tasks dead children still hold as failed attempts; retried after outages."""
+        for child in list(self._unrecorded):
+            code = child.process.exitcode
+            try:
+                using = router.db_for_write(Task)
+                held = list(
+                    Task.objects.using(using)
+                    .filter(locked_by=child.worker_id)
+                    .values_list("id", flat=True)
+                )
+                # One row at a time: a row that cannot be loaded or recorded is quarantined and
+                # the others are still recorded (see isolation.py).
+                for task in isolation.load_held(held, child.worker_id, using):
+                    reason = child.kill_reason.get(task.pk) or (
+                        FORCED_STOP if self._stop_signals > 1 else DIED.format(code=code)
+                    )
+                    error = (
+                        TaskTimedOut(reason) if task.pk in child.kill_reason else WorkerLost(reason)
+                    )
+                    isolation.record_or_quarantine(
+                        task,
+                        child.worker_id,
+                        partial(lifecycle.record_failure, task, child.worker_id, reason, error),
+                        "The attempt of the dead worker process",
+                    )
+                heartbeat.unregister(child.worker_id)
+            except (DatabaseError, InterfaceError) as exc:
+                if is_missing_table(exc):
+                    self._unrecorded.clear()  # no tables, so no rows to record
+                    return
+                # Kept for the next try; if this supervisor stops first, the rescue of lost
+                # workers releases the rows.
+                self._database_failed(exc, "reap_failed", child.worker_id)
+                return
+            self._database_ok()
+            self._unrecorded.remove(child)
 
     def _enforce_time_limits(self) -> None:
-        now = timezone.now()
         ids = {c.worker_id: c for c in self.children if c.process.is_alive()}
-        try:
-            held = list(Task.objects.filter(locked_by__in=list(ids)))
-        except (DatabaseError, InterfaceError) as exc:
-            logger.error("event=time_limit_check_failed error=%r", exc)
-            return
-        for task in held:
+        if self._database_may_be_tried():
+            try:
+                self._held = list(Task.objects.filter(locked_by__in=list(ids)))
+            except (DatabaseError, InterfaceError) as exc:
+                if is_missing_table(exc):
+                    return  # the children stop with exit code 5, and so will the supervisor
+                # Go on with the tasks last seen held: a child cannot finish one (nor claim
+                # another) while the database is down, so they are still its tasks.
+                self._database_failed(exc, "time_limit_check_failed")
+            else:
+                self._database_ok()
+        now = timezone.now()
+        for task in self._held:
+            child = ids.get(task.locked_by or "")
             limit = time_limit_of(task)
-            if limit is None or task.locked_at is None or _elapsed(task.locked_at, now) <= limit:
+            if (
+                child is None
+                or task.pk in child.kill_reason
+                or limit is None
+                or task.locked_at is None
+                or _elapsed(task.locked_at, now) <= limit
+            ):
                 continue
-            child = ids[task.locked_by or ""]
             child.kill_reason[task.pk] = (
                 f"Timed out after {limit:g} s (hard time limit); the process was killed."
             )
@@ -244,6 +299,22 @@ class Supervisor:
             )
             child.process.kill()
             child.process.join()
+
+    def _database_may_be_tried(self) -> bool:
+        """Tell whether the outage backoff allows a database query now."""
+        return time.monotonic() >= self._next_db_try
+
+    def _database_failed(self, exc: BaseException, event: str, worker_id: str = "-") -> None:
+        """Close the broken connection and back off before the next database query."""
+        if not self._outage.down:
+            logger.error("event=%s worker=%s error=%r", event, worker_id, exc)
+        self._next_db_try = time.monotonic() + self._outage.failed(exc)
+        with contextlib.suppress(DatabaseError, InterfaceError):
+            connection.close()
+
+    def _database_ok(self) -> None:
+        self._outage.succeeded()
+        self._next_db_try = 0.0
 
 
 def _elapsed(since: datetime, now: datetime) -> float:

@@ -17,6 +17,7 @@ from typing import Any
 from django.db import connections
 
 from .conf import app_settings
+from .outage import pause_before_try
 
 logger = logging.getLogger("background_tasks")
 
@@ -67,6 +68,7 @@ class Listener:
         self.queues = set(queues)
         self.wake = wake
         self._stop = threading.Event()
+        self._failures = 0
         self._thread = threading.Thread(
             target=self._run, name="background_tasks-listener", daemon=True
         )
@@ -90,15 +92,20 @@ class Listener:
         self._stop.set()
 
     def _run(self) -> None:
-        backoff = 0.5
+        self._failures = 0
         while not self._stop.is_set():
             try:
                 self._listen()
-                backoff = 0.5
             except Exception as exc:
-                logger.warning("event=listener_error error=%r retry_in=%.1fs", exc, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                # The same backoff as the worker's outages, restarted by each LISTEN that worked.
+                pause = pause_before_try(
+                    self._failures,
+                    float(app_settings.OUTAGE_BACKOFF_FIRST),
+                    float(app_settings.OUTAGE_BACKOFF_MAX),
+                )
+                self._failures += 1
+                logger.warning("event=listener_error error=%r retry_in=%.1fs", exc, pause)
+                self._stop.wait(pause)
 
     def _listen(self) -> None:
         wrapper = connections[self.using]
@@ -106,6 +113,7 @@ class Listener:
         try:
             raw.autocommit = True
             raw.execute(f"LISTEN {CHANNEL}")
+            self._failures = 0
             while not self._stop.is_set():
                 for notification in raw.notifies(timeout=1.0):
                     if not self.queues or notification.payload in self.queues:

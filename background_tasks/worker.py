@@ -21,7 +21,6 @@ from typing import TypeVar
 from django.db import (
     DatabaseError,
     InterfaceError,
-    OperationalError,
     close_old_connections,
     connection,
     connections,
@@ -33,22 +32,36 @@ from .claims import claim_tasks
 from .conf import app_settings
 from .execution import execute
 from .logs import shown
+from .memory import resident_mb
 from .models import Task
+from .outage import Outage, is_missing_table, is_outage, pause_before_try
 from .wakeup import Alarm, Listener
 
 logger = logging.getLogger("background_tasks")
 
 T = TypeVar("T")
 
-#: Exit codes of ``process_tasks``.
+#: Exit codes of ``process_tasks`` (see docs/worker.md).
 EXIT_OK = 0
 EXIT_FORCED = 1
+#: The worker stopped between tasks because its resident memory passed ``--max-memory``.
+EXIT_MEMORY_LIMIT = 3
+#: A ``--burst`` worker gave up waiting for an unreachable database.
+EXIT_DATABASE_UNAVAILABLE = 4
+#: The app's tables are missing: ``python manage.py migrate`` was not run.
+EXIT_NOT_MIGRATED = 5
 
 _DB_ERRORS = (DatabaseError, InterfaceError)
-# Errors of the connection, not of the statement: worth retrying once the database is back.
-# (A DataError or IntegrityError would fail the same way for ever.)
-_OUTAGE_ERRORS = (OperationalError, InterfaceError)
-_MAX_OUTAGE_BACKOFF = 30.0
+_NOT_MIGRATED_HINT = "run 'python manage.py migrate' first"
+_BURST_HINT = "--burst waits BACKGROUND_TASKS_BURST_OUTAGE_LIMIT seconds for the database"
+
+
+class _StopWaiting(Exception):
+    """The worker must stop instead of waiting longer for the database."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 class Worker:
@@ -66,6 +79,7 @@ class Worker:
         shutdown_grace: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         worker_id: str | None = None,
+        max_memory: float | None = None,
     ) -> None:
         self.id = worker_id or heartbeat.new_worker_id()
         self.queues = list(queues)
@@ -78,6 +92,7 @@ class Worker:
             app_settings.SHUTDOWN_GRACE if shutdown_grace is None else shutdown_grace
         )
         self.clock = clock
+        self.max_memory = app_settings.MAX_MEMORY if max_memory is None else max_memory
         self.claimed = 0
         self.processed = 0
         self._inbox: queue.Queue[Task | None] = queue.Queue()
@@ -90,6 +105,8 @@ class Worker:
         self._next_beat = 0.0
         self._next_schedule_check = 0.0
         self._claims_uncertain = False
+        self._outage = Outage(self.id, clock)
+        self._exit_code = EXIT_OK
 
     # -- control ---------------------------------------------------------------------------
 
@@ -113,8 +130,19 @@ class Worker:
     def run(self) -> int:
         """Run until stopped, out of time or task budget, or (burst) out of ready tasks."""
         deadline = None if self.duration is None else self.clock() + self.duration
-        self._until_db_ok(lambda: heartbeat.register(self.id, self.queues, self.concurrency))
-        self._until_db_ok(periodic.sync_schedules)
+        try:
+            self._until_db_ok(
+                lambda: heartbeat.register(self.id, self.queues, self.concurrency), waiting=True
+            )
+            self._until_db_ok(periodic.sync_schedules, waiting=True)
+        except _StopWaiting as stop:
+            logger.info("event=worker_stopped worker=%s processed=0 released=0", self.id)
+            return stop.code
+        except _DB_ERRORS as exc:
+            if not is_missing_table(exc):
+                raise
+            self._log_not_migrated(exc)
+            return EXIT_NOT_MIGRATED
         # The first loop heartbeats and rescues at once: rows left held by workers that died
         # (or by nobody) are released before this worker claims, not one interval later.
         self._next_beat = self.clock()
@@ -136,7 +164,7 @@ class Worker:
             self.sleep,
             "listen" if listener is not None else "poll",
         )
-        outage_backoff = 0.0
+        errors_in_a_row = 0
         try:
             while not self._stop_requested:
                 if deadline is not None and self.clock() >= deadline:
@@ -147,25 +175,46 @@ class Worker:
                     and not self._busy()
                 ):
                     break
+                if self._over_memory_limit() and not self._busy():
+                    break
                 try:
                     self._heartbeat_if_due()
                     self._fire_schedules_if_due()
                     if self._claims_uncertain:
                         self._release_lost_claims()
                     got_full_batch, idle = self._claim_and_dispatch()
-                    outage_backoff = 0.0
+                    self._outage.succeeded()
+                    errors_in_a_row = 0
                 except _DB_ERRORS as exc:
                     # A claim may have committed before its reply was lost: look for it later.
                     self._claims_uncertain = True
-                    outage_backoff = min(max(outage_backoff * 2, 0.5), _MAX_OUTAGE_BACKOFF)
-                    logger.error(
-                        "event=database_error worker=%s retry_in=%.1fs error=%r",
-                        self.id,
-                        outage_backoff,
-                        exc,
-                    )
                     self._reset_connection()
-                    self._wait(outage_backoff, deadline)
+                    if is_missing_table(exc):
+                        self._log_not_migrated(exc)
+                        self._exit_code = EXIT_NOT_MIGRATED
+                        break
+                    if is_outage(exc):
+                        pause = self._outage.failed(exc)
+                        if self._burst_gives_up():
+                            break
+                    else:
+                        # A statement the database refused, not the connection: the same
+                        # patience, but every occurrence is worth a line.
+                        pause = pause_before_try(
+                            errors_in_a_row,
+                            float(app_settings.OUTAGE_BACKOFF_FIRST),
+                            float(app_settings.OUTAGE_BACKOFF_MAX),
+                        )
+                        errors_in_a_row += 1
+                        logger.error(
+                            "event=database_error worker=%s retry_in=%.1fs error=%r",
+                            self.id,
+                            pause,
+                            exc,
+                        )
+                    # Not capped by the heartbeat or the schedule check: both are overdue
+                    # precisely because the database failed, and would make this a busy loop.
+                    self._wait_out(pause, deadline)
                     continue
                 if self.burst and idle:
                     break
@@ -175,7 +224,48 @@ class Worker:
             if listener is not None:
                 listener.stop()
             code = self._shut_down()
-        return code
+        return code if code != EXIT_OK else self._exit_code
+
+    def _log_not_migrated(self, exc: BaseException) -> None:
+        logger.error(
+            "event=tables_missing worker=%s error=%r hint=%r", self.id, exc, _NOT_MIGRATED_HINT
+        )
+
+    def _burst_gives_up(self) -> bool:
+        """Under --burst, give up once the database has been unreachable for too long."""
+        limit = float(app_settings.BURST_OUTAGE_LIMIT)
+        if not self.burst or self._outage.down_for() < limit:
+            return False
+        logger.error(
+            "event=database_unavailable_gave_up worker=%s waited=%.1fs limit=%gs hint=%r",
+            self.id,
+            self._outage.down_for(),
+            limit,
+            _BURST_HINT,
+        )
+        self._exit_code = EXIT_DATABASE_UNAVAILABLE
+        return True
+
+    def _over_memory_limit(self) -> bool:
+        """Stop claiming once resident memory passes --max-memory, to be restarted fresh.
+
+        Checked between claims; running tasks finish first (the worker exits when none is left).
+        """
+        if self._exit_code == EXIT_MEMORY_LIMIT:
+            return True
+        if self.max_memory is None:
+            return False
+        used = resident_mb()
+        if used is None or used <= self.max_memory:
+            return False
+        logger.warning(
+            "event=memory_limit_reached worker=%s resident_mb=%.0f limit_mb=%g",
+            self.id,
+            used,
+            self.max_memory,
+        )
+        self._exit_code = EXIT_MEMORY_LIMIT
+        return True
 
     def _start_listener(self) -> Listener | None:
         """On PostgreSQL, wake up as soon as a ready task is enqueued, not at the next poll."""
@@ -188,6 +278,8 @@ class Worker:
 
     def _claim_and_dispatch(self) -> tuple[bool, bool]:
         """Claim for the free slots; return (filled every slot, nothing running nor ready)."""
+        if self._exit_code == EXIT_MEMORY_LIMIT:
+            return False, False  # over --max-memory: claim nothing, wait for the running tasks
         free = self._free_slots()
         if self.max_tasks is not None:
             free = min(free, self.max_tasks - self.claimed)
@@ -224,6 +316,12 @@ class Worker:
         with self._lock:
             return bool(self._running)
 
+    def _wait_out(self, seconds: float, deadline: float | None) -> None:
+        """Pause for an outage: a stop request or the deadline ends the pause, nothing else."""
+        if deadline is not None:
+            seconds = max(0.0, min(seconds, deadline - self.clock()))
+        self._wake.wait(seconds)
+
     def _wait(self, seconds: float, deadline: float | None) -> None:
         if deadline is not None:
             seconds = max(0.0, min(seconds, deadline - self.clock()))
@@ -256,6 +354,7 @@ class Worker:
     # -- runner threads ---------------------------------------------------------------------
 
     def _runner(self) -> None:
+        outages_seen = self._outage.generation
         try:
             while True:
                 task = self._inbox.get()
@@ -263,6 +362,10 @@ class Worker:
                     return
                 try:
                     if not self._force_requested:
+                        if outages_seen != self._outage.generation:
+                            # Opened before an outage: likely to a server that restarted since.
+                            outages_seen = self._outage.generation
+                            self._reset_connection()
                         close_old_connections()
                         self._execute(task)
                 finally:
@@ -305,21 +408,31 @@ class Worker:
                 )
         self.processed += 1
 
-    def _until_db_ok(self, action: Callable[[], T]) -> T:
-        """Run a database action, retrying through outages so that no outcome is lost."""
-        backoff = 0.5
+    def _until_db_ok(self, action: Callable[[], T], *, waiting: bool = False) -> T:
+        """Run a database action, retrying through outages so that no outcome is lost.
+
+        ``waiting`` is for the main thread before the loop starts: a stop request, or under
+        --burst the outage limit, ends the wait by raising ``_StopWaiting``.
+        """
         while True:
             try:
-                return action()
-            except _OUTAGE_ERRORS as exc:
-                if self._force_requested:
+                result = action()
+            except _DB_ERRORS as exc:
+                if not is_outage(exc) or self._force_requested:
                     raise
-                logger.error(
-                    "event=database_error worker=%s retry_in=%.1fs error=%r", self.id, backoff, exc
-                )
+                pause = self._outage.failed(exc)
                 self._reset_connection()
-                time.sleep(backoff)  # outage backoff: nothing to wait on but time
-                backoff = min(backoff * 2, _MAX_OUTAGE_BACKOFF)
+                if not waiting:
+                    time.sleep(pause)  # a runner thread has nothing to wait on but time
+                    continue
+                if self._burst_gives_up():
+                    raise _StopWaiting(self._exit_code) from None
+                self._wake.wait(pause)
+                if self._stop_requested:
+                    raise _StopWaiting(EXIT_FORCED if self._force_requested else EXIT_OK) from None
+                continue
+            self._outage.succeeded()
+            return result
 
     @staticmethod
     def _reset_connection() -> None:
@@ -346,15 +459,20 @@ class Worker:
             try:
                 self._heartbeat_if_due(rescue=False)
             except _DB_ERRORS as exc:
-                logger.error("event=database_error worker=%s error=%r", self.id, exc)
+                self._reset_connection()
+                self._next_beat = self.clock() + self._outage.failed(exc)
             self._wake.wait(min(1.0, grace_end - self.clock(), self._next_beat - self.clock()))
         if self._force_requested:
             logger.warning("event=worker_forced_exit worker=%s", self.id)
             return EXIT_FORCED
         with self._lock:
             leftovers = list(self._running.values())
+        unstarted_ids = {task.pk for task in unstarted}
         try:
-            released = lifecycle.release(leftovers, self.id)
+            released = lifecycle.release(unstarted, self.id)
+            released += lifecycle.hand_back(
+                [task for task in leftovers if task.pk not in unstarted_ids], self.id
+            )
             heartbeat.unregister(self.id)
         except _DB_ERRORS as exc:
             logger.error("event=shutdown_db_error worker=%s error=%r", self.id, exc)
@@ -367,7 +485,8 @@ class Worker:
         )
         if not connection.in_atomic_block:
             # Not when embedded in a caller's transaction (a Worker run in-process).
-            connection.close()
+            with contextlib.suppress(*_DB_ERRORS):
+                connection.close()
         return EXIT_OK
 
     def _announce_stop(self, running: int) -> None:
@@ -397,3 +516,53 @@ class Worker:
     def _busy_beyond(self, unstarted: list[Task]) -> bool:
         with self._lock:
             return len(self._running) > len(unstarted)
+
+
+def wait_for_database(using: str, *, give_up_after: float | None = None) -> int | None:
+    """Wait until the database ``using`` accepts a connection; return None then.
+
+    Waits with the outage backoff and log lines. Returns an exit code instead when a
+    SIGTERM/SIGINT arrives meanwhile (``EXIT_OK``), or after ``give_up_after`` seconds of outage
+    (``EXIT_DATABASE_UNAVAILABLE``). Errors that are no outage are left to whoever comes next.
+    """
+    outage = Outage("process_tasks")
+    wake = Alarm()
+    stopped: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopped.append(signum)
+        wake.ring()
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT) if in_main}
+    for sig in previous:
+        signal.signal(sig, on_signal)
+    try:
+        while True:
+            try:
+                connections[using].ensure_connection()
+            except _DB_ERRORS as exc:
+                if not is_outage(exc):
+                    return None
+                pause = outage.failed(exc)
+                with contextlib.suppress(*_DB_ERRORS):
+                    connections[using].close()
+                if give_up_after is not None and outage.down_for() >= give_up_after:
+                    logger.error(
+                        "event=database_unavailable_gave_up worker=process_tasks waited=%.1fs "
+                        "limit=%gs hint=%r",
+                        outage.down_for(),
+                        give_up_after,
+                        _BURST_HINT,
+                    )
+                    return EXIT_DATABASE_UNAVAILABLE
+                wake.wait(pause)
+                if stopped:
+                    logger.info("event=worker_stopped worker=process_tasks processed=0 released=0")
+                    return EXIT_OK
+                continue
+            outage.succeeded()
+            return None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -99,3 +99,11 @@ if os.environ.get("MAX_RUN_TIME"):
 # override_settings.
 if os.environ.get("BACKGROUND_TASKS_TEST_DJANGO_TASKS"):
     TASKS = {"default": {"BACKEND": "background_tasks.backends.DatabaseBackend", "QUEUES": []}}
+
+# The outage and poison-task tests (tests/test_database_outages.py, tests/test_poison_tasks.py)
+# shorten these for their worker subprocesses.
+for _name in ("BURST_OUTAGE_LIMIT", "OUTAGE_BACKOFF_FIRST", "OUTAGE_BACKOFF_MAX"):
+    if os.environ.get("BACKGROUND_TASKS_" + _name):
+        globals()["BACKGROUND_TASKS_" + _name] = float(os.environ["BACKGROUND_TASKS_" + _name])
+if os.environ.get("BACKGROUND_TASKS_MAX_HANDBACKS"):
+    BACKGROUND_TASKS_MAX_HANDBACKS = int(os.environ["BACKGROUND_TASKS_MAX_HANDBACKS"])

@@ -165,7 +165,7 @@ def test_connection_kills__workers_reconnect_and_every_task_completes(
     for index in range(WORKERS):
         assert "Traceback" not in logs(index), logs(index)
         # They did see the outages, and went on.
-        assert "event=database_error" in logs(index) or "event=task_failed" in logs(index)
+        assert "event=database_unavailable" in logs(index) or "event=task_failed" in logs(index)
     runs = Counter(TaskRun.objects.values_list("key", flat=True))
     assert set(runs) == set(keys), "lost tasks: " + ", ".join(sorted(set(keys) - set(runs)))
     completed = CompletedTask.objects.filter(task_name=tasks.record_retried_at_once.name)

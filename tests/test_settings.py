@@ -205,6 +205,9 @@ def test_e003__priority_ordering_must_be_asc_or_desc(overrides: dict[str, Any]) 
         "BACKOFF_BASE",
         "BACKOFF_MAX",
         "BACKOFF_JITTER",
+        "OUTAGE_BACKOFF_FIRST",
+        "BURST_OUTAGE_LIMIT",
+        "MAX_HANDBACKS",
     ],
 )
 @pytest.mark.parametrize("value", [-1, "5", None, float("nan")])
@@ -227,6 +230,44 @@ def test_e004__backoff_jitter_is_a_fraction_no_larger_than_one() -> None:
 
     assert len(errors) == 1
     assert "BACKGROUND_TASKS_BACKOFF_JITTER" in errors[0]
+
+
+def test_e004__the_first_outage_pause_must_not_be_longer_than_the_cap() -> None:
+    errors = messages(
+        "background_tasks.E004",
+        BACKGROUND_TASKS_OUTAGE_BACKOFF_FIRST=10.0,
+        BACKGROUND_TASKS_OUTAGE_BACKOFF_MAX=5.0,
+    )
+
+    assert len(errors) == 1
+    assert "OUTAGE_BACKOFF_FIRST (10.0) must not be longer than" in errors[0]
+
+
+@pytest.mark.parametrize("value", [0, -1, "5", None])
+def test_e004__the_outage_pause_cap_must_be_a_positive_number(value: object) -> None:
+    errors = messages("background_tasks.E004", BACKGROUND_TASKS_OUTAGE_BACKOFF_MAX=value)
+
+    assert errors
+    assert all("OUTAGE_BACKOFF" in error for error in errors)
+
+
+def test_e004__max_handbacks_must_be_a_whole_number() -> None:
+    errors = messages("background_tasks.E004", BACKGROUND_TASKS_MAX_HANDBACKS=2.5)
+
+    assert errors == ["BACKGROUND_TASKS_MAX_HANDBACKS must be a whole number, not 2.5."]
+
+
+@pytest.mark.parametrize("value", [0, -100, "1G", float("nan")])
+def test_e004__max_memory_must_be_positive_megabytes_or_none(value: object) -> None:
+    errors = messages("background_tasks.E004", BACKGROUND_TASKS_MAX_MEMORY=value)
+
+    assert len(errors) == 1
+    assert "BACKGROUND_TASKS_MAX_MEMORY must be a number of megabytes > 0 or None" in errors[0]
+
+
+def test_e004__max_memory_none_and_a_number_are_fine() -> None:
+    assert not messages("background_tasks.E004", BACKGROUND_TASKS_MAX_MEMORY=None)
+    assert not messages("background_tasks.E004", BACKGROUND_TASKS_MAX_MEMORY=512)
 
 
 @pytest.mark.parametrize("value", [0, -5, "1h", float("nan")])

@@ -89,6 +89,12 @@ DEFAULT_FROM_EMAIL = "shop@example.com"
 # ``process_tasks`` looks for new tasks every POLL_INTERVAL seconds when idle.
 BACKGROUND_TASKS_POLL_INTERVAL = 1.0
 BACKGROUND_TASKS_MAX_ATTEMPTS = 5
+# Recycle a worker whose memory grew past 512 MB: it finishes its tasks and exits with code 3,
+# for the process manager to restart it (docs/worker.md#memory).
+BACKGROUND_TASKS_MAX_MEMORY = 512
+# A task still running when its worker stops is handed back free 3 times; each later hand-back
+# counts as a failed attempt (the default, shown for the record).
+BACKGROUND_TASKS_MAX_HANDBACKS = 3
 
 # Show what the worker does (task started / succeeded / failed ...) on the console.
 LOGGING = {

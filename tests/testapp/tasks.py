@@ -271,3 +271,36 @@ async def async_knows_its_row() -> int | None:
 
     running = await sync_to_async(current_task)()
     return None if running is None else running.pk
+
+
+@background(name="tests.appends_line", backoff=0)
+def appends_line(path: str, key: str, seconds: float = 0.0) -> None:
+    """Sleep, then append ``key`` to a file: a task body that does not need the database."""
+    time.sleep(seconds)
+    with open(path, "a", encoding="utf-8") as runs:
+        runs.write(f"{key} {os.getpid()}\n")
+
+
+@background(name="tests.overruns_after_noting_its_pid", timeout=3, max_attempts=1)
+def overruns_after_noting_its_pid(path: str) -> None:
+    """Write this process's id to a file, then block past the 3 s time limit."""
+    with open(path, "a", encoding="utf-8") as note:
+        note.write(f"{os.getpid()}\n")
+    time.sleep(600)  # only a hard kill ends it
+
+
+@background(name="tests.never_returns", max_attempts=2, backoff=0)
+def never_returns(path: str) -> None:
+    """Note each start in a file, then never return (and have no time limit)."""
+    with open(path, "a", encoding="utf-8") as note:
+        note.write(f"{os.getpid()}\n")
+    time.sleep(3600)
+
+
+LEAKED: list[bytearray] = []
+
+
+@background(name="tests.leaks_memory")
+def leaks_memory(megabytes: int) -> None:
+    """Keep ``megabytes`` MB alive in this process after returning, as a leaking task would."""
+    LEAKED.append(bytearray(b"\x01") * (megabytes * 2**20))  # written, so resident

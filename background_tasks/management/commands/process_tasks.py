@@ -18,7 +18,7 @@ from background_tasks.models import Task
 from background_tasks.registry import registry
 from background_tasks.schema import require_migrated_for_command
 from background_tasks.supervisor import Supervisor
-from background_tasks.worker import Worker
+from background_tasks.worker import Worker, wait_for_database
 
 
 def non_negative_float(text: str) -> float:
@@ -28,6 +28,16 @@ def non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
 
 
@@ -99,6 +109,16 @@ class Command(BaseCommand):
             f"(default: {app_settings.SHUTDOWN_GRACE}).",
         )
         parser.add_argument(
+            "--max-memory",
+            type=positive_float,
+            default=None,
+            metavar="MB",
+            help="Stop claiming once the worker's resident memory passes MB megabytes, let the "
+            "running tasks finish, and exit with code 3 so the process manager restarts it "
+            "(with --processes, the supervisor replaces the child instead; default: "
+            "BACKGROUND_TASKS_MAX_MEMORY, no limit).",
+        )
+        parser.add_argument(
             "--log-std",
             action="store_true",
             help="Write the worker's log to standard output and standard error.",
@@ -111,11 +131,23 @@ class Command(BaseCommand):
                 "--processes and --concurrency cannot be combined: in process mode each child "
                 "runs one task at a time, so use --processes N alone."
             )
+        # Before the wait below, so that a worker waiting for its database says so.
+        configure_logging(
+            log_std=bool(options.get("log_std")), verbosity=int(options.get("verbosity", 1))
+        )
+        if not options.get("skip_checks"):
+            # The system checks query the database on Django 6.1: wait for it first, as the
+            # worker would, rather than fail with a traceback when it is down.
+            code = wait_for_database(
+                router.db_for_write(Task),
+                give_up_after=app_settings.BURST_OUTAGE_LIMIT if options.get("burst") else None,
+            )
+            if code is not None:
+                sys.exit(code)
         return super().execute(*args, **options)
 
     def handle(self, *args: Any, **options: Any) -> None:
         require_migrated_for_command(router.db_for_write(Task))
-        configure_logging(log_std=options["log_std"], verbosity=options["verbosity"])
         worker_options: dict[str, Any] = {
             "queues": options["queue"],
             "sleep": options["sleep"],
@@ -123,6 +155,7 @@ class Command(BaseCommand):
             "max_tasks": options["max_tasks"],
             "duration": options["duration"] or None,  # django-background-tasks: 0 means for ever
             "shutdown_grace": options["shutdown_grace"],
+            "max_memory": options["max_memory"],
         }
         runner: Worker | Supervisor
         if options["processes"]:
