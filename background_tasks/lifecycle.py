@@ -50,11 +50,11 @@ def _held(task: Task, worker_id: str | None) -> Any:
 
 
 def _record(
-    task: Task, status: str, worker_id: str | None, now: datetime, **fields: Any
+    task: Task, status: str, worker_id: str | None, now: datetime, *, save: bool, **fields: Any
 ) -> CompletedTask:
     values = {name: getattr(task, name) for name in _COPIED_FIELDS}
     values.update(fields)
-    return CompletedTask.objects.using(_using()).create(
+    completed = CompletedTask(
         task_id=task.pk,
         status=status,
         worker=worker_id or "",
@@ -62,6 +62,9 @@ def _record(
         finished_at=now,
         **values,
     )
+    if save:
+        completed.save(using=_using(), force_insert=True)
+    return completed
 
 
 def _storable_text(text: str) -> str:
@@ -105,9 +108,13 @@ def archive(
     *,
     now: datetime | None = None,
     schedule_next: bool = True,
+    keep: bool = True,
     **fields: Any,
 ) -> CompletedTask | None:
-    """Move a held task to CompletedTask; return None if this worker no longer holds it."""
+    """Move a held task to CompletedTask; return None if this worker no longer holds it.
+
+    With ``keep=False`` the row is only deleted: the record returned is not saved (no pk).
+    """
     now = now or timezone.now()
     with transaction.atomic(using=_using()):
         # The fenced delete comes first: it is the write that proves we still own the row.
@@ -115,7 +122,7 @@ def archive(
         if not deleted:
             _log_dropped(task, worker_id)
             return None
-        completed = _record(task, status, worker_id, now, **fields)
+        completed = _record(task, status, worker_id, now, save=keep, **fields)
         if schedule_next:
             _schedule_next_occurrence(task, now)
     return completed
@@ -124,8 +131,19 @@ def archive(
 def record_success(
     task: Task, worker_id: str, result: Any, *, now: datetime | None = None
 ) -> CompletedTask | None:
-    """Record a returned attempt: the task moves to CompletedTask as succeeded."""
-    completed = archive(task, CompletedTask.Status.SUCCEEDED, worker_id, now=now, result=result)
+    """Record a returned attempt: the task moves to CompletedTask as succeeded.
+
+    With ``RECORD_SUCCEEDED = False`` the row is deleted and no record is kept; the signal then
+    carries an unsaved record.
+    """
+    completed = archive(
+        task,
+        CompletedTask.Status.SUCCEEDED,
+        worker_id,
+        now=now,
+        keep=bool(app_settings.RECORD_SUCCEEDED),
+        result=result,
+    )
     if completed is not None:
         signals.emit(
             signals.task_succeeded,

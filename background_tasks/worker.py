@@ -28,7 +28,7 @@ from django.db import (
     router,
 )
 
-from . import heartbeat, lifecycle, periodic
+from . import heartbeat, lifecycle, periodic, retention
 from .claims import claim_tasks
 from .conf import app_settings
 from .execution import execute
@@ -89,6 +89,7 @@ class Worker:
         self._next_beat = 0.0
         self._next_schedule_check = 0.0
         self._claims_uncertain = False
+        self._pruner = retention.Pruner(self.id, clock)
 
     # -- control ---------------------------------------------------------------------------
 
@@ -142,6 +143,7 @@ class Worker:
                 try:
                     self._heartbeat_if_due()
                     self._fire_schedules_if_due()
+                    self._pruner.prune_if_due()
                     if self._claims_uncertain:
                         self._release_lost_claims()
                     got_full_batch, idle = self._claim_and_dispatch()
