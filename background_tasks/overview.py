@@ -8,7 +8,8 @@ failures. Nothing here counts or scans the whole history.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.db import router
@@ -195,7 +196,7 @@ def worker_states(now: datetime, running_limit: int = 500) -> list[WorkerState]:
     )
     by_worker: dict[str, list[RunningTask]] = {}
     for pk, task_name, verbose_name, locked_by, locked_at, cancel_at in held[:running_limit]:
-        by_worker.setdefault(locked_by, []).append(
+        by_worker.setdefault(str(locked_by), []).append(
             RunningTask(pk, verbose_name or task_name, locked_at, cancel_at is not None)
         )
     states = [

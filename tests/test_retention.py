@@ -74,7 +74,9 @@ def test_retention_periods__default_to_7_30_and_30_days() -> None:
     }
 
 
-@override_settings(BACKGROUND_TASKS_RETAIN_FAILED_DAYS=None, BACKGROUND_TASKS_RETAIN_SUCCEEDED_DAYS=0.5)
+@override_settings(
+    BACKGROUND_TASKS_RETAIN_FAILED_DAYS=None, BACKGROUND_TASKS_RETAIN_SUCCEEDED_DAYS=0.5
+)
 def test_retention_periods__none_keeps_a_status_for_ever_and_fractions_of_days_work() -> None:
     assert retention.retention_periods() == {
         "succeeded": timedelta(hours=12),
@@ -235,7 +237,8 @@ def test_worker__prunes_expired_history_in_its_loop_in_bounded_batches() -> None
     # Every reading of this clock is a second later: each loop turn finds a pass due.
     Worker(burst=True, sleep=0.01, clock=lambda: float(next(ticks))).run()
 
-    assert set(CompletedTask.objects.filter(task_name="tests.history").values_list("id", flat=True)) == set(kept)
+    left = CompletedTask.objects.filter(task_name="tests.history")
+    assert set(left.values_list("id", flat=True)) == set(kept)
     assert CompletedTask.objects.succeeded().exclude(task_name="tests.history").count() == 6
 
 

@@ -66,6 +66,7 @@ def chart(title: str, buckets: list[overview.Bucket], label_format: str) -> Char
     for index, bucket in enumerate(buckets):
         ok_height = bucket.succeeded * scale
         failed_height = bucket.failed * scale
+        when = _local(bucket.start).strftime(label_format)
         bars.append(
             Bar(
                 x=round(index * slot + slot * 0.1, 2),
@@ -74,8 +75,7 @@ def chart(title: str, buckets: list[overview.Bucket], label_format: str) -> Char
                 succeeded_height=round(ok_height, 2),
                 failed_y=round(CHART_HEIGHT - ok_height - failed_height, 2),
                 failed_height=round(failed_height, 2),
-                title=f"{_local(bucket.start).strftime(label_format)}: {bucket.succeeded} succeeded, "
-                f"{bucket.failed} failed",
+                title=f"{when}: {bucket.succeeded} succeeded, {bucket.failed} failed",
             )
         )
 
@@ -98,7 +98,7 @@ def _refresh_of(request: HttpRequest) -> int | None:
     return seconds if seconds in REFRESH_CHOICES else None
 
 
-def _retention() -> list[tuple[str, Any]]:
+def _retention() -> list[tuple[Any, Any]]:
     def kept(days: float | None) -> Any:
         return _("for ever") if days is None else _("%(days)g days") % {"days": days}
 
