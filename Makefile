@@ -5,7 +5,7 @@
 #   make test DATABASE_URL=mysql://root@127.0.0.1:3306/test
 #   make test PYTHON=python3.13 VENV=.venv-313 DJANGO='django>=6.1,<6.2'
 #   make test PYTEST_ARGS='-x -k cron'
-#   make lint | demo | bench | clean
+#   make lint | demo | bench | screenshots | clean
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -43,10 +43,10 @@ DEV_STAMP := $(VENV)/.bt-dev-stamp-$(STAMP_HASH)
 PIP := $(VENV_PYTHON) -m pip --disable-pip-version-check
 DJANGO_REQ := $(if $(strip $(DJANGO)),'$(DJANGO)',)
 
-.PHONY: help venv test lint demo bench clean
+.PHONY: help venv test lint demo bench screenshots clean
 
 help:
-	@echo "targets: venv test lint demo bench clean"
+	@echo "targets: venv test lint demo bench screenshots clean"
 	@echo "variables: PYTHON=$(PYTHON) VENV=$(VENV) DJANGO='$(DJANGO)' DATABASE_URL='$(DATABASE_URL)'"
 	@echo "           PYTEST_ARGS='$(PYTEST_ARGS)' BENCH_ARGS='$(BENCH_ARGS)'"
 
@@ -93,6 +93,11 @@ demo:
 
 bench: $(STAMP)
 	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} $(VENV_PYTHON) benchmarks/run.py $(BENCH_ARGS)
+
+# The admin screenshots docs/admin.md shows, taken by the browser test (needs chromium and
+# chromedriver).
+screenshots: $(STAMP)
+	env -u DATABASE_URL BACKGROUND_TASKS_SCREENSHOTS=docs/img $(VENV_PYTHON) -m pytest -q tests/test_browser.py
 
 clean:
 	@case "$(VENV)" in ''|/|.|..) echo "refusing to remove VENV='$(VENV)'" >&2; exit 1;; esac
