@@ -16,6 +16,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from background_tasks import retention, signals
+from background_tasks.checks import check_settings
 from background_tasks.claims import claim_tasks
 from background_tasks.execution import execute
 from background_tasks.models import CompletedTask, Task
@@ -82,6 +83,20 @@ def test_retention_periods__none_keeps_a_status_for_ever_and_fractions_of_days_w
         "succeeded": timedelta(hours=12),
         "cancelled": timedelta(days=30),
     }
+
+
+@pytest.mark.parametrize("value", [-1, "7", float("nan"), True])
+def test_check__a_retention_that_is_not_none_nor_days_is_an_error(value: object) -> None:
+    with override_settings(BACKGROUND_TASKS_RETAIN_SUCCEEDED_DAYS=value):
+        errors = [e for e in check_settings() if "RETAIN_SUCCEEDED_DAYS" in e.msg]
+    assert [e.id for e in errors] == ["background_tasks.E004"]
+
+
+@override_settings(BACKGROUND_TASKS_RETAIN_SUCCEEDED_DAYS=None, BACKGROUND_TASKS_PRUNE_BATCH_SIZE=0)
+def test_check__none_is_a_valid_retention_and_a_batch_size_below_one_is_not() -> None:
+    messages = [e.msg for e in check_settings()]
+    assert not any("RETAIN_SUCCEEDED_DAYS" in m for m in messages)
+    assert any("PRUNE_BATCH_SIZE" in m for m in messages)
 
 
 # -- one pass -----------------------------------------------------------------------------------
