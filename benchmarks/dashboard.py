@@ -57,9 +57,8 @@ def history_rows(count: int, now: datetime, span: timedelta) -> Iterable[Complet
             params={"args": [], "kwargs": {}},
             task_hash="0" * 40,
             status=status,
-            last_error="Traceback (most recent call last):\n  ...\nValueError: bench" * (
-                status == "failed"
-            ),
+            last_error="Traceback (most recent call last):\n  ...\nValueError: bench"
+            * (status == "failed"),
             worker="bench:history",
             attempts=1,
             run_at=finished,

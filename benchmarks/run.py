@@ -91,8 +91,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--phases",
         type=phase_list,
         default=list(DEFAULT_PHASES),
-        help=f"comma-separated subset of {','.join(PHASES)} "
-        f"(default: {','.join(DEFAULT_PHASES)})",
+        help=f"comma-separated subset of {','.join(PHASES)} (default: {','.join(DEFAULT_PHASES)})",
     )
     parser.add_argument(
         "--claim-rows",
