@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
@@ -160,11 +160,7 @@ class DashboardUrls:
 
     admin_site: admin.AdminSite
 
-    if TYPE_CHECKING:
-
-        def get_urls(self) -> list[URLPattern]: ...
-
-    def get_urls(self) -> list[URLPattern]:  # type: ignore[no-redef]
+    def get_urls(self) -> list[URLPattern]:
         site = self.admin_site
 
         def view(request: HttpRequest) -> HttpResponse:
