@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,7 +184,6 @@ def screenshot(driver: Any, path: Path) -> None:
 def test_admin_in_a_browser__dashboard_task_list_task_page_and_cancel_action(
     server: str, browser: Any, shots: Path
 ) -> None:
-    started = time.monotonic()
     browser.get(f"{server}/admin/login/?next=/admin/background_tasks/")
     browser.find_element(By.NAME, "username").send_keys(USERNAME)
     browser.find_element(By.NAME, "password").send_keys(PASSWORD)
@@ -235,4 +233,3 @@ def test_admin_in_a_browser__dashboard_task_list_task_page_and_cancel_action(
     # The cancelled task is in the history now.
     browser.get(f"{server}/admin/background_tasks/completedtask/?status=cancelled")
     assert "Sales report in 3 h" in browser.find_element(By.ID, "result_list").text
-    assert time.monotonic() - started < 60
