@@ -31,7 +31,7 @@ USERNAME = "admin"
 PASSWORD = "browser-test-password"
 WINDOW = (1280, 900)
 
-if os.environ.get("DATABASE_URL", "").strip():
+if os.environ.get("DATABASE_URL", "sqlite").strip().split(":")[0] not in ("", "sqlite"):
     pytest.skip(
         "the example project runs on its own SQLite file whatever DATABASE_URL says: "
         "the browser test runs once, without DATABASE_URL",
