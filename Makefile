@@ -6,7 +6,7 @@
 #   make test PYTHON=python3.13 VENV=.venv-313 DJANGO='django>=6.1,<6.2'
 #   make test PYTEST_ARGS='-x -k cron'
 #   make test DJANGO='django>=5.2,<5.3' EXTRAS=,django-tasks   # with the django.tasks backport
-#   make lint | docs | smoke | demo | bench | clean
+#   make lint | docs | smoke | demo | bench | screenshots | clean
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -47,10 +47,10 @@ DOCS_STAMP := $(VENV)/.bt-docs-stamp-$(STAMP_HASH)
 PIP := $(VENV_PYTHON) -m pip --disable-pip-version-check
 DJANGO_REQ := $(if $(strip $(DJANGO)),'$(DJANGO)',)
 
-.PHONY: help venv test lint docs smoke demo bench clean
+.PHONY: help venv test lint docs smoke demo bench screenshots clean
 
 help:
-	@echo "targets: venv test lint docs smoke demo bench clean"
+	@echo "targets: venv test lint docs smoke demo bench screenshots clean"
 	@echo "variables: PYTHON=$(PYTHON) VENV=$(VENV) DJANGO='$(DJANGO)' DATABASE_URL='$(DATABASE_URL)'"
 	@echo "           PYTEST_ARGS='$(PYTEST_ARGS)' BENCH_ARGS='$(BENCH_ARGS)'"
 
@@ -114,6 +114,11 @@ demo:
 
 bench: $(STAMP)
 	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} $(VENV_PYTHON) benchmarks/run.py $(BENCH_ARGS)
+
+# The admin screenshots docs/admin.md shows, taken by the browser test (needs chromium and
+# chromedriver).
+screenshots: $(STAMP)
+	env -u DATABASE_URL BACKGROUND_TASKS_SCREENSHOTS=docs/img $(VENV_PYTHON) -m pytest -q tests/test_browser.py
 
 clean:
 	@case "$(VENV)" in ''|/|.|..) echo "refusing to remove VENV='$(VENV)'" >&2; exit 1;; esac

@@ -32,7 +32,11 @@ _NUMBERS = {
     "OUTAGE_BACKOFF_MAX": 0.001,
     "BURST_OUTAGE_LIMIT": 0.0,
     "MAX_HANDBACKS": 0,
+    "PRUNE_INTERVAL": 0.001,
+    "PRUNE_BATCH_SIZE": 1,
 }
+#: Settings that are a number of days >= 0, or None.
+_OPTIONAL_DAYS = ("RETAIN_SUCCEEDED_DAYS", "RETAIN_FAILED_DAYS", "RETAIN_CANCELLED_DAYS")
 
 
 def require_installed(subject: str) -> None:
@@ -96,6 +100,16 @@ def check_settings(
             errors.append(
                 Error(
                     f"{PREFIX}{name} must be a number >= {minimum:g}, not {value!r}.",
+                    id="background_tasks.E004",
+                )
+            )
+    for name in _OPTIONAL_DAYS:
+        value = getattr(app_settings, name)
+        if value is not None and (not _is_number(value) or not value >= 0):
+            errors.append(
+                Error(
+                    f"{PREFIX}{name} must be a number of days >= 0 or None, not {value!r}.",
+                    hint="None keeps that history for ever.",
                     id="background_tasks.E004",
                 )
             )

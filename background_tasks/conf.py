@@ -106,6 +106,16 @@ class Settings:
     #: Seconds between two writes of a running task's progress (set_progress() calls between
     #: them only update the value that the next write, or the end of the task, stores).
     PROGRESS_INTERVAL = Setting(2.0)
+    #: Record succeeded tasks in CompletedTask at all (False: a success leaves no row behind).
+    RECORD_SUCCEEDED = Setting(True)
+    #: Days to keep succeeded, failed and cancelled history before workers prune it (None: keep).
+    RETAIN_SUCCEEDED_DAYS: Setting[float | None] = Setting(7)
+    RETAIN_FAILED_DAYS: Setting[float | None] = Setting(30)
+    RETAIN_CANCELLED_DAYS: Setting[float | None] = Setting(30)
+    #: Seconds between two pruning passes of one worker (spread by +-50% at random).
+    PRUNE_INTERVAL = Setting(60.0)
+    #: History rows one pruning pass deletes at most, per status.
+    PRUNE_BATCH_SIZE = Setting(500)
 
     @property
     def CONCURRENCY(self) -> int:

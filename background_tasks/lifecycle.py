@@ -56,14 +56,14 @@ def _held(task: Task, worker_id: str | None) -> Any:
 
 
 def _record(
-    task: Task, status: str, worker_id: str | None, now: datetime, **fields: Any
+    task: Task, status: str, worker_id: str | None, now: datetime, *, save: bool, **fields: Any
 ) -> CompletedTask:
     values = _copied(task, _COPIED_FIELDS)
     if task.locked_at is not None:  # this attempt ran (a cancel of a waiting task did not)
         values["first_started_at"] = task.first_started_at or task.locked_at
         values["worker_ids"] = [*task.worker_ids, worker_id or ""]
     values.update(fields)
-    return CompletedTask.objects.using(_using()).create(
+    completed = CompletedTask(
         task_id=task.pk,
         status=status,
         worker=worker_id or "",
@@ -72,6 +72,9 @@ def _record(
         finished_at=now,
         **values,
     )
+    if save:
+        completed.save(using=_using(), force_insert=True)
+    return completed
 
 
 def _fresh_attempts(row: Task) -> None:
@@ -166,12 +169,15 @@ def archive(
     *,
     now: datetime | None = None,
     schedule_next: bool = True,
+    keep: bool = True,
     **fields: Any,
 ) -> CompletedTask | None:
     """Move a held task to CompletedTask; return None if this worker no longer holds it.
 
     A repeating task's next occurrence is inserted in the same transaction; if it cannot be,
     the outcome is recorded all the same, with a note saying why the series stopped.
+
+    With ``keep=False`` the row is only deleted: the record returned is not saved (no pk).
     """
     now = now or timezone.now()
     follower, no_follower = _plan_next_occurrence(task, now) if schedule_next else (None, "")
@@ -193,7 +199,7 @@ def archive(
             note = _storable(task, f"No next occurrence was scheduled: {no_follower}", "last_error")
             earlier = fields.get("last_error", task.last_error)
             fields["last_error"] = f"{earlier}\n\n{note}" if earlier else note
-        completed = _record(task, status, worker_id, now, **fields)
+        completed = _record(task, status, worker_id, now, save=keep, **fields)
     return completed
 
 
@@ -204,12 +210,20 @@ def record_success(
 
     ``note`` says what was not kept (a result that could not be stored). Should the database
     still refuse the result, the success is recorded without it: a task body that ran is never
-    run again because its return value could not be written.
+    run again because its return value could not be written. With ``RECORD_SUCCEEDED = False``
+    the row is deleted and no record is kept; the signal then carries an unsaved record.
     """
     note = _storable(task, note, "note") if note else ""
+    keep = bool(app_settings.RECORD_SUCCEEDED)
     try:
         completed = archive(
-            task, CompletedTask.Status.SUCCEEDED, worker_id, now=now, result=result, note=note
+            task,
+            CompletedTask.Status.SUCCEEDED,
+            worker_id,
+            now=now,
+            keep=keep,
+            result=result,
+            note=note,
         )
     except (DataError, IntegrityError) as exc:
         if result is None:
@@ -224,7 +238,13 @@ def record_success(
             task, f"The result was not stored: the database refused it ({exc}).", "note"
         )
         completed = archive(
-            task, CompletedTask.Status.SUCCEEDED, worker_id, now=now, result=None, note=note
+            task,
+            CompletedTask.Status.SUCCEEDED,
+            worker_id,
+            now=now,
+            keep=keep,
+            result=None,
+            note=note,
         )
         result = None
     if completed is not None:

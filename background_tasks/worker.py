@@ -27,7 +27,7 @@ from django.db import (
     router,
 )
 
-from . import __version__, heartbeat, isolation, lifecycle, logs, periodic
+from . import __version__, heartbeat, isolation, lifecycle, logs, periodic, retention
 from .claims import claim_tasks
 from .conf import app_settings
 from .execution import execute
@@ -107,6 +107,7 @@ class Worker:
         self._claims_uncertain = False
         self._outage = Outage(self.id, clock)
         self._exit_code = EXIT_OK
+        self._pruner = retention.Pruner(self.id, clock)
 
     # -- control ---------------------------------------------------------------------------
 
@@ -180,6 +181,7 @@ class Worker:
                 try:
                     self._heartbeat_if_due()
                     self._fire_schedules_if_due()
+                    self._pruner.prune_if_due()
                     if self._claims_uncertain:
                         self._release_lost_claims()
                     got_full_batch, idle = self._claim_and_dispatch()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .claim_cost import ClaimResult
+from .dashboard import DashboardResult
 from .memory import FLAT_GROWTH, MemoryResult
 from .throughput import DrainResult, EnqueueResult, StartupResult
 
@@ -140,3 +141,31 @@ def memory(result: MemoryResult) -> str:
         f"worker: --concurrency {result.concurrency}, {result.worker_settings}",
     ]
     return "\n".join(lines)
+
+
+def dashboard(results: Sequence[DashboardResult]) -> str:
+    rows = [
+        (
+            r.label,
+            r.rows,
+            round(r.insert_seconds),
+            r.rounds,
+            round(r.median_ms, 1),
+            round(r.p95_ms, 1),
+            round(r.max_ms, 1),
+            r.queries,
+        )
+        for r in results
+    ]
+    parts = [
+        table(
+            ["history span", "rows", "fill s", "loads", "median ms", "p95 ms", "max ms", "queries"],
+            rows,
+        )
+    ]
+    for r in results:
+        parts.append(f"\nqueries of one page load ({r.label}):")
+        parts.append(table(["query", "ms"], [(n, round(ms, 2)) for n, ms in r.query_ms]))
+        parts.append("plans of the history queries:")
+        parts.extend(f"  {name}: {plan}" for name, plan in r.plans)
+    return "\n".join(parts)

@@ -20,7 +20,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENDORS = ("sqlite", "postgres", "mysql")
-PHASES = ("enqueue", "drain", "claims", "memory")
+PHASES = ("enqueue", "drain", "claims", "memory", "dashboard")
+#: Phases run when --phases is not given: the dashboard's million-row load is asked for.
+DEFAULT_PHASES = ("enqueue", "drain", "claims", "memory")
 DEFAULT_URLS = {
     "sqlite": "sqlite:///.test-dbs/bench.sqlite3",
     "postgres": "postgres://postgres@127.0.0.1:5432/bench",
@@ -31,6 +33,7 @@ SIZES = {
     "tasks": (2_000, 500),
     "claim_rows": (200_000, 50_000),
     "memory_tasks": (100_000, 10_000),
+    "dashboard_rows": (1_000_000, 100_000),
 }
 
 
@@ -87,8 +90,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--phases",
         type=phase_list,
-        default=list(PHASES),
-        help=f"comma-separated subset of {','.join(PHASES)} (default: all)",
+        default=list(DEFAULT_PHASES),
+        help=f"comma-separated subset of {','.join(PHASES)} (default: {','.join(DEFAULT_PHASES)})",
     )
     parser.add_argument(
         "--claim-rows",
@@ -139,6 +142,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--memory-durable",
         action="store_true",
         help="PostgreSQL: keep synchronous_commit on in the memory run (default: off there)",
+    )
+    parser.add_argument(
+        "--dashboard-rows",
+        type=positive_int,
+        default=None,
+        help="history rows of the dashboard phase "
+        f"(default {SIZES['dashboard_rows'][0]:,}; --quick {SIZES['dashboard_rows'][1]:,})",
+    )
+    parser.add_argument(
+        "--dashboard-rounds", type=positive_int, default=20, help="timed page loads (default 20)"
     )
     parser.add_argument(
         "--plans", action="store_true", help="print every claim plan, not just some"

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db import DatabaseError, connection
 
-from . import claim_cost, db, machine, memory, report, throughput
+from . import claim_cost, dashboard, db, machine, memory, report, throughput
 from .workers import load_average
 
 
@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         "drain": lambda: _drain(args),
         "claims": lambda: _claims(args),
         "memory": lambda: _memory(args),
+        "dashboard": lambda: _dashboard(args),
     }
     try:
         for name in args.phases:
@@ -124,6 +125,17 @@ def _memory(args: argparse.Namespace) -> Any:
     print(report.heading(f"4. Worker resident memory over {args.memory_tasks:,} tasks"))
     print(report.memory(result), flush=True)
     return result
+
+
+def _dashboard(args: argparse.Namespace) -> Any:
+    _progress(
+        f"dashboard: {args.dashboard_rows:,} history rows, twice (30 days, 24 hours), "
+        f"{args.dashboard_rounds} page loads each"
+    )
+    results = dashboard.measure(args.dashboard_rows, args.dashboard_rounds)
+    print(report.heading("5. Admin dashboard with a large history (whole page, logged in)"))
+    print(report.dashboard(results), flush=True)
+    return results
 
 
 def _clean_up() -> None:

@@ -89,6 +89,11 @@ if os.environ.get("BACKGROUND_TASKS_HEARTBEAT_INTERVAL"):
     BACKGROUND_TASKS_HEARTBEAT_INTERVAL = float(os.environ["BACKGROUND_TASKS_HEARTBEAT_INTERVAL"])
 if os.environ.get("BACKGROUND_TASKS_RESCUE_AFTER"):
     BACKGROUND_TASKS_RESCUE_AFTER = float(os.environ["BACKGROUND_TASKS_RESCUE_AFTER"])
+# Pruning passes often and in small batches, for the retention tests' worker subprocesses.
+if os.environ.get("BACKGROUND_TASKS_PRUNE_INTERVAL"):
+    BACKGROUND_TASKS_PRUNE_INTERVAL = float(os.environ["BACKGROUND_TASKS_PRUNE_INTERVAL"])
+if os.environ.get("BACKGROUND_TASKS_PRUNE_BATCH_SIZE"):
+    BACKGROUND_TASKS_PRUNE_BATCH_SIZE = int(os.environ["BACKGROUND_TASKS_PRUNE_BATCH_SIZE"])
 # The legacy name of the default hard time limit, for the process-mode tests
 # (tests/test_process_mode.py); only the supervised worker subprocesses get it.
 if os.environ.get("MAX_RUN_TIME"):

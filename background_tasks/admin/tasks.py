@@ -23,6 +23,7 @@ from django.utils.translation import ngettext
 
 from .. import lifecycle
 from ..models import QUARANTINED, Task, TaskQuerySet
+from .dashboard import DashboardUrls
 from .display import TaskColumns, badge
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class WorkerFilter(admin.AllValuesFieldListFilter):
         self.title = _("worker")
 
 
-class TaskAdmin(TaskColumns, TaskModelAdmin):
+class TaskAdmin(DashboardUrls, TaskColumns, TaskModelAdmin):
     """The live queue. Rows are enqueued by code, so there is no add and no delete (cancel
     instead: it keeps a record). Queue, priority and run time of a row no worker holds may be
     changed; a row a worker holds is read-only."""

@@ -1,0 +1,215 @@
+"""What the admin dashboard shows, read in a few cheap queries.
+
+The live table is small; the history can hold millions of rows, so every query on it reads a
+range of the (status, finished_at) index: the last hour or day of outcomes, or the latest
+failures. Nothing here counts or scans the whole history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from typing import Any
+
+from django.db import router
+from django.db.models import Count, Min, Q
+from django.db.models.functions import TruncHour, TruncMinute
+
+from .cli import LIVE_STATUSES, live_status_q
+from .conf import app_settings
+from .models import CompletedTask, Schedule, Task, Worker
+
+SUCCEEDED = str(CompletedTask.Status.SUCCEEDED)
+FAILED = str(CompletedTask.Status.FAILED)
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """Live tasks of one queue: a count per state, and since when the oldest due one waits."""
+
+    queue: str
+    counts: dict[str, int]
+    oldest_due_at: datetime | None
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def cells(self) -> list[tuple[str, int]]:
+        """The counts in the order of LIVE_STATUSES."""
+        return [(status, self.counts[status]) for status in LIVE_STATUSES]
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Outcomes recorded in one minute or hour."""
+
+    start: datetime
+    succeeded: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class Failure:
+    id: int
+    name: str
+    queue: str
+    finished_at: datetime
+    summary: str
+
+
+@dataclass(frozen=True)
+class RunningTask:
+    id: int
+    name: str
+    locked_at: datetime | None
+    cancel_requested: bool
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    worker: Worker
+    alive: bool
+    running: list[RunningTask] = field(default_factory=list)
+
+
+def _using() -> str:
+    return router.db_for_write(Task)
+
+
+def queue_states(now: datetime) -> list[QueueState]:
+    """Count live tasks per queue in each of LIVE_STATUSES (the CLI's definition), in one query.
+
+    "Oldest due" covers every row no worker holds whose run time has come: fresh ones and
+    retries alike, since both wait for a worker.
+    """
+    counts: dict[str, Any] = {
+        status: Count("id", filter=live_status_q(status, now)) for status in LIVE_STATUSES
+    }
+    due = Q(locked_by__isnull=True, run_at__lte=now)
+    rows = (
+        Task.objects.using(_using())
+        .order_by()
+        .values("queue")
+        .annotate(oldest_due_at=Min("run_at", filter=due), **counts)
+        .order_by("queue")
+    )
+    return [
+        QueueState(
+            queue=row["queue"],
+            counts={status: row[status] for status in LIVE_STATUSES},
+            oldest_due_at=row["oldest_due_at"],
+        )
+        for row in rows
+    ]
+
+
+def _floor(moment: datetime, step: timedelta) -> datetime:
+    if step >= timedelta(hours=1):
+        return moment.replace(minute=0, second=0, microsecond=0)
+    return moment.replace(second=0, microsecond=0)
+
+
+def _key(moment: datetime) -> datetime:
+    """Compare bucket starts as naive UTC (aware) or as they are (USE_TZ = False)."""
+    if moment.tzinfo is not None:
+        return moment.astimezone(dt_timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+def throughput(now: datetime, step: timedelta, count: int) -> list[Bucket]:
+    """Return succeeded and failed outcomes per ``step`` (a minute or an hour), oldest first.
+
+    The last of ``count`` buckets is the one ``now`` falls in. Buckets are UTC minutes or
+    hours (the same as local ones but in zones offset by a fraction of an hour).
+    """
+    if now.tzinfo is not None:
+        now = now.astimezone(dt_timezone.utc)
+    first = _floor(now, step) - step * (count - 1)
+    trunc = TruncHour if step >= timedelta(hours=1) else TruncMinute
+    rows = (
+        CompletedTask.objects.using(_using())
+        .filter(status__in=[SUCCEEDED, FAILED], finished_at__gte=first)
+        .order_by()
+        .annotate(bucket=trunc("finished_at", tzinfo=dt_timezone.utc))
+        .values("bucket", "status")
+        .annotate(n=Count("id"))
+    )
+    found: dict[tuple[datetime, str], int] = {}
+    for row in rows:
+        if row["bucket"] is not None:
+            found[(_key(row["bucket"]), row["status"])] = row["n"]
+    buckets = []
+    for index in range(count):
+        start = first + step * index
+        buckets.append(
+            Bucket(
+                start=start,
+                succeeded=found.get((_key(start), SUCCEEDED), 0),
+                failed=found.get((_key(start), FAILED), 0),
+            )
+        )
+    return buckets
+
+
+def error_summary(error: str, limit: int = 200) -> str:
+    """Return the line of an error worth showing: a traceback's exception line, else the first."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[-1] if lines[0].startswith("Traceback (most recent call last)") else lines[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def latest_failures(limit: int = 10) -> list[Failure]:
+    """Return the tasks that gave up most recently, newest first."""
+    rows = (
+        CompletedTask.objects.using(_using())
+        .filter(status=FAILED)
+        .order_by("-finished_at")
+        .only("id", "task_name", "verbose_name", "queue", "finished_at", "last_error")[:limit]
+    )
+    return [
+        Failure(
+            id=row.pk,
+            name=str(row),
+            queue=row.queue,
+            finished_at=row.finished_at,
+            summary=error_summary(row.last_error),
+        )
+        for row in rows
+    ]
+
+
+def worker_states(now: datetime, running_limit: int = 500) -> list[WorkerState]:
+    """Return every registered worker, alive ones first, with the tasks each one holds."""
+    stale_before = now - timedelta(seconds=float(app_settings.RESCUE_AFTER))
+    held = (
+        Task.objects.using(_using())
+        .filter(locked_by__isnull=False)
+        .order_by("locked_at", "id")
+        .values_list(
+            "id", "task_name", "verbose_name", "locked_by", "locked_at", "cancel_requested_at"
+        )
+    )
+    by_worker: dict[str, list[RunningTask]] = {}
+    for pk, task_name, verbose_name, locked_by, locked_at, cancel_at in held[:running_limit]:
+        by_worker.setdefault(str(locked_by), []).append(
+            RunningTask(pk, verbose_name or task_name, locked_at, cancel_at is not None)
+        )
+    states = [
+        WorkerState(worker, worker.last_heartbeat_at >= stale_before, by_worker.get(worker.id, []))
+        for worker in Worker.objects.using(_using()).order_by("host", "pid", "id")
+    ]
+    return sorted(states, key=lambda state: not state.alive)
+
+
+def next_ticks(limit: int = 10) -> list[Schedule]:
+    """Return the enabled cron schedules that fire next, soonest first."""
+    return list(
+        Schedule.objects.using(_using())
+        .filter(enabled=True, next_fire_at__isnull=False)
+        .order_by("next_fire_at", "name")[:limit]
+    )

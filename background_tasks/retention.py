@@ -1,0 +1,144 @@
+"""History retention: every worker deletes expired CompletedTask rows, a small batch at a time.
+
+There is no leader. Each worker runs a pruning pass now and then (``PRUNE_INTERVAL``, spread at
+random so that workers started together drift apart); a pass deletes at most
+``PRUNE_BATCH_SIZE`` of the oldest expired rows of each status, in one short transaction per
+status. Where the database has ``SKIP LOCKED`` (PostgreSQL, MySQL, MariaDB), a pass locks its
+batch with it, so two workers pruning at once take disjoint batches and neither waits for the
+other. SQLite has one writer at a time: there each batch is a single ``DELETE`` statement.
+
+A pass that filled a batch comes back soon (``CATCH_UP_DELAY``), so a large backlog drains at
+a bounded pace instead of in one long delete. ``background_tasks prune`` remains for one-off
+clean-ups.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from django.db import DatabaseError, connections, router, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from .conf import app_settings
+from .models import CompletedTask
+
+logger = logging.getLogger("background_tasks")
+
+#: Seconds until the next pass when the last one filled a batch (more rows are expired).
+CATCH_UP_DELAY = 1.0
+
+_RETENTION_SETTINGS = {
+    CompletedTask.Status.SUCCEEDED: "RETAIN_SUCCEEDED_DAYS",
+    CompletedTask.Status.FAILED: "RETAIN_FAILED_DAYS",
+    CompletedTask.Status.CANCELLED: "RETAIN_CANCELLED_DAYS",
+}
+
+
+def retention_periods() -> dict[str, timedelta]:
+    """Return how long the history of each status is kept; statuses kept for ever are left out."""
+    periods = {}
+    for status, name in _RETENTION_SETTINGS.items():
+        days = getattr(app_settings, name)
+        if days is not None:
+            periods[str(status)] = timedelta(days=float(days))
+    return periods
+
+
+def _expired(status: str, cutoff: datetime, using: str) -> QuerySet[CompletedTask]:
+    # Oldest first, in the order of the (status, finished_at) index: a range scan that stops
+    # after the batch, however large the history.
+    return (
+        CompletedTask.objects.using(using)
+        .filter(status=status, finished_at__lt=cutoff)
+        .order_by("finished_at")
+    )
+
+
+def prune_batch(status: str, cutoff: datetime, limit: int) -> int:
+    """Delete at most ``limit`` of the oldest ``status`` rows finished before ``cutoff``.
+
+    Return how many were deleted. Rows another transaction has locked (another worker's batch)
+    are skipped, never waited for.
+    """
+    using = router.db_for_write(CompletedTask)
+    connection = connections[using]
+    if not connection.features.has_select_for_update_skip_locked:
+        # SQLite: one statement, so the batch is chosen and deleted under one write lock.
+        ids = _expired(status, cutoff, using).values("id")[:limit]
+        deleted, _ = CompletedTask.objects.using(using).filter(id__in=ids).delete()
+        return deleted
+    if connection.vendor == "mysql" and not connection.in_atomic_block:
+        # Under REPEATABLE READ the locking read would also lock the gap after the batch, and
+        # with it the insert of every new record at the end of that range; READ COMMITTED
+        # takes no gap locks. Applies to the next transaction only.
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    with transaction.atomic(using=using):
+        batch = list(
+            _expired(status, cutoff, using)
+            .select_for_update(skip_locked=True)
+            .values_list("id", flat=True)[:limit]
+        )
+        if not batch:
+            return 0
+        deleted, _ = CompletedTask.objects.using(using).filter(id__in=batch).delete()
+    return deleted
+
+
+def prune_expired(now: datetime | None = None, batch_size: int | None = None) -> dict[str, int]:
+    """Run one pruning pass: one batch per status with a retention; return rows deleted each."""
+    now = now or timezone.now()
+    limit = int(app_settings.PRUNE_BATCH_SIZE if batch_size is None else batch_size)
+    return {
+        status: prune_batch(status, now - kept, limit)
+        for status, kept in retention_periods().items()
+    }
+
+
+class Pruner:
+    """Decides when a worker prunes, and prunes: called from the worker's loop on every turn."""
+
+    def __init__(
+        self,
+        worker_id: str,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.worker_id = worker_id
+        self.clock = clock
+        self.rng = rng
+        # Never at start: a worker started for a few tasks (or a test) does not pay for a pass.
+        self._next_pass = clock() + self._interval()
+
+    def _interval(self) -> float:
+        """``PRUNE_INTERVAL`` spread by up to half either way, so workers do not prune in step."""
+        return float(app_settings.PRUNE_INTERVAL) * (0.5 + self.rng())
+
+    def prune_if_due(self) -> None:
+        """Run a pass if one is due; a database error is logged and the worker goes on."""
+        if self.clock() < self._next_pass:
+            return
+        limit = int(app_settings.PRUNE_BATCH_SIZE)
+        try:
+            deleted = prune_expired(batch_size=limit)
+        except DatabaseError as exc:
+            # Pruning can wait: never let it stop the worker or count as a database outage.
+            logger.warning("event=prune_error worker=%s error=%r", self.worker_id, exc)
+            deleted = {}
+        for status, count in deleted.items():
+            if count:
+                logger.info(
+                    "event=history_pruned worker=%s status=%s deleted=%s",
+                    self.worker_id,
+                    status,
+                    count,
+                )
+        backlog = any(count >= limit for count in deleted.values())
+        self._next_pass = self.clock() + (
+            min(CATCH_UP_DELAY, self._interval()) if backlog else self._interval()
+        )
