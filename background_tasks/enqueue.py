@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import IntegrityError, OperationalError, connections, models, router, transaction
 from django.utils import timezone
 
-from . import schedule as schedule_maths
-from . import signals
+from . import signals, timing
 from .claims import MYSQL_RETRIES, MYSQL_RETRYABLE_ERRORS
 from .columns import OBJECT_ID_LENGTH, QUEUE_LENGTH, VERBOSE_NAME_LENGTH, text_problem
 from .conf import app_settings
@@ -108,11 +107,11 @@ def build_row(
     # The maths is in aware datetimes; the row gets what its columns hold (naive without USE_TZ).
     clock = aware(now)
     schedule = task.schedule if schedule is None else schedule
-    run_at = to_db(schedule_maths.resolve_run_at(schedule, clock, tz))
-    repeat_spec = schedule_maths.encode_repeat(repeat)
+    run_at = to_db(timing.resolve_run_at(schedule, clock, tz))
+    repeat_spec = timing.encode_repeat(repeat)
     if repeat_until is not None:
         repeat_until = (
-            to_db(schedule_maths.resolve_run_at(repeat_until, clock, tz))
+            to_db(timing.resolve_run_at(repeat_until, clock, tz))
             if isinstance(repeat_until, datetime)
             else _bad_repeat_until(task.name, repeat_until)
         )

@@ -24,8 +24,8 @@ from .conf import app_settings
 from .exceptions import InvalidTaskArguments
 from .models import CompletedTask, LegacyImport, Task
 from .registry import registry
-from .schedule import encode_repeat
 from .serialization import check_signature, encode_params, params_hash
+from .timing import encode_repeat
 
 TASK_TABLE = "background_task"
 COMPLETED_TABLE = "background_task_completedtask"

@@ -15,8 +15,7 @@ from django.db import DataError, IntegrityError, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import isolation, signals
-from . import schedule as schedule_maths
+from . import isolation, signals, timing
 from .columns import storable_for
 from .conf import app_settings
 from .exceptions import TaskCancelled, TaskInterrupted
@@ -129,7 +128,7 @@ def _plan_next_occurrence(task: Task, now: datetime) -> tuple[Task | None, str]:
         anchor = task.repeat_anchor or task.scheduled_at or task.run_at
         due = task.scheduled_at or task.run_at
         next_at = to_db(
-            schedule_maths.next_repeat(
+            timing.next_repeat(
                 aware(anchor), task.repeat, aware(max(due, now)), timezone.get_current_timezone()
             )
         )

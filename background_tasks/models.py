@@ -17,7 +17,7 @@ from django.db import models  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from django.utils.translation import gettext_lazy as _  # noqa: E402
 
-from . import schedule  # noqa: E402
+from . import timing  # noqa: E402
 from .columns import (  # noqa: E402
     OBJECT_ID_LENGTH,
     QUEUE_LENGTH,
@@ -228,12 +228,12 @@ def _creator_filter(creator: models.Model) -> dict[str, Any]:
 class Task(TaskBase):
     """A task waiting to run, or running now (``locked_by`` names the worker)."""
 
-    HOURLY = schedule.HOURLY
-    DAILY = schedule.DAILY
-    WEEKLY = schedule.WEEKLY
-    EVERY_2_WEEKS = schedule.EVERY_2_WEEKS
-    EVERY_4_WEEKS = schedule.EVERY_4_WEEKS
-    NEVER = schedule.NEVER
+    HOURLY = timing.HOURLY
+    DAILY = timing.DAILY
+    WEEKLY = timing.WEEKLY
+    EVERY_2_WEEKS = timing.EVERY_2_WEEKS
+    EVERY_4_WEEKS = timing.EVERY_4_WEEKS
+    NEVER = timing.NEVER
 
     scheduled_at = models.DateTimeField(
         _("scheduled at"),

@@ -18,8 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, router, transaction
 from django.utils import timezone as dj_timezone
 
-from . import isolation, signals
-from . import schedule as schedule_maths
+from . import isolation, signals, timing
 from .columns import QUEUE_LENGTH, TASK_NAME_LENGTH, text_problem
 from .conf import PREFIX, app_settings
 from .exceptions import InvalidTaskError
@@ -75,11 +74,11 @@ def check_schedule_options(where: str, cron: object, tz_name: object, catch_up: 
     if not isinstance(cron, str):
         raise InvalidTaskError(f"{where}: cron must be a string like '0 3 * * *', not {cron!r}.")
     try:
-        normalised = schedule_maths.validate_cron(cron)
+        normalised = timing.validate_cron(cron)
         if tz_name:
             if not isinstance(tz_name, str):
                 raise ValueError(f"time zone must be a name like 'Europe/Berlin', not {tz_name!r}.")
-            schedule_maths.validate_timezone(tz_name)
+            timing.validate_timezone(tz_name)
     except ValueError as exc:
         raise InvalidTaskError(f"{where}: {exc}") from None
     if catch_up not in CATCH_UP_CHOICES:
@@ -224,12 +223,12 @@ def all_definitions() -> dict[str, ScheduleDefinition]:
 
 def zone_of(schedule: Schedule) -> tzinfo:
     if schedule.time_zone:
-        return schedule_maths.validate_timezone(schedule.time_zone)
+        return timing.validate_timezone(schedule.time_zone)
     return dj_timezone.get_default_timezone()
 
 
 def first_fire(schedule: Schedule, now: datetime) -> datetime:
-    return to_db(schedule_maths.next_cron_fire(schedule.cron, zone_of(schedule), aware(now)))
+    return to_db(timing.next_cron_fire(schedule.cron, zone_of(schedule), aware(now)))
 
 
 def sync_schedules(now: datetime | None = None) -> None:
@@ -314,7 +313,7 @@ def fire_one(schedule: Schedule, now: datetime) -> Task | None:
     assert tick is not None
     # Missed ticks collapse: the schedule moves to its first tick after now.
     next_tick = to_db(
-        schedule_maths.next_cron_fire(schedule.cron, zone_of(schedule), aware(max(now, tick)))
+        timing.next_cron_fire(schedule.cron, zone_of(schedule), aware(max(now, tick)))
     )
     late = (now - tick).total_seconds()
     skip = schedule.catch_up == Schedule.CatchUp.SKIP and late > float(

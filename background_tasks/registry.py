@@ -465,7 +465,7 @@ def _check_schedule(task_name: str, schedule: Any) -> None:
     """Fail at decoration time, not at the first call, when a default schedule is unusable."""
     from datetime import datetime, timedelta, timezone
 
-    from .schedule import resolve_run_at
+    from .timing import resolve_run_at
 
     if isinstance(schedule, bool) or not isinstance(schedule, (int, float, timedelta, datetime)):
         raise InvalidTaskError(

@@ -32,7 +32,7 @@ from typing import Any
 from django.db import DatabaseError, InterfaceError, connection, connections, router
 from django.utils import timezone
 
-from . import __version__, heartbeat, isolation, lifecycle, logs
+from . import __version__, isolation, lifecycle, liveness, logs
 from .child import run_child
 from .conf import app_settings
 from .exceptions import TaskTimedOut, WorkerLost
@@ -115,7 +115,7 @@ class Supervisor:
         self._on_signal(signal.SIGTERM, None)
 
     def _start_child(self) -> Child:
-        worker_id = heartbeat.new_worker_id() + f":child{self.started}"
+        worker_id = liveness.new_worker_id() + f":child{self.started}"
         self.started += 1
         process = self._context.Process(
             target=run_child,
@@ -250,7 +250,7 @@ class Supervisor:
                         partial(lifecycle.record_failure, task, child.worker_id, reason, error),
                         "The attempt of the dead worker process",
                     )
-                heartbeat.unregister(child.worker_id)
+                liveness.unregister(child.worker_id)
             except (DatabaseError, InterfaceError) as exc:
                 if is_missing_table(exc):
                     self._unrecorded.clear()  # no tables, so no rows to record

@@ -28,7 +28,7 @@ class Tasks:
         """
         from .claims import claim_tasks
         from .execution import execute
-        from .heartbeat import new_worker_id
+        from .liveness import new_worker_id
 
         worker_id = "run_next_task:" + new_worker_id()
         claimed = claim_tasks(worker_id, [queue] if queue else [], 1)

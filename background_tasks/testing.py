@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from .claims import claim_tasks
 from .execution import execute
-from .heartbeat import new_worker_id
+from .liveness import new_worker_id
 
 
 def run_tasks(

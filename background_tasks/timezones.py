@@ -1,6 +1,6 @@
-"""Datetimes between the database and the schedule maths, whatever ``USE_TZ`` says.
+"""Datetimes between the database and the timing maths, whatever ``USE_TZ`` says.
 
-The schedule maths (``schedule.py``) works on aware datetimes only. With ``USE_TZ = True``
+The timing maths (``timing.py``) works on aware datetimes only. With ``USE_TZ = True``
 everything Django hands out is aware already. With ``USE_TZ = False`` the clock
 (``django.utils.timezone.now()``) and the columns hold naive wall-clock times in
 ``TIME_ZONE``, and the database refuses aware ones: values are made aware in that zone on the

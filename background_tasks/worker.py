@@ -27,7 +27,7 @@ from django.db import (
     router,
 )
 
-from . import __version__, heartbeat, isolation, lifecycle, logs, periodic, retention
+from . import __version__, isolation, lifecycle, liveness, logs, periodic, retention
 from .claims import claim_tasks
 from .conf import app_settings
 from .execution import execute
@@ -81,7 +81,7 @@ class Worker:
         worker_id: str | None = None,
         max_memory: float | None = None,
     ) -> None:
-        self.id = worker_id or heartbeat.new_worker_id()
+        self.id = worker_id or liveness.new_worker_id()
         self.queues = list(queues)
         self.concurrency = concurrency
         self.sleep = app_settings.POLL_INTERVAL if sleep is None else sleep
@@ -133,7 +133,7 @@ class Worker:
         deadline = None if self.duration is None else self.clock() + self.duration
         try:
             self._until_db_ok(
-                lambda: heartbeat.register(self.id, self.queues, self.concurrency), waiting=True
+                lambda: liveness.register(self.id, self.queues, self.concurrency), waiting=True
             )
             self._until_db_ok(periodic.sync_schedules, waiting=True)
         except _StopWaiting as stop:
@@ -338,9 +338,9 @@ class Worker:
             # Recycle this thread's connection by CONN_MAX_AGE and health checks, as a request
             # would (never inside a caller's transaction, when a Worker runs embedded).
             close_old_connections()
-        heartbeat.beat(self.id, self.queues, self.concurrency)
+        liveness.beat(self.id, self.queues, self.concurrency)
         if rescue:
-            heartbeat.rescue_lost()
+            liveness.rescue_lost()
         self._next_beat = self.clock() + float(app_settings.HEARTBEAT_INTERVAL)
 
     def _fire_schedules_if_due(self) -> None:
@@ -475,7 +475,7 @@ class Worker:
             released += lifecycle.hand_back(
                 [task for task in leftovers if task.pk not in unstarted_ids], self.id
             )
-            heartbeat.unregister(self.id)
+            liveness.unregister(self.id)
         except _DB_ERRORS as exc:
             logger.error("event=shutdown_db_error worker=%s error=%r", self.id, exc)
             released = 0

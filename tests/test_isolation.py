@@ -14,7 +14,7 @@ import pytest
 from django.db import DatabaseError, DataError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from background_tasks import heartbeat, isolation, lifecycle, periodic
+from background_tasks import isolation, lifecycle, liveness, periodic
 from background_tasks.claims import claim_tasks
 from background_tasks.logs import shown
 from background_tasks.models import QUARANTINED, CompletedTask, Schedule, Task, Worker
@@ -166,7 +166,7 @@ def test_rescue__a_row_with_a_bad_repeat_is_failed_and_the_others_are_rescued() 
     bad = make(repeat={"foo": 1}, attempts=1, max_attempts=1, locked_by=worker, locked_at=stale)
     good = make(attempts=1, locked_by=worker, locked_at=stale)
 
-    assert heartbeat.rescue_lost() == 2
+    assert liveness.rescue_lost() == 2
 
     record = CompletedTask.objects.get(task_id=bad.pk)
     assert record.status == CompletedTask.Status.FAILED
@@ -181,7 +181,7 @@ def test_rescue__a_row_it_cannot_load_is_quarantined_and_the_others_are_rescued(
     bad = make_unloadable(locked_by=worker, locked_at=stale)
     good = make(attempts=1, locked_by=worker, locked_at=stale)
 
-    assert heartbeat.rescue_lost() == 1
+    assert liveness.rescue_lost() == 1
 
     assert held_by(bad)[0] == QUARANTINED
     good.refresh_from_db()
@@ -199,7 +199,7 @@ def test_rescue__a_hand_made_hold_by_nobody_is_released(
     locked_at = None if lock_age is None else timezone.now() - lock_age
     task = make(attempts=1, locked_by=locked_by, locked_at=locked_at)
 
-    assert heartbeat.rescue_lost() == 1
+    assert liveness.rescue_lost() == 1
 
     task.refresh_from_db()
     assert task.locked_by is None
@@ -213,7 +213,7 @@ def test_rescue__leaves_quarantined_rows_and_live_workers_rows_alone() -> None:
     quarantined = make(locked_by=QUARANTINED, locked_at=now - timedelta(days=1))
     running = make(locked_by="alive:1:a", locked_at=None)
 
-    assert heartbeat.rescue_lost() == 0
+    assert liveness.rescue_lost() == 0
 
     assert held_by(quarantined.pk)[0] == QUARANTINED
     assert held_by(running.pk)[0] == "alive:1:a"

@@ -19,7 +19,7 @@ import pytest
 from django.db import InterfaceError, OperationalError, ProgrammingError, connection
 from django.test import override_settings
 
-from background_tasks import heartbeat
+from background_tasks import liveness
 from background_tasks import worker as worker_module
 from background_tasks.outage import Outage, is_missing_table, is_outage, pause_before_try
 from background_tasks.worker import EXIT_DATABASE_UNAVAILABLE, EXIT_NOT_MIGRATED, Worker
@@ -124,7 +124,7 @@ def test_worker_loop__an_outage_is_waited_out_with_backoff_though_the_heartbeat_
         calls.append(time.monotonic())
         raise OperationalError("could not connect to server: Connection refused")
 
-    monkeypatch.setattr(heartbeat, "beat", unreachable)
+    monkeypatch.setattr(liveness, "beat", unreachable)
     monkeypatch.setattr(worker_module, "claim_tasks", unreachable)
 
     with caplog.at_level(logging.INFO, logger="background_tasks"):

@@ -1,7 +1,7 @@
 """When a task runs: ``schedule=`` at the call site, and repeating series (``repeat=``).
 
 The clock is frozen with time-machine and moved by hand; due tasks run in process with
-``run_tasks``. Worker-side maths (``next_repeat``) is unit-tested in test_schedule_maths.py;
+``run_tasks``. Worker-side maths (``next_repeat``) is unit-tested in test_timing.py;
 these tests drive it end to end through enqueue, claim, run and archive.
 """
 

@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from background_tasks import periodic
-from background_tasks.heartbeat import register, rescue_lost
+from background_tasks.liveness import register, rescue_lost
 from background_tasks.models import CompletedTask, Schedule, Task, Worker
 from background_tasks.testing import run_tasks
 from background_tasks.timezones import aware

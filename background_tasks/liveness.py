@@ -1,4 +1,4 @@
-"""The worker registry: heartbeats, and rescue of tasks held by workers that died."""
+"""Liveness of workers: registration, heartbeats, and rescue of tasks held by workers that died."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unit tests of background_tasks.schedule: pure maths, fixed datetimes, no database."""
+"""Unit tests of background_tasks.timing: pure maths, fixed datetimes, no database."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from croniter import croniter
 from dateutil.relativedelta import MO, relativedelta
 
-from background_tasks.schedule import (
+from background_tasks.timing import (
     DAILY,
     EVERY_2_WEEKS,
     EVERY_4_WEEKS,

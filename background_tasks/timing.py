@@ -1,4 +1,4 @@
-"""Scheduling maths: run times, repeat steps and cron fire times. Pure: no database, no clock.
+"""Timing maths: run times, repeat steps and cron fire times. Pure: no database, no clock.
 
 Every function takes ``now``/``after`` as an argument and returns aware UTC datetimes.
 
