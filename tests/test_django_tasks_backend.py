@@ -26,8 +26,8 @@ from background_tasks.backends import DatabaseBackend, resolve_django_task
 from background_tasks.claims import claim_tasks
 from background_tasks.exceptions import InvalidTaskArguments
 from background_tasks.execution import execute
-from background_tasks.lifecycle import cancel_waiting
 from background_tasks.models import CompletedTask, Task
+from background_tasks.operations import cancel_waiting
 from background_tasks.testing import run_tasks
 from tests.tasks_framework import (
     InvalidTask,
