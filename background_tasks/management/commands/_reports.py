@@ -36,8 +36,8 @@ STATS_WINDOW = timedelta(hours=24)
 COMPLETED_STATUSES = tuple(str(value) for value in CompletedTask.Status.values)
 
 
-def add_subcommands(add: Callable[..., CommandParser]) -> None:
-    """Add these subcommands through the command's ``add(name, help, json=...)``."""
+def add_report_subcommands(add: Callable[..., CommandParser]) -> None:
+    """Add ``tasks``, ``workers`` and ``stats`` through the command's ``add()``."""
     add("tasks", "List the registered tasks and the options they run with.", json=True)
     add("workers", "List the workers, alive and lost (no heartbeat for RESCUE_AFTER).", json=True)
     add(
@@ -45,6 +45,10 @@ def add_subcommands(add: Callable[..., CommandParser]) -> None:
         "Count tasks per queue and state, and those finished in the last 24 hours.",
         json=True,
     )
+
+
+def add_subcommands(add: Callable[..., CommandParser]) -> None:
+    """Add ``health``, ``schedules`` and ``import-legacy`` through the command's ``add()``."""
     sub = add(
         "health",
         "Probe: exit 0 if live workers serve the queues and no ready task waits too long.",

@@ -89,6 +89,7 @@ class Command(BaseCommand):
         )
 
         _args.add_ids(add("run-now", "Make waiting tasks ready now."))
+        _reports.add_report_subcommands(add)
 
         sub = add("prune", "Delete old completed tasks, in batches.")
         sub.add_argument(
