@@ -1,4 +1,4 @@
-"""One definition of a live task's state: the admin, the command and the model agree on every row."""
+"""One definition of a live task's state: the admin, the command and the model agree on it."""
 
 from __future__ import annotations
 
