@@ -53,12 +53,10 @@ class TaskStatusFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
         value = self.value()
-        if not value:
-            return queryset
         # "failing", the filter's older name, still works in saved links.
-        if value not in TaskState.values and value not in STATE_ALIASES:
-            return queryset
-        return cast(TaskQuerySet, queryset).in_state(value)
+        if value in TaskState.values or value in STATE_ALIASES:
+            return cast(TaskQuerySet, queryset).in_state(value)
+        return queryset
 
 
 class WorkerFilter(admin.AllValuesFieldListFilter):

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 
 from django.core.management.base import CommandParser
 
+from background_tasks.models import CompletedTask
+
 #: Largest count an option takes (a 32-bit signed integer): any more is a typo, and a
 #: database refuses a LIMIT past its integer range.
 MAX_COUNT = 2**31 - 1
@@ -18,6 +20,8 @@ MAX_COUNT = 2**31 - 1
 MAX_ID = 2**63 - 1
 #: Default of ``--limit``.
 DEFAULT_LIMIT = 50
+#: Choices of ``--status`` for completed tasks.
+COMPLETED_STATUSES = tuple(str(value) for value in CompletedTask.Status.values)
 NAME_HELP = "Only tasks of this name (the full name, or its last dotted part(s))."
 
 
@@ -127,11 +131,10 @@ def add_status(
     repeat: bool = False,
 ) -> None:
     """Add ``--status`` taking one of ``choices`` (``repeat``: as often as wanted, into a list)."""
-    more: dict[str, object] = {"action": "append", "default": []} if repeat else {}
-    parser.add_argument(
-        "--status",
-        type=one_of("status", choices, aliases),
-        metavar="{" + ",".join(choices) + "}",
-        help=text,
-        **more,  # type: ignore[arg-type]
-    )
+    convert, metavar = one_of("status", choices, aliases), "{" + ",".join(choices) + "}"
+    if repeat:
+        parser.add_argument(
+            "--status", type=convert, action="append", default=[], metavar=metavar, help=text
+        )
+    else:
+        parser.add_argument("--status", type=convert, metavar=metavar, help=text)

@@ -24,7 +24,7 @@ from background_tasks.models import CompletedTask, Task, TaskState, Worker
 from background_tasks.registry import registry
 
 from . import _output
-from ._args import non_empty, seconds
+from ._args import COMPLETED_STATUSES, non_empty, seconds
 
 if TYPE_CHECKING:
     from .background_tasks import Command
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 DEFAULT_MAX_READY_AGE = 300.0
 #: ``stats`` counts the tasks finished within this window.
 STATS_WINDOW = timedelta(hours=24)
-COMPLETED_STATUSES = tuple(str(value) for value in CompletedTask.Status.values)
 
 
 def add_report_subcommands(add: Callable[..., CommandParser]) -> None:

@@ -22,7 +22,6 @@ from background_tasks.states import STATE_ALIASES, TaskState
 
 from . import _args, _output, _reports
 
-COMPLETED_STATUSES = tuple(str(value) for value in CompletedTask.Status.values)
 CANCEL_REQUESTED = "Running; cancel requested (the task stops when it next checks is_cancelled())"
 BUSY = "Skipped (locked by another transaction; try again)"
 
@@ -62,7 +61,7 @@ class Command(BaseCommand):
         _args.add_limit(sub)
 
         sub = add("history", "List completed tasks, newest first.", json=True)
-        _args.add_status(sub, COMPLETED_STATUSES, "Only tasks that ended this way.")
+        _args.add_status(sub, _args.COMPLETED_STATUSES, "Only tasks that ended this way.")
         _args.add_name(sub)
         _args.add_limit(sub)
 
@@ -101,7 +100,7 @@ class Command(BaseCommand):
         )
         _args.add_status(
             sub,
-            COMPLETED_STATUSES,
+            _args.COMPLETED_STATUSES,
             "Only tasks that ended this way (repeat for several; default: all).",
             repeat=True,
         )
