@@ -51,6 +51,7 @@ from .serialization import (
     json_problem,
     params_hash,
 )
+from .states import TaskState
 from .wakeup import notify_ready
 
 try:
@@ -453,7 +454,8 @@ def _path_of(cls: type) -> str:
 
 def _result_of_queued(row: QueuedTask, task: DjangoTask[P, R], alias: str) -> TaskResult[P, R]:
     args, kwargs = _params(row)
-    running = bool(row.locked_by)
+    # A quarantined row is held by no worker: it waits for an operator, so it reads as READY.
+    running = row.state == TaskState.RUNNING
     worker_ids = list(row.worker_ids)
     if running:
         worker_ids.append(row.locked_by or "")

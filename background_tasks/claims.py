@@ -192,7 +192,7 @@ def _claim_generic(
         with connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
     with transaction.atomic(using=using):
-        ready = Task.objects.using(using).ready(now).in_queues(list(queues))
+        ready = Task.objects.using(using).due(now).in_queues(list(queues))
         ids = list(
             ready.select_for_update(skip_locked=True)
             .order_by(order, "run_at", "id")

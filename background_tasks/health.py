@@ -95,10 +95,7 @@ def check_backlog(now: datetime, queues: Sequence[str], max_ready_age: float) ->
     """
     using = router.db_for_write(Task)
     oldest = (
-        Task.objects.using(using)
-        .ready(now)
-        .in_queues(list(queues))
-        .aggregate(at=Min("run_at"))["at"]
+        Task.objects.using(using).due(now).in_queues(list(queues)).aggregate(at=Min("run_at"))["at"]
     )
     if oldest is None:
         return Check("backlog", True, "no task is waiting")

@@ -32,7 +32,7 @@ logger = logging.getLogger("background_tasks")
 
 _COPIED_FIELDS = [f.name for f in TaskBase._meta.concrete_fields if f.name != "id"]
 #: What a new occurrence or a retry takes from its original: not the progress it reported.
-_CARRIED_FIELDS = [name for name in _COPIED_FIELDS if not name.startswith("progress_")]
+CARRIED_FIELDS = [name for name in _COPIED_FIELDS if not name.startswith("progress_")]
 
 
 def max_attempts_of(task: Task) -> int:
@@ -76,7 +76,7 @@ def _record(
     return completed
 
 
-def _fresh_attempts(row: Task) -> None:
+def reset_attempts(row: Task) -> None:
     """Clear what the attempts of an earlier task left on a new row copied from it."""
     row.attempts = 0
     row.handbacks = 0
@@ -137,13 +137,13 @@ def _plan_next_occurrence(task: Task, now: datetime) -> tuple[Task | None, str]:
     if task.repeat_until is not None and next_at > task.repeat_until:
         return None, ""
     follower = Task(
-        **_copied(task, _CARRIED_FIELDS),
+        **_copied(task, CARRIED_FIELDS),
         scheduled_at=next_at,
         repeat_anchor=anchor,
         unique_key=task.unique_key,
     )
     follower.run_at = next_at
-    _fresh_attempts(follower)
+    reset_attempts(follower)
     follower.created_at = now
     return follower, ""
 
@@ -463,75 +463,12 @@ def _retry_delay_of(task: Task) -> timedelta:
         return retry_delay(None, task.attempts)
 
 
-def cancel_waiting(
-    task_ids: list[int], reason: str = "Cancelled by an operator."
-) -> tuple[int, int]:
-    """Cancel tasks not held by a worker; return (cancelled, held by a worker so left alone).
-
-    Rows a worker holds are skipped and never waited for (SKIP LOCKED where the database has
-    it; the fence on ``locked_by IS NULL`` everywhere).
-    """
-    using = _using()
-    cancelled = 0
-    with transaction.atomic(using=using):
-        rows = Task.objects.using(using).filter(pk__in=task_ids, locked_by__isnull=True)
-        if _supports_skip_locked(using):
-            rows = rows.select_for_update(skip_locked=True)
-        for task in list(rows):
-            if record_cancelled(task, None, reason) is not None:
-                cancelled += 1
-    running = Task.objects.using(using).filter(pk__in=task_ids, locked_by__isnull=False).count()
-    return cancelled, running
-
-
-def request_cancel(task_ids: list[int]) -> int:
-    """Ask the workers running these tasks to stop them; return how many were asked.
-
-    Rows being claimed or finalised at this moment are skipped rather than waited for.
-    """
-    using = _using()
-    with transaction.atomic(using=using):
-        running = Task.objects.using(using).filter(pk__in=task_ids, locked_by__isnull=False)
-        if _supports_skip_locked(using):
-            running = running.select_for_update(skip_locked=True)
-        ids = list(running.values_list("pk", flat=True))
-        return (
-            Task.objects.using(using).filter(pk__in=ids).update(cancel_requested_at=timezone.now())
-        )
-
-
-def retry_completed(completed: CompletedTask, *, now: datetime | None = None) -> Task:
-    """Enqueue a fresh copy of a finished task, ready now."""
-    now = now or timezone.now()
-    fresh = Task(**{name: getattr(completed, name) for name in _CARRIED_FIELDS})
-    fresh.run_at = now
-    fresh.scheduled_at = now
-    _fresh_attempts(fresh)
-    fresh.created_at = now
-    # A retry is a one-off: the series it came from goes on by itself (see record_failure), and
-    # a second copy of the series would run every occurrence twice.
-    fresh.repeat = None
-    fresh.repeat_until = None
-    fresh.save(using=_using(), force_insert=True)
-    signals.emit(signals.task_created, sender=fresh.task_name, task=fresh)
-    return fresh
-
-
-def _supports_skip_locked(using: str) -> bool:
-    from django.db import connections
-
-    return bool(connections[using].features.has_select_for_update_skip_locked)
-
-
 __all__ = [
     "archive",
-    "cancel_waiting",
     "hand_back",
     "max_attempts_of",
     "record_cancelled",
     "record_failure",
     "record_success",
     "release",
-    "request_cancel",
-    "retry_completed",
 ]

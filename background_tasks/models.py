@@ -25,9 +25,7 @@ from .columns import (  # noqa: E402
     VERBOSE_NAME_LENGTH,
 )
 from .serialization import params_hash  # noqa: E402
-
-#: The ``locked_by`` of a row set aside because it cannot be loaded or recorded (isolation.py).
-QUARANTINED = "quarantined"
+from .states import QUARANTINED, TaskState, state_q  # noqa: E402
 
 
 def empty_params() -> dict[str, Any]:
@@ -107,6 +105,11 @@ class TaskBase(models.Model):
         return bool(self.last_error)
 
 
+def name_q(name: str) -> models.Q:
+    """Match a task name exactly or by its last dotted part(s): ``send``: ``app.tasks.send``."""
+    return models.Q(task_name=name) | models.Q(task_name__endswith="." + name)
+
+
 class TaskQuerySet(models.QuerySet["Task"]):
     """Filters of the live queue by state (``Task.objects``)."""
 
@@ -120,21 +123,44 @@ class TaskQuerySet(models.QuerySet["Task"]):
         """Tasks a worker holds: running."""
         return self.filter(locked_by__isnull=False)
 
-    def ready(self, now: datetime | None = None) -> TaskQuerySet:
-        """Unlocked tasks due at ``now`` (default: the current time)."""
+    def due(self, now: datetime | None = None) -> TaskQuerySet:
+        """Unlocked tasks whose run time has come at ``now``: ready ones and due retries.
+
+        What a worker claims (default ``now``: the current time).
+        """
         return self.unlocked().filter(run_at__lte=now or timezone.now())
 
+    def in_state(self, state: str, now: datetime | None = None) -> TaskQuerySet:
+        """Tasks in ``state`` (a TaskState value, or an alias such as "failing") at ``now``."""
+        return self.filter(state_q(state, now or timezone.now()))
+
+    def ready(self, now: datetime | None = None) -> TaskQuerySet:
+        """Tasks in the ready state: unlocked, never failed, due at ``now``."""
+        return self.in_state(TaskState.READY, now)
+
     def scheduled(self, now: datetime | None = None) -> TaskQuerySet:
-        """Unlocked tasks due after ``now`` (default: the current time)."""
-        return self.unlocked().filter(run_at__gt=now or timezone.now())
+        """Tasks in the scheduled state: unlocked, never failed, due after ``now``."""
+        return self.in_state(TaskState.SCHEDULED, now)
+
+    def running(self) -> TaskQuerySet:
+        """Tasks in the running state: held by a worker (not quarantined)."""
+        return self.in_state(TaskState.RUNNING)
+
+    def retrying(self) -> TaskQuerySet:
+        """Tasks in the retrying state: unlocked, with a failed attempt behind them."""
+        return self.in_state(TaskState.RETRYING)
+
+    def quarantined(self) -> TaskQuerySet:
+        """Tasks in the quarantined state: set aside, never claimed until an operator acts."""
+        return self.in_state(TaskState.QUARANTINED)
+
+    def named(self, name: str) -> TaskQuerySet:
+        """Tasks named ``name``, or whose name ends with ``.name``."""
+        return self.filter(name_q(name))
 
     def in_queues(self, queues: list[str] | None) -> TaskQuerySet:
         """Tasks of these queues; every task when ``queues`` is empty or None."""
         return self.filter(queue__in=queues) if queues else self
-
-    def failing(self) -> TaskQuerySet:
-        """Tasks with a failed attempt behind them, waiting for (or running) a retry."""
-        return self.exclude(last_error="")
 
     # -- django-background-tasks' TaskManager API (see docs/migrating.md) ----------------------
 
@@ -143,7 +169,7 @@ class TaskQuerySet(models.QuerySet["Task"]):
         from .conf import app_settings
 
         order = "-priority" if app_settings.priority_descending else "priority"
-        return self.ready().in_queues([queue] if queue else None).order_by(order, "run_at", "id")
+        return self.due().in_queues([queue] if queue else None).order_by(order, "run_at", "id")
 
     def failed(self) -> TaskQuerySet:
         """Return no rows: a task that gave up is a ``CompletedTask`` (``.failed()`` there).
@@ -275,12 +301,24 @@ class Task(TaskBase):
         ]
 
     @property
-    def status(self) -> str:
+    def state(self) -> TaskState:
+        """The task's state now (see TaskState); ``state_at()`` for another moment."""
+        return self.state_at(timezone.now())
+
+    def state_at(self, now: datetime) -> TaskState:
+        """The task's state at ``now``: the one ``Task.objects.in_state()`` puts it in."""
         if self.locked_by == QUARANTINED:
-            return "quarantined"
-        if self.locked_by:
-            return "running"
-        return "scheduled" if self.run_at > timezone.now() else "ready"
+            return TaskState.QUARANTINED
+        if self.locked_by is not None:
+            return TaskState.RUNNING
+        if self.last_error:
+            return TaskState.RETRYING
+        return TaskState.SCHEDULED if self.run_at > now else TaskState.READY
+
+    @property
+    def status(self) -> str:
+        """The state's name (``state``), kept for code written before states had a type."""
+        return str(self.state)
 
     @property
     def is_locked(self) -> bool:
@@ -306,6 +344,10 @@ class CompletedTaskQuerySet(models.QuerySet["CompletedTask"]):
 
     def _within(self, within: timedelta | None) -> CompletedTaskQuerySet:
         return self if within is None else self.filter(finished_at__gt=timezone.now() - within)
+
+    def named(self, name: str) -> CompletedTaskQuerySet:
+        """Records named ``name``, or whose name ends with ``.name``."""
+        return self.filter(name_q(name))
 
     def cancelled(self) -> CompletedTaskQuerySet:
         """Records of tasks that were cancelled."""
@@ -480,4 +522,13 @@ class LegacyImport(models.Model):
         return f"{self.source_table} {self.source_id} -> {self.target_model} {self.target_id}"
 
 
-__all__ = ["CompletedTask", "LegacyImport", "Schedule", "Task", "TaskBase", "Worker"]
+__all__ = [
+    "QUARANTINED",
+    "CompletedTask",
+    "LegacyImport",
+    "Schedule",
+    "Task",
+    "TaskBase",
+    "TaskState",
+    "Worker",
+]

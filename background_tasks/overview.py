@@ -16,9 +16,9 @@ from django.db import router
 from django.db.models import Count, Min, Q
 from django.db.models.functions import TruncHour, TruncMinute
 
-from .cli import LIVE_STATUSES, live_status_q
 from .conf import app_settings
 from .models import CompletedTask, Schedule, Task, Worker
+from .states import TaskState, state_q
 
 SUCCEEDED = str(CompletedTask.Status.SUCCEEDED)
 FAILED = str(CompletedTask.Status.FAILED)
@@ -38,8 +38,8 @@ class QueueState:
 
     @property
     def cells(self) -> list[tuple[str, int]]:
-        """The counts in the order of LIVE_STATUSES."""
-        return [(status, self.counts[status]) for status in LIVE_STATUSES]
+        """The counts in the order of TaskState."""
+        return [(state, self.counts[state]) for state in TaskState.values]
 
 
 @dataclass(frozen=True)
@@ -80,13 +80,13 @@ def _using() -> str:
 
 
 def queue_states(now: datetime) -> list[QueueState]:
-    """Count live tasks per queue in each of LIVE_STATUSES (the CLI's definition), in one query.
+    """Count live tasks per queue in each TaskState, in one query.
 
     "Oldest due" covers every row no worker holds whose run time has come: fresh ones and
     retries alike, since both wait for a worker.
     """
     counts: dict[str, Any] = {
-        status: Count("id", filter=live_status_q(status, now)) for status in LIVE_STATUSES
+        state: Count("id", filter=state_q(state, now)) for state in TaskState.values
     }
     due = Q(locked_by__isnull=True, run_at__lte=now)
     rows = (
@@ -99,7 +99,7 @@ def queue_states(now: datetime) -> list[QueueState]:
     return [
         QueueState(
             queue=row["queue"],
-            counts={status: row[status] for status in LIVE_STATUSES},
+            counts={state: row[state] for state in TaskState.values},
             oldest_due_at=row["oldest_due_at"],
         )
         for row in rows

@@ -20,8 +20,8 @@ from background_tasks.claims import (
     ready_where_sql,
     sqlite_claim_sql,
 )
-from background_tasks.lifecycle import cancel_waiting
 from background_tasks.models import CompletedTask, Task
+from background_tasks.operations import cancel_waiting
 
 NOW = timezone.now().replace(microsecond=0)
 

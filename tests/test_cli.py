@@ -19,7 +19,7 @@ from django.db.models.signals import pre_delete
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from background_tasks import cli
+from background_tasks import operations
 from background_tasks.models import QUARANTINED, CompletedTask, Task, Worker
 from background_tasks.testing import run_tasks
 from tests.helpers import run_command
@@ -200,20 +200,29 @@ def test_list__filters_by_queue() -> None:
     assert run_json("list", "--queue", "reports") == [run_json("show", str(other.pk))]
 
 
-@pytest.mark.parametrize("status", ["ready", "scheduled", "running", "failing"])
+@pytest.mark.parametrize("status", ["ready", "scheduled", "running", "retrying"])
 def test_list__filters_by_status(status: str) -> None:
     now = timezone.now()
     by_status = {
         "ready": make_task(run_at=now - hours(1)),
         "scheduled": make_task(run_at=now + hours(1)),
         "running": make_task(locked_by="w", locked_at=now, last_error="an earlier attempt failed"),
-        "failing": make_task(run_at=now + hours(1), last_error="Traceback ...", attempts=1),
+        "retrying": make_task(run_at=now + hours(1), last_error="Traceback ...", attempts=1),
     }
 
     listed = run_json("list", "--status", status)
 
     assert [t["id"] for t in listed] == [by_status[status].pk]
     assert listed[0]["status"] == status
+
+
+def test_list__status_failing_is_still_accepted_as_retrying() -> None:
+    make_task()
+    retrying = make_task(last_error="Traceback ...", attempts=1)
+
+    listed = run_json("list", "--status", "failing")
+
+    assert [(t["id"], t["status"]) for t in listed] == [(retrying.pk, "retrying")]
 
 
 def test_list__filters_by_full_or_short_name() -> None:
@@ -358,7 +367,7 @@ def test_show__prints_every_field_with_params_and_last_error() -> None:
     assert fields["task_name"] == NEWSLETTER
     assert fields["queue"] == "emails"
     assert fields["attempts"] == "2"
-    assert fields["status"] == "failing"
+    assert fields["status"] == "retrying"
     assert fields["locked_by"] == "-"
     assert {"run_at", "created_at", "task_hash", "priority", "cancel_requested_at"} <= set(fields)
     assert '"template": "daily"' in out
@@ -383,7 +392,7 @@ def test_show__json_gives_every_field() -> None:
     assert shown["id"] == task.pk
     assert shown["params"] == {"args": [1], "kwargs": {}}
     assert shown["last_error"] == "boom"
-    assert shown["status"] == "failing"
+    assert shown["status"] == "retrying"
     assert shown["run_at"] == task.run_at.isoformat()
 
 
@@ -594,7 +603,7 @@ def test_retry__all_failed_twice_enqueues_each_call_once() -> None:
 
 
 def test_retry__reads_many_completed_tasks_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "RETRY_CHUNK", 2)
+    monkeypatch.setattr(operations, "RETRY_CHUNK", 2)
     records = [make_completed(params={"args": [n], "kwargs": {}}) for n in range(5)]
 
     run("retry", *(str(r.pk) for r in records))
@@ -705,7 +714,7 @@ def test_stats__counts_per_queue_and_status() -> None:
             "ready",
             "scheduled",
             "running",
-            "failing",
+            "retrying",
             "quarantined",
             "succeeded",
             "failed",
@@ -716,14 +725,14 @@ def test_stats__counts_per_queue_and_status() -> None:
     assert queues == {
         "archive": {**zero, "failed": 1},
         "emails": {**zero, "ready": 2, "scheduled": 1, "succeeded": 1},
-        "reports": {**zero, "running": 1, "failing": 1, "quarantined": 1},
+        "reports": {**zero, "running": 1, "retrying": 1, "quarantined": 1},
     }
     assert stats["total"] == {
         **zero,
         "ready": 2,
         "scheduled": 1,
         "running": 1,
-        "failing": 1,
+        "retrying": 1,
         "quarantined": 1,
         "succeeded": 1,
         "failed": 1,
@@ -742,7 +751,7 @@ def test_stats__table_has_a_row_per_queue_and_a_total() -> None:
         "READY",
         "SCHEDULED",
         "RUNNING",
-        "FAILING",
+        "RETRYING",
         "QUARANTINED",
         "SUCCEEDED",
         "FAILED",
@@ -799,7 +808,7 @@ def test_prune__a_row_that_cannot_be_deleted_is_skipped_and_the_others_are_prune
 
     pre_delete.connect(refuse_one, sender=CompletedTask)
     try:
-        deleted, _ = cli.prune(now - timedelta(days=7), [], batch_size=2)
+        deleted, _ = operations.prune(now - timedelta(days=7), [], batch_size=2)
     finally:
         pre_delete.disconnect(refuse_one, sender=CompletedTask)
 

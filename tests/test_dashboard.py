@@ -16,9 +16,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from background_tasks import overview
-from background_tasks.cli import LIVE_STATUSES, live_status_q
 from background_tasks.conf import app_settings
-from background_tasks.models import CompletedTask, Schedule, Task, Worker
+from background_tasks.models import CompletedTask, Schedule, Task, TaskState, Worker
 
 pytestmark = pytest.mark.django_db
 
@@ -149,21 +148,21 @@ def test_dashboard__counts_live_tasks_per_queue_with_the_clis_state_definition(
 
     queues = {row.queue: row for row in response.context["queues"]}
     for name, row in queues.items():
-        for status in LIVE_STATUSES:
-            expected = Task.objects.filter(queue=name).filter(live_status_q(status, now)).count()
+        for status in TaskState.values:
+            expected = Task.objects.filter(queue=name).in_state(status, now).count()
             assert row.counts[status] == expected, (name, status)
     assert queues["default"].counts == {
         "ready": 1,
         "scheduled": 1,
         "running": 0,
-        "failing": 0,
+        "retrying": 0,
         "quarantined": 0,
     }
     assert queues["emails"].counts == {
         "ready": 0,
         "scheduled": 0,
         "running": 1,
-        "failing": 1,
+        "retrying": 1,
         "quarantined": 0,
     }
 

@@ -26,8 +26,8 @@ from background_tasks.backends import DatabaseBackend, resolve_django_task
 from background_tasks.claims import claim_tasks
 from background_tasks.exceptions import InvalidTaskArguments
 from background_tasks.execution import execute
-from background_tasks.lifecycle import cancel_waiting
-from background_tasks.models import CompletedTask, Task
+from background_tasks.models import QUARANTINED, CompletedTask, Task
+from background_tasks.operations import cancel_waiting
 from background_tasks.testing import run_tasks
 from tests.tasks_framework import (
     InvalidTask,
@@ -338,6 +338,17 @@ def test_run__a_task_claimed_by_a_worker_reports_running() -> None:
     assert running.status == TaskResultStatus.RUNNING
     assert running.worker_ids == ["host:1:abcd"]
     assert running.started_at == claimed.locked_at
+
+
+def test_run__a_quarantined_task_reports_ready_not_running() -> None:
+    result = dt.add.enqueue(1, 1)
+    # Set aside (isolation.py), held by no worker: it waits for an operator.
+    Task.objects.filter(pk=int(result.id)).update(locked_by=QUARANTINED, locked_at=timezone.now())
+
+    quarantined = default_task_backend.get_result(result.id)
+
+    assert quarantined.status == TaskResultStatus.READY
+    assert quarantined.worker_ids == []
 
 
 def test_run__a_cancelled_task_reports_failed_with_task_cancelled() -> None:

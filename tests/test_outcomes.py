@@ -16,7 +16,7 @@ from django.dispatch import Signal
 from django.test import override_settings
 from django.utils import timezone
 
-from background_tasks import lifecycle, signals
+from background_tasks import lifecycle, operations, signals
 from background_tasks.claims import claim_tasks
 from background_tasks.execution import execute
 from background_tasks.models import CompletedTask, Task
@@ -401,7 +401,7 @@ def test_cancel_waiting__cancels_waiting_tasks_and_skips_running_ones() -> None:
     running = tasks.record("running")
     Task.objects.filter(pk=running.pk).update(locked_by="someone-else", locked_at=timezone.now())
 
-    assert lifecycle.cancel_waiting([waiting.pk, running.pk]) == (1, 1)
+    assert operations.cancel_waiting([waiting.pk, running.pk]) == (1, 1)
 
     assert completed_of(waiting).status == CompletedTask.Status.CANCELLED
     assert Task.objects.filter(pk=running.pk, locked_by="someone-else").exists()

@@ -15,8 +15,8 @@ from django.urls import reverse
 
 import background_tasks
 from background_tasks import background, set_progress
-from background_tasks.lifecycle import retry_completed
 from background_tasks.models import CompletedTask, Task
+from background_tasks.operations import retry_completed
 from background_tasks.task_progress import Progress, ProgressReporter, progress
 from background_tasks.testing import run_tasks
 

@@ -21,8 +21,8 @@ from django.utils import timezone as dj_timezone
 from background_tasks import background, registry
 from background_tasks.claims import claim_tasks
 from background_tasks.execution import execute
-from background_tasks.lifecycle import cancel_waiting, request_cancel
 from background_tasks.models import CompletedTask, Task
+from background_tasks.operations import cancel_waiting, request_cancel
 from background_tasks.registry import TaskFunction
 from background_tasks.testing import run_tasks
 from tests.testapp import tasks

@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
-from django.db import router, transaction
 from django.db.models import DurationField, ExpressionWrapper, F, QuerySet
 from django.http import HttpRequest
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .. import lifecycle
+from .. import operations
 from ..conf import app_settings
 from ..models import CompletedTask, Task, Worker
 from ..registry import registry
@@ -175,11 +174,8 @@ class CompletedTaskAdmin(TaskColumns, CompletedTaskModelAdmin):
     @admin.action(permissions=["retry"], description=_("Retry selected %(verbose_name_plural)s"))
     def retry(self, request: HttpRequest, queryset: QuerySet[CompletedTask]) -> None:
         """Enqueue a fresh copy of each selected task, ready now; needs ``add_task``."""
-        with transaction.atomic(using=router.db_for_write(Task)):
-            count = 0
-            for completed in queryset:
-                lifecycle.retry_completed(completed)
-                count += 1
+        retried, _gone = operations.retry(list(queryset.values_list("pk", flat=True)))
+        count = len(retried)
         self.message_user(
             request,
             ngettext("%(count)d task queued again.", "%(count)d tasks queued again.", count)

@@ -19,8 +19,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .. import overview
-from ..cli import LIVE_STATUSES
 from ..conf import app_settings
+from ..states import TaskState
 
 #: Auto-refresh periods offered, in seconds (``?refresh=N``; anything else: no refresh).
 REFRESH_CHOICES = (10, 30, 60)
@@ -123,7 +123,7 @@ def dashboard_view(request: HttpRequest, site: admin.AdminSite) -> HttpResponse:
         **site.each_context(request),
         "title": _("Background tasks dashboard"),
         "now": now,
-        "statuses": LIVE_STATUSES,
+        "statuses": TaskState.values,
         "queues": overview.queue_states(now),
         "refresh": _refresh_of(request),
         "refresh_choices": REFRESH_CHOICES,

@@ -25,6 +25,8 @@ _BADGE_COLOURS = {
     "ready": "#1565c0",
     "scheduled": "#616161",
     "running": "#ef6c00",
+    "retrying": "#ad1457",
+    "quarantined": "#4e342e",
     CompletedTask.Status.SUCCEEDED: "#2e7d32",
     CompletedTask.Status.FAILED: "#c62828",
     CompletedTask.Status.CANCELLED: "#616161",

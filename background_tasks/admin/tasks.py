@@ -1,8 +1,7 @@
 """The live queue in the admin: inspect tasks, run them now, cancel them, edit a waiting one.
 
-Every action checks a Django permission and never waits for a row a worker holds: such rows
-are fenced out with ``locked_by IS NULL`` and, where the database can, skipped with
-``SELECT ... FOR UPDATE SKIP LOCKED``.
+Every action checks a Django permission, then calls ``background_tasks.operations`` (which
+never waits for a row a worker holds) and reports what it did.
 """
 
 from __future__ import annotations
@@ -11,18 +10,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
-from django.db import connections, router, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .. import lifecycle
-from ..models import QUARANTINED, Task, TaskQuerySet
+from .. import lifecycle, operations
+from ..models import Task, TaskQuerySet
+from ..states import STATE_ALIASES, TaskState
 from .dashboard import DashboardUrls
 from .display import TaskColumns, badge
 
@@ -39,19 +37,11 @@ EDITABLE_TASK_FIELDS = ("queue", "priority", "run_at")
 _NOT_SAVED = "_background_tasks_not_saved"
 
 
-def _update_unlocked(ids: list[int], **values: Any) -> int:
-    """Update the selected tasks no worker holds; return how many were updated.
-
-    Rows a claim is locking right now are skipped, not waited for, where the database has
-    SKIP LOCKED; the ``locked_by IS NULL`` fence keeps rows held by a worker out everywhere.
-    """
-    using = router.db_for_write(Task)
-    with transaction.atomic(using=using):
-        rows = Task.objects.using(using).filter(pk__in=ids, locked_by__isnull=True)
-        if connections[using].features.has_select_for_update_skip_locked:
-            free = list(rows.select_for_update(skip_locked=True).values_list("pk", flat=True))
-            rows = Task.objects.using(using).filter(pk__in=free, locked_by__isnull=True)
-        return int(rows.order_by().update(**values))
+#: Filter choices that need a word of explanation.
+_STATE_HINTS = {
+    TaskState.RETRYING: _("retrying (an attempt failed; waits for the next)"),
+    TaskState.QUARANTINED: _("quarantined (cannot be run or recorded)"),
+}
 
 
 class TaskStatusFilter(admin.SimpleListFilter):
@@ -59,27 +49,13 @@ class TaskStatusFilter(admin.SimpleListFilter):
     parameter_name = "status"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
-        return [
-            ("ready", _("ready")),
-            ("scheduled", _("scheduled")),
-            ("running", _("running")),
-            ("failing", _("failing (has an error, will retry)")),
-            ("quarantined", _("quarantined (cannot be run or recorded)")),
-        ]
+        return [(state.value, _STATE_HINTS.get(state, state.label)) for state in TaskState]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        tasks = cast(TaskQuerySet, queryset)
         value = self.value()
-        if value == "ready":
-            return tasks.ready()
-        if value == "scheduled":
-            return tasks.scheduled()
-        if value == "running":
-            return tasks.locked().exclude(locked_by=QUARANTINED)
-        if value == "failing":
-            return tasks.failing()
-        if value == "quarantined":
-            return tasks.filter(locked_by=QUARANTINED)
+        # "failing", the filter's older name, still works in saved links.
+        if value in TaskState.values or value in STATE_ALIASES:
+            return cast(TaskQuerySet, queryset).in_state(value)
         return queryset
 
 
@@ -154,11 +130,11 @@ class TaskAdmin(DashboardUrls, TaskColumns, TaskModelAdmin):
 
     @admin.display(description=_("status"))
     def status_display(self, obj: Task) -> SafeString:
-        status = obj.status
-        label: object = _(status)
-        if status == "running" and obj.cancel_requested_at is not None:
+        state = obj.state
+        label: object = state.label
+        if state == TaskState.RUNNING and obj.cancel_requested_at is not None:
             label = _("running, cancel requested")
-        return badge(status, label)
+        return badge(state.value, label)
 
     @admin.display(description=_("attempts"), ordering="attempts")
     def attempts_display(self, obj: Task) -> str:
@@ -217,7 +193,7 @@ class TaskAdmin(DashboardUrls, TaskColumns, TaskModelAdmin):
         """
         changed = [name for name in EDITABLE_TASK_FIELDS if name in form.changed_data]
         values = {name: getattr(obj, name) for name in changed}
-        if obj.is_locked or (values and not _update_unlocked([obj.pk], **values)):
+        if obj.is_locked or (values and not operations.update_waiting([obj.pk], **values)):
             setattr(obj, _NOT_SAVED, True)
 
     def log_change(self, request: HttpRequest, obj: Task, message: Any) -> Any:
@@ -239,7 +215,9 @@ class TaskAdmin(DashboardUrls, TaskColumns, TaskModelAdmin):
     def run_now(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
         """Make waiting tasks ready now; needs ``change_task``. Running tasks are skipped."""
         ids = list(queryset.values_list("pk", flat=True))
-        done = _update_unlocked(ids, run_at=timezone.now())
+        outcome = operations.run_now(ids)
+        # A task already due keeps its place in the queue: it runs now too.
+        done = len(outcome.done) + len(outcome.unchanged)
         self.message_user(
             request,
             ngettext("%(count)d task will run now.", "%(count)d tasks will run now.", done)
@@ -258,9 +236,8 @@ class TaskAdmin(DashboardUrls, TaskColumns, TaskModelAdmin):
         """
         ids = list(queryset.values_list("pk", flat=True))
         reason = f"Cancelled by {request.user.get_username()} in the admin."
-        cancelled, _skipped = lifecycle.cancel_waiting(ids, reason)
-        # A row claimed after cancel_waiting skipped it is caught here, as a running one.
-        requested = lifecycle.request_cancel(ids)
+        outcome = operations.cancel(ids, reason)
+        cancelled, requested = len(outcome.done), len(outcome.running)
         if cancelled:
             self.message_user(
                 request,

@@ -184,7 +184,7 @@ def loses_its_row(outcome: str) -> str:
 def stops_when_cancelled() -> str:
     """Have an operator's cancel request arrive mid-run, then stop at the next check."""
     from background_tasks import current_task
-    from background_tasks.lifecycle import request_cancel
+    from background_tasks.operations import request_cancel
 
     running = current_task()
     assert running is not None

@@ -12,13 +12,14 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import router
 
-from background_tasks.cli import positive_int
 from background_tasks.conf import app_settings
 from background_tasks.models import Task
 from background_tasks.registry import registry
 from background_tasks.schema import require_migrated_for_command
 from background_tasks.supervisor import Supervisor
 from background_tasks.worker import Worker, wait_for_database
+
+from ._args import positive_int
 
 
 def non_negative_float(text: str) -> float:

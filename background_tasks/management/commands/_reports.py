@@ -1,43 +1,53 @@
-"""The ``health``, ``schedules`` and ``import-legacy`` subcommands of ``background_tasks``.
+"""The reports of ``background_tasks`` (``tasks``, ``workers``, ``stats``, ``health``,
+``schedules``) and its ``import-legacy`` subcommand.
 
-Parsing and printing only: the checks are in ``health``, the schedule actions in
-``schedule_control`` and the copy in ``legacy_import``.
+Parsing and printing only: the live counts are in ``overview``, the checks in ``health``, the
+schedule actions in ``schedule_control`` and the copy in ``legacy_import``.
 """
 
 from __future__ import annotations
 
-import argparse
 import socket
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.db.models import Count
 from django.utils import timezone
 
-from background_tasks import cli, health, legacy_import, schedule_control
+from background_tasks import legacy_import, operations, overview, schedule_control
 from background_tasks.conf import app_settings
+from background_tasks.health import check as health_check
+from background_tasks.models import CompletedTask, Task, TaskState, Worker
+from background_tasks.registry import registry
+
+from . import _output
+from ._args import COMPLETED_STATUSES, non_empty, seconds
 
 if TYPE_CHECKING:
     from .background_tasks import Command
 
 #: Default of ``health --max-ready-age``: a ready task unclaimed for longer fails the probe.
 DEFAULT_MAX_READY_AGE = 300.0
+#: ``stats`` counts the tasks finished within this window.
+STATS_WINDOW = timedelta(hours=24)
 
 
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 <= value < 10**9:  # also rejects nan and inf
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
+def add_report_subcommands(add: Callable[..., CommandParser]) -> None:
+    """Add ``tasks``, ``workers`` and ``stats`` through the command's ``add()``."""
+    add("tasks", "List the registered tasks and the options they run with.", json=True)
+    add("workers", "List the workers, alive and lost (no heartbeat for RESCUE_AFTER).", json=True)
+    add(
+        "stats",
+        "Count tasks per queue and state, and those finished in the last 24 hours.",
+        json=True,
+    )
 
 
 def add_subcommands(add: Callable[..., CommandParser]) -> None:
-    """Add the three subcommands through the command's ``add(name, help, json=...)``."""
+    """Add ``health``, ``schedules`` and ``import-legacy`` through the command's ``add()``."""
     sub = add(
         "health",
         "Probe: exit 0 if live workers serve the queues and no ready task waits too long.",
@@ -48,7 +58,7 @@ def add_subcommands(add: Callable[..., CommandParser]) -> None:
         dest="queues",
         action="append",
         default=[],
-        type=cli.non_empty("queue name"),
+        type=non_empty("queue name"),
         metavar="QUEUE",
         help="Check this queue (repeat for several; default: all): each needs a live worker.",
     )
@@ -87,7 +97,7 @@ def add_subcommands(add: Callable[..., CommandParser]) -> None:
         ("resume", "Let a paused schedule fire again from its next tick after now."),
     ):
         verb = actions.add_parser(action, help=text, description=text)
-        verb.add_argument("name", type=cli.non_empty("schedule name"), metavar="NAME")
+        verb.add_argument("name", type=non_empty("schedule name"), metavar="NAME")
 
     sub = add(
         "import-legacy",
@@ -109,9 +119,130 @@ def add_subcommands(add: Callable[..., CommandParser]) -> None:
     )
 
 
-def health_command(command: Command, now: datetime, options: dict[str, Any]) -> None:
+def tasks(command: Command, now: datetime, options: dict[str, Any]) -> None:
+    described: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "queue": task.queue or app_settings.DEFAULT_QUEUE,
+            "priority": app_settings.DEFAULT_PRIORITY if task.priority is None else task.priority,
+            "max_attempts": task.max_attempts or int(app_settings.MAX_ATTEMPTS),
+            "timeout": task.timeout or app_settings.MAX_RUN_TIME,
+        }
+        for name, task in ((name, registry.get(name)) for name in registry)
+    ]
+    if options["json"]:
+        command.stdout.write(_output.to_json(described))
+        return
+    command.table(
+        ["NAME", "QUEUE", "PRIORITY", "MAX ATTEMPTS", "TIMEOUT"],
+        [
+            [t["name"], t["queue"], t["priority"], t["max_attempts"], _output.seconds(t["timeout"])]
+            for t in described
+        ],
+        empty="No tasks are registered.",
+    )
+
+
+def workers(command: Command, now: datetime, options: dict[str, Any]) -> None:
+    """Describe every registered worker; "lost" ones missed heartbeats for RESCUE_AFTER."""
+    db = operations.using()
+    stale_before = now - timedelta(seconds=float(app_settings.RESCUE_AFTER))
+    running = dict(
+        Task.objects.using(db)
+        .locked()
+        .values("locked_by")
+        .annotate(n=Count("id"))
+        .order_by()
+        .values_list("locked_by", "n")
+    )
+    described: list[dict[str, Any]] = [
+        {
+            "id": worker.id,
+            "host": worker.host,
+            "pid": worker.pid,
+            "queues": list(worker.queues or []),
+            "concurrency": worker.concurrency,
+            "running": running.get(worker.id, 0),
+            "started_at": worker.started_at,
+            "last_heartbeat_at": worker.last_heartbeat_at,
+            "heartbeat_age_seconds": round((now - worker.last_heartbeat_at).total_seconds(), 1),
+            "state": "lost" if worker.last_heartbeat_at < stale_before else "alive",
+        }
+        for worker in Worker.objects.using(db).order_by("host", "pid", "id")
+    ]
+    if options["json"]:
+        command.stdout.write(_output.to_json(described))
+        return
+    command.table(
+        ["ID", "HOST", "PID", "QUEUES", "THREADS", "RUNNING", "STARTED", "HEARTBEAT", "STATE"],
+        [
+            [
+                w["id"],
+                w["host"],
+                w["pid"],
+                ",".join(w["queues"]) or "*",
+                w["concurrency"],
+                w["running"],
+                _output.when(w["started_at"]),
+                f"{w['heartbeat_age_seconds']:.0f}s ago",
+                w["state"],
+            ]
+            for w in described
+        ],
+        empty="No workers are registered.",
+    )
+    lost = sum(w["state"] == "lost" for w in described)
+    if lost:
+        command.stdout.write(
+            command.style.WARNING(
+                f"{lost} worker(s) sent no heartbeat for {app_settings.RESCUE_AFTER}s: "
+                "a running worker releases their tasks."
+            )
+        )
+
+
+def stats(command: Command, now: datetime, options: dict[str, Any]) -> None:
+    """Count live tasks per queue and state, and tasks finished within STATS_WINDOW."""
+    columns = [*TaskState.values, *COMPLETED_STATUSES]
+    found: dict[str, dict[str, Any]] = {}
+
+    def row(queue: str) -> dict[str, Any]:
+        return found.setdefault(queue, {"queue": queue, **dict.fromkeys(columns, 0)})
+
+    for live in overview.queue_states(now):
+        row(live.queue).update(live.counts)
+    finished = (
+        CompletedTask.objects.using(operations.using())
+        .filter(finished_at__gte=now - STATS_WINDOW)
+        .values("queue", "status")
+        .annotate(n=Count("id"))
+        .order_by("queue")
+    )
+    for done in finished:
+        row(done["queue"])[done["status"]] = done["n"]
+    rows = [found[queue] for queue in sorted(found)]
+    if options["json"]:
+        total = {column: sum(row[column] for row in rows) for column in columns}
+        since = now - STATS_WINDOW
+        command.stdout.write(
+            _output.to_json({"finished_since": since, "queues": rows, "total": total})
+        )
+        return
+    if not rows:
+        command.stdout.write("No tasks.")
+        return
+    if len(rows) > 1:
+        rows = [*rows, {"queue": "(all)", **{c: sum(row[c] for row in rows) for c in columns}}]
+    command.stdout.write("Live tasks now; finished tasks in the last 24 hours.")
+    command.table(
+        ["QUEUE", *(c.upper() for c in columns)],
+        [[row["queue"], *(row[c] for c in columns)] for row in rows],
+    )
+
+
+def health(command: Command, now: datetime, options: dict[str, Any]) -> None:
     max_age = options["max_heartbeat_age"]
-    result = health.check(
+    result = health_check(
         now,
         options["queues"],
         max_heartbeat_age=float(app_settings.RESCUE_AFTER) if max_age is None else max_age,
@@ -119,7 +250,7 @@ def health_command(command: Command, now: datetime, options: dict[str, Any]) -> 
         host=socket.gethostname() if options["this_host"] else None,
     )
     if options["json"]:
-        command.stdout.write(cli.to_json(result.as_dict()))
+        command.stdout.write(_output.to_json(result.as_dict()))
     elif result.ok:
         command.stdout.write(result.summary())
     if not result.ok:
@@ -129,7 +260,7 @@ def health_command(command: Command, now: datetime, options: dict[str, Any]) -> 
         sys.exit(1)
 
 
-def schedules_command(command: Command, now: datetime, options: dict[str, Any]) -> None:
+def schedules(command: Command, now: datetime, options: dict[str, Any]) -> None:
     action = options["schedule_action"]
     if action is None:
         _list_schedules(command, options)
@@ -148,7 +279,7 @@ def schedules_command(command: Command, now: datetime, options: dict[str, Any]) 
     state = "paused" if action == "pause" else "resumed"
     if options["json"]:
         command.stdout.write(
-            cli.to_json({"name": schedule.name, "action": action, "changed": change.changed})
+            _output.to_json({"name": schedule.name, "action": action, "changed": change.changed})
         )
     elif change.changed:
         command.stdout.write(command.style.SUCCESS(f"Schedule {schedule.name!r} {state}."))
@@ -159,7 +290,7 @@ def schedules_command(command: Command, now: datetime, options: dict[str, Any]) 
 def _list_schedules(command: Command, options: dict[str, Any]) -> None:
     described = schedule_control.overview()
     if options["json"]:
-        command.stdout.write(cli.to_json(described))
+        command.stdout.write(_output.to_json(described))
         return
     if not described:
         command.stdout.write("No schedules.")
@@ -171,18 +302,18 @@ def _list_schedules(command: Command, options: dict[str, Any]) -> None:
             s["cron"],
             s["time_zone"] or timezone.get_default_timezone_name(),
             "yes" if s["enabled"] else "paused",
-            cli.when(s["next_fire_at"]),
-            cli.when(s["last_fired_at"]),
+            _output.when(s["next_fire_at"]),
+            _output.when(s["last_fired_at"]),
             "-" if s["last_task_id"] is None else f"#{s['last_task_id']} {s['last_task_status']}",
         ]
         for s in described
     ]
     headers = ["NAME", "TASK", "CRON", "ZONE", "ENABLED", "NEXT TICK", "LAST TICK", "LAST TASK"]
-    for line in cli.table(headers, rows):
+    for line in _output.table(headers, rows):
         command.stdout.write(line)
 
 
-def import_legacy_command(command: Command, now: datetime, options: dict[str, Any]) -> None:
+def import_legacy(command: Command, now: datetime, options: dict[str, Any]) -> None:
     dry_run = options["dry_run"]
     report = legacy_import.import_legacy(
         history=options["history"],
@@ -233,3 +364,14 @@ def import_legacy_command(command: Command, now: datetime, options: dict[str, An
             "again (rows already copied are skipped), or add --record-problems to keep them "
             "as failed records."
         )
+
+
+#: The handler of each subcommand added by ``add_subcommands``.
+HANDLERS: dict[str, Callable[[Command, datetime, dict[str, Any]], None]] = {
+    "tasks": tasks,
+    "workers": workers,
+    "stats": stats,
+    "health": health,
+    "schedules": schedules,
+    "import-legacy": import_legacy,
+}
