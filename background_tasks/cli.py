@@ -29,6 +29,7 @@ from . import isolation, lifecycle
 from .conf import app_settings
 from .logs import shown
 from .models import CompletedTask, Task, Worker
+from .options import options_of
 from .registry import registry
 
 logger = logging.getLogger("background_tasks")
@@ -243,16 +244,14 @@ def registered_tasks() -> list[dict[str, Any]]:
     """Describe every registered task with the options it runs with (defaults filled in)."""
     described = []
     for name in registry:
-        task = registry.get(name)
+        options = options_of(name)
         described.append(
             {
                 "name": name,
-                "queue": task.queue or app_settings.DEFAULT_QUEUE,
-                "priority": app_settings.DEFAULT_PRIORITY
-                if task.priority is None
-                else task.priority,
-                "max_attempts": task.max_attempts or int(app_settings.MAX_ATTEMPTS),
-                "timeout": task.timeout or app_settings.MAX_RUN_TIME,
+                "queue": options.queue,
+                "priority": options.priority,
+                "max_attempts": options.max_attempts,
+                "timeout": options.time_limit,
             }
         )
     return described
