@@ -119,6 +119,8 @@ def insert_tasks(
     """
     for row in rows:
         check_row(row)
+        # The hash finds the pending duplicates ``replace`` deletes, before the row is saved.
+        row.task_hash = row.task_hash or params_hash(row.task_name, row.params)
     require_migrated(using)
     standing = [_write(row, using, replace=replace) for row in rows]
     # A row that is not the one standing lost to a pending copy: nothing was created for it.
