@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import DataError, IntegrityError, router, transaction
 from django.db.models import F
@@ -24,9 +24,6 @@ from .models import CompletedTask, Task, TaskBase, empty_params
 from .options import options_of
 from .retry import retry_delay
 from .timezones import aware, to_db
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger("background_tasks")
 
