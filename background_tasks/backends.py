@@ -34,8 +34,9 @@ from django.db import router
 from django.utils import timezone
 
 from . import signals
-from .columns import QUEUE_LENGTH, TASK_NAME_LENGTH, text_problem
+from .columns import TASK_NAME_LENGTH, queue_problem, text_problem
 from .conf import app_settings
+from .enqueue import insert_task
 from .exceptions import (
     BackgroundTasksError,
     InvalidTaskArguments,
@@ -43,7 +44,6 @@ from .exceptions import (
     TaskCancelled,
 )
 from .registry import TaskFunction, registry
-from .schema import require_migrated
 from .serialization import (
     check_signature,
     decode_params,
@@ -52,7 +52,6 @@ from .serialization import (
     params_hash,
 )
 from .states import TaskState
-from .wakeup import notify_ready
 
 try:
     from django.tasks import Task as DjangoTask
@@ -142,11 +141,9 @@ class DatabaseBackend(BaseTaskBackend):
         problem = text_problem(task.module_path, TASK_NAME_LENGTH)
         if problem:
             raise InvalidTask(f"Task path {task.module_path[:80]!r} is refused: {problem}.")
-        if not isinstance(task.queue_name, str) or not task.queue_name:
-            raise InvalidTask(f"Queue name must be a non-empty string, not {task.queue_name!r}.")
-        problem = text_problem(task.queue_name, QUEUE_LENGTH)
+        problem = queue_problem(task.queue_name)
         if problem:
-            raise InvalidTask(f"Queue name {task.queue_name[:80]!r} is refused: {problem}.")
+            raise InvalidTask(f"Queue name {problem}.")
         _register(task)
 
     def enqueue(
@@ -176,12 +173,7 @@ class DatabaseBackend(BaseTaskBackend):
             max_attempts=self.max_attempts,
             created_at=now,
         )
-        using = router.db_for_write(QueuedTask)
-        require_migrated(using)
-        row.save(using=using, force_insert=True)
-        if row.run_at <= now:
-            notify_ready(using, row.queue)
-        signals.task_created.send(sender=name, task=row)
+        insert_task(row, using=router.db_for_write(QueuedTask))
         result = _result_of_queued(row, task, self.alias)
         task_enqueued.send(sender=type(self), task_result=result)
         return result

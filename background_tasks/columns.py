@@ -46,6 +46,26 @@ def text_problem(value: str, max_length: int) -> str | None:
     return None
 
 
+def queue_problem(queue: object, *, blank: bool = False) -> str | None:
+    """Return why ``queue`` is not a queue name, or None: the one check of every queue name.
+
+    Callers prefix the answer with what they were checking (``queue must be ...``).
+    ``blank`` allows "" where it means "the task's own queue" (a cron schedule's).
+    """
+    if not isinstance(queue, str) or not (queue or blank):
+        kind = "a string" if blank else "a non-empty string"
+        return f"must be {kind}, not {queue!r}"
+    problem = text_problem(queue, QUEUE_LENGTH)
+    return f"{queue[:80]!r} is refused: {problem}" if problem else None
+
+
+def priority_problem(priority: object) -> str | None:
+    """Return why ``priority`` is not a priority (an integer; ``True`` is not one), or None."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        return f"must be an integer, not {priority!r}"
+    return None
+
+
 def storable_text(text: str, max_code_point: int = UNICODE_MAX) -> str:
     """Return ``text`` as a text column can hold it, escaping what it cannot.
 

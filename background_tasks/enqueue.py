@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, OperationalError, connections, models, router, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    connections,
+    models,
+    router,
+    transaction,
+)
 from django.utils import timezone
 
 from . import signals, timing
 from .claims import MYSQL_RETRIES, MYSQL_RETRYABLE_ERRORS
-from .columns import OBJECT_ID_LENGTH, QUEUE_LENGTH, VERBOSE_NAME_LENGTH, text_problem
+from .columns import (
+    OBJECT_ID_LENGTH,
+    TASK_NAME_LENGTH,
+    VERBOSE_NAME_LENGTH,
+    priority_problem,
+    queue_problem,
+    text_problem,
+)
 from .conf import app_settings
 from .exceptions import InvalidTaskError
+from .options import options_of
 from .schema import require_migrated
 from .serialization import check_signature, decode_params, encode_params, params_hash
 from .timezones import aware, to_db
@@ -73,15 +90,82 @@ def enqueue(
         row.unique_key = row.task_hash
     if remove_existing_tasks is None:
         remove_existing_tasks = task.remove_existing_tasks
-    using = router.db_for_write(Task)
+    # unique=True may find a pending copy: that row is returned and nothing is created.
+    return insert_task(row, using=router.db_for_write(Task), replace=bool(remove_existing_tasks))
+
+
+def insert_task(
+    row: Task, *, using: str, replace: bool = False, robust_signal: bool = False
+) -> Task:
+    """Insert one new Task row through ``insert_tasks()``; return the row that stands."""
+    return insert_tasks([row], using=using, replace=replace, robust_signal=robust_signal)[0]
+
+
+def insert_tasks(
+    rows: Sequence[Task], *, using: str, replace: bool = False, robust_signal: bool = False
+) -> list[Task]:
+    """Insert new Task rows: the one way a task enters the queue. Return the rows that stand.
+
+    Every producer inserts through here (a call, a django.tasks enqueue, a cron tick, *Run
+    now* on a schedule, a retry of a finished task, the legacy import), so each row is
+    checked the same way, a row with a ``unique_key`` is not inserted while a pending copy
+    exists (that copy stands in its place), ``replace`` first deletes pending tasks with the
+    same name and arguments (``remove_existing_tasks``), idle PostgreSQL workers are woken
+    once per queue with a row ready now, and ``task_created`` is sent for every row inserted.
+
+    ``robust_signal``: send ``task_created`` so that a raising receiver is only logged (for
+    inserts by a worker or an operator, where the row must stand whatever a receiver does);
+    otherwise a receiver's exception propagates to the caller, as for a call of a task.
+    """
+    for row in rows:
+        check_row(row)
+        # The hash finds the pending duplicates ``replace`` deletes, before the row is saved.
+        row.task_hash = row.task_hash or params_hash(row.task_name, row.params)
     require_migrated(using)
-    written = _write(row, using, replace=bool(remove_existing_tasks))
-    if written is not row:
-        return written  # unique=True found a pending copy: nothing was created
-    if row.run_at <= now:
-        notify_ready(using, row.queue)
-    signals.task_created.send(sender=task.name, task=row)
-    return row
+    standing = [_write(row, using, replace=replace) for row in rows]
+    # A row that is not the one standing lost to a pending copy: nothing was created for it.
+    created = [row for row, stood in zip(rows, standing, strict=True) if stood is row]
+    now = timezone.now()
+    for queue in dict.fromkeys(row.queue for row in created if row.run_at <= now):
+        notify_ready(using, queue)
+    for row in created:
+        _send_created(row, using, robust=robust_signal)
+    return standing
+
+
+def check_row(row: Task) -> None:
+    """Refuse a row whose queue, priority or texts the columns of every database cannot hold."""
+    name = row.task_name
+    problem = text_problem(name, TASK_NAME_LENGTH) if isinstance(name, str) and name else None
+    if not isinstance(name, str) or not name or problem:
+        raise InvalidTaskError(f"Task name {name!r} is refused: {problem or 'it is empty'}.")
+    problem = queue_problem(row.queue)
+    if problem:
+        raise InvalidTaskError(f"Task {name!r}: queue {problem}.")
+    problem = priority_problem(row.priority)
+    if problem:
+        raise InvalidTaskError(f"Task {name!r}: priority {problem}.")
+    if row.verbose_name:
+        _check_text(name, "verbose_name", row.verbose_name, VERBOSE_NAME_LENGTH)
+
+
+def _send_created(row: Task, using: str, *, robust: bool) -> None:
+    if not robust:
+        signals.task_created.send(sender=row.task_name, task=row)
+        return
+    if not signals.task_created.has_listeners(row.task_name):
+        return
+    # A receiver's failed query must not break the transaction that inserted the row (a cron
+    # tick's): inside one, the receivers run in a savepoint of their own.
+    if not connections[using].in_atomic_block:
+        signals.emit(signals.task_created, sender=row.task_name, task=row)
+        return
+    try:
+        with transaction.atomic(using=using):
+            signals.emit(signals.task_created, sender=row.task_name, task=row)
+    except DatabaseError:
+        # emit() logged the receiver's error; its savepoint is rolled back, the insert stands.
+        pass
 
 
 def build_row(
@@ -115,13 +199,15 @@ def build_row(
             if isinstance(repeat_until, datetime)
             else _bad_repeat_until(task.name, repeat_until)
         )
-    priority = _resolve_priority(task, priority)
-    queue = queue if queue is not None else (task.queue or app_settings.DEFAULT_QUEUE)
-    if not isinstance(queue, str) or not queue:
-        raise InvalidTaskError(
-            f"Task {task.name!r}: queue must be a non-empty string, not {queue!r}."
-        )
-    _check_text(task.name, "queue", queue, QUEUE_LENGTH)
+    defaults = options_of(task)
+    priority = defaults.priority if priority is None else priority
+    problem = priority_problem(priority)
+    if problem:
+        raise InvalidTaskError(f"Task {task.name!r}: priority {problem}.")
+    queue = defaults.queue if queue is None else queue
+    problem = queue_problem(queue)
+    if problem:
+        raise InvalidTaskError(f"Task {task.name!r}: queue {problem}.")
     if verbose_name is not None:
         if not isinstance(verbose_name, str):
             raise InvalidTaskError(
@@ -221,16 +307,6 @@ def _insert_unique(row: Task, using: str) -> Task:
     raise InvalidTaskError(
         f"Could not enqueue unique task {row.task_name!r}: it kept changing underneath."
     )
-
-
-def _resolve_priority(task: TaskFunction[Any, Any], priority: int | None) -> int:
-    if priority is None:
-        priority = task.priority if task.priority is not None else app_settings.DEFAULT_PRIORITY
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise InvalidTaskError(
-            f"Task {task.name!r}: priority must be an integer, not {priority!r}."
-        )
-    return priority
 
 
 def _bad_repeat_until(task_name: str, value: object) -> datetime:

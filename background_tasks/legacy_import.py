@@ -21,8 +21,10 @@ from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 
 from .conf import app_settings
-from .exceptions import InvalidTaskArguments
+from .enqueue import check_row, insert_task
+from .exceptions import InvalidTaskArguments, InvalidTaskError
 from .models import CompletedTask, LegacyImport, Task
+from .options import options_of
 from .registry import registry
 from .serialization import check_signature, encode_params, params_hash
 from .timing import encode_repeat
@@ -173,11 +175,15 @@ def _pending_task(row: _LegacyFields, now: datetime) -> Task:
         params = encode_params(row.task_name, function.func, args, kwargs)
     except InvalidTaskArguments as exc:
         raise _Skip(str(exc)) from None
-    queue = row.queue or function.queue or app_settings.DEFAULT_QUEUE
+    queue = row.queue or options_of(function).queue
     task = Task(params=params, queue=queue, created_at=now, **_common(row))
     if function.unique:
         # As enqueue() does: one pending copy of a unique call, whoever queued it.
         task.unique_key = params_hash(row.task_name, params)
+    try:
+        check_row(task)
+    except InvalidTaskError as exc:
+        raise _Skip(str(exc)) from None
     return task
 
 
@@ -208,26 +214,33 @@ def _copy(
     a task of a ``unique=True`` function whose call is already queued (the row is then
     remembered as that task, and no second copy is made).
     """
-    pending = None
-    if isinstance(obj, Task) and obj.unique_key:
-        pending = Task.objects.using(using).filter(unique_key=obj.unique_key).first()
     if dry_run:
-        return "copied" if pending is None else "unique"
+        pending = (
+            isinstance(obj, Task)
+            and bool(obj.unique_key)
+            and (Task.objects.using(using).filter(unique_key=obj.unique_key).exists())
+        )
+        return "unique" if pending else "copied"
+    standing: Task | CompletedTask
     try:
         with transaction.atomic(using=using):
-            if pending is None:
+            if isinstance(obj, Task):
+                # Like any new task: a unique one whose call is pending becomes that task.
+                standing = insert_task(obj, using=using, robust_signal=True)
+            else:
                 obj.save(using=using, force_insert=True)
+                standing = obj
             LegacyImport.objects.using(using).create(
                 source_table=table,
                 source_id=row.pk,
                 target_model="task" if isinstance(obj, Task) else "completedtask",
-                target_id=obj.pk if pending is None else pending.pk,
+                target_id=standing.pk,
             )
     except IntegrityError:
         if LegacyImport.objects.using(using).filter(source_table=table, source_id=row.pk).exists():
             return "already"
         raise
-    return "copied" if pending is None else "unique"
+    return "copied" if standing is obj else "unique"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import DataError, IntegrityError, router, transaction
 from django.db.models import F
@@ -21,12 +21,9 @@ from .conf import app_settings
 from .exceptions import TaskCancelled, TaskInterrupted
 from .logs import shown
 from .models import CompletedTask, Task, TaskBase, empty_params
-from .registry import registry
+from .options import options_of
 from .retry import retry_delay
 from .timezones import aware, to_db
-
-if TYPE_CHECKING:
-    from .registry import TaskFunction
 
 logger = logging.getLogger("background_tasks")
 
@@ -37,13 +34,7 @@ CARRIED_FIELDS = [name for name in _COPIED_FIELDS if not name.startswith("progre
 
 def max_attempts_of(task: Task) -> int:
     """Return the attempt budget: the row's, else its task function's, else the setting."""
-    if task.max_attempts:
-        return task.max_attempts
-    if task.task_name in registry:
-        configured = registry.get(task.task_name).max_attempts
-        if configured:
-            return configured
-    return int(app_settings.MAX_ATTEMPTS)
+    return options_of(task).max_attempts
 
 
 def _using() -> str:
@@ -438,13 +429,6 @@ def _cancel_requested(task: Task) -> bool:
     )
 
 
-def _backoff_of(task: Task) -> Any:
-    if task.task_name in registry:
-        function: TaskFunction[Any, Any] = registry.get(task.task_name)
-        return function.backoff
-    return None
-
-
 def _retry_delay_of(task: Task) -> timedelta:
     """Return the task's retry delay, falling back to the default backoff if its own fails.
 
@@ -452,7 +436,7 @@ def _retry_delay_of(task: Task) -> timedelta:
     still be recorded, or the row would stay held by a live worker and never run again.
     """
     try:
-        return retry_delay(_backoff_of(task), task.attempts)
+        return retry_delay(options_of(task).backoff, task.attempts)
     except Exception as exc:
         logger.error(
             "event=backoff_failed task=%s task_id=%s error=%s",

@@ -23,7 +23,8 @@ from django.db import connections, models, router, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from . import isolation, lifecycle, signals
+from . import isolation, lifecycle
+from .enqueue import insert_task
 from .logs import shown
 from .models import CompletedTask, Task
 from .wakeup import notify_ready
@@ -213,11 +214,7 @@ def retry_completed(completed: CompletedTask, *, now: datetime | None = None) ->
     # a second copy of the series would run every occurrence twice.
     fresh.repeat = None
     fresh.repeat_until = None
-    db = using()
-    fresh.save(using=db, force_insert=True)
-    notify_ready(db, fresh.queue)
-    signals.emit(signals.task_created, sender=fresh.task_name, task=fresh)
-    return fresh
+    return insert_task(fresh, using=using(), robust_signal=True)
 
 
 def retry(ids: Sequence[int]) -> tuple[list[tuple[int, int]], list[int]]:

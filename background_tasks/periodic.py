@@ -18,14 +18,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, router, transaction
 from django.utils import timezone as dj_timezone
 
-from . import isolation, signals, timing
-from .columns import QUEUE_LENGTH, TASK_NAME_LENGTH, text_problem
+from . import isolation, timing
+from .columns import TASK_NAME_LENGTH, queue_problem, text_problem
 from .conf import PREFIX, app_settings
 from .exceptions import InvalidTaskError
 from .logs import shown
 from .serialization import check_signature, encode_params, params_hash
 from .timezones import aware, to_db
-from .wakeup import notify_ready
 
 if TYPE_CHECKING:
     from .models import Schedule, Task
@@ -93,11 +92,9 @@ def check_schedule_text(where: str, name: object, queue: object) -> None:
     problem = text_problem(name, TASK_NAME_LENGTH)
     if problem:
         raise InvalidTaskError(f"{where}: the name is refused: {problem}.")
-    if not isinstance(queue, str):
-        raise InvalidTaskError(f"{where}: queue must be a string, not {queue!r}.")
-    problem = text_problem(queue, QUEUE_LENGTH)
+    problem = queue_problem(queue, blank=True)
     if problem:
-        raise InvalidTaskError(f"{where}: queue {queue[:80]!r} is refused: {problem}.")
+        raise InvalidTaskError(f"{where}: queue {problem}.")
 
 
 def periodic(
@@ -307,6 +304,7 @@ def fire_due(now: datetime | None = None) -> int:
 
 def fire_one(schedule: Schedule, now: datetime) -> Task | None:
     """Enqueue the due tick of ``schedule`` if this worker wins it; return the task."""
+    from .enqueue import insert_task
     from .models import Schedule
 
     tick = schedule.next_fire_at
@@ -334,11 +332,8 @@ def fire_one(schedule: Schedule, now: datetime) -> Task | None:
                     tick.isoformat(),
                 )
             return None
-        task = task_for_tick(schedule, tick, now)
-        task.save(using=using, force_insert=True)
+        task = insert_task(task_for_tick(schedule, tick, now), using=using, robust_signal=True)
         Schedule.objects.using(using).filter(pk=schedule.pk).update(last_task_id=task.pk)
-    notify_ready(using, task.queue)
-    signals.emit(signals.task_created, sender=task.task_name, task=task)
     return task
 
 
@@ -346,24 +341,18 @@ def task_for_tick(schedule: Schedule, tick: datetime, now: datetime) -> Task:
     """Build the Task of one tick. A task name no longer registered still gets its row, which
     the worker then records as failed with the reason: nothing is silently dropped."""
     from .models import Task
+    from .options import options_of
     from .registry import registry
 
     function = registry.get(schedule.task_name) if schedule.task_name in registry else None
-    queue = schedule.queue or (function.queue if function else None) or app_settings.DEFAULT_QUEUE
-    priority = schedule.priority
-    if priority is None:
-        priority = (
-            function.priority
-            if function and function.priority is not None
-            else app_settings.DEFAULT_PRIORITY
-        )
+    defaults = options_of(schedule.task_name)
     return Task(
         task_name=schedule.task_name,
         params=schedule.params,
         task_hash=params_hash(schedule.task_name, schedule.params),
         verbose_name=f"{schedule.name[:200]} @ {aware(tick).isoformat()}",
-        queue=queue,
-        priority=priority,
+        queue=schedule.queue or defaults.queue,
+        priority=defaults.priority if schedule.priority is None else schedule.priority,
         run_at=tick,
         scheduled_at=tick,
         max_attempts=function.max_attempts if function else None,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
 
-from .columns import TASK_NAME_LENGTH, text_problem
+from .columns import TASK_NAME_LENGTH, priority_problem, queue_problem, text_problem
 from .exceptions import (
     BodyNotRun,
     DuplicateTaskName,
@@ -104,16 +104,12 @@ class TaskFunction(Generic[P, R]):
         problem = text_problem(self.name, TASK_NAME_LENGTH)
         if problem:
             raise InvalidTaskError(f"Task name {self.name[:80]!r} is refused: {problem}.")
-        if self.queue is not None and (not isinstance(self.queue, str) or not self.queue):
-            raise InvalidTaskError(
-                f"Task {self.name!r}: queue must be a non-empty string, not {self.queue!r}."
-            )
-        if self.priority is not None and (
-            isinstance(self.priority, bool) or not isinstance(self.priority, int)
-        ):
-            raise InvalidTaskError(
-                f"Task {self.name!r}: priority must be an integer, not {self.priority!r}."
-            )
+        problem = None if self.queue is None else queue_problem(self.queue)
+        if problem:
+            raise InvalidTaskError(f"Task {self.name!r}: queue {problem}.")
+        problem = None if self.priority is None else priority_problem(self.priority)
+        if problem:
+            raise InvalidTaskError(f"Task {self.name!r}: priority {problem}.")
         if self.max_attempts is not None and (
             isinstance(self.max_attempts, bool)
             or not isinstance(self.max_attempts, int)

@@ -34,11 +34,10 @@ from django.utils import timezone
 
 from . import __version__, isolation, lifecycle, liveness, logs
 from .child import run_child
-from .conf import app_settings
 from .exceptions import TaskTimedOut, WorkerLost
 from .models import Task
+from .options import options_of
 from .outage import Outage, is_missing_table
-from .registry import registry
 from .wakeup import Alarm
 from .worker import EXIT_DATABASE_UNAVAILABLE, EXIT_MEMORY_LIMIT, EXIT_NOT_MIGRATED
 
@@ -54,12 +53,7 @@ MAX_RESTART_DELAY = 60.0
 
 def time_limit_of(task: Task) -> float | None:
     """Return the task's hard time limit in seconds: its own ``timeout``, else MAX_RUN_TIME."""
-    if task.task_name in registry:
-        limit = registry.get(task.task_name).timeout
-        if limit:
-            return float(limit)
-    default = app_settings.MAX_RUN_TIME
-    return float(default) if default else None
+    return options_of(task).time_limit
 
 
 @dataclass

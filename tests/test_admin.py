@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
+import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.contrib import admin
 from django.contrib.admin.utils import quote
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.contrib.contenttypes.models import ContentType
-from django.db import connection, connections, transaction
+from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -21,6 +20,7 @@ from django.utils import timezone
 from background_tasks.admin import CompletedTaskAdmin, ScheduleAdmin, TaskAdmin, WorkerAdmin
 from background_tasks.conf import app_settings
 from background_tasks.models import CompletedTask, Schedule, Task, Worker
+from tests.fixtures import StaffLogin, row_locked_elsewhere
 from tests.testapp.models import TaskRun
 
 if TYPE_CHECKING:
@@ -33,8 +33,6 @@ WORKER_ID = "worker-host:4242:cafe"
 SCRIPT = "<script>alert('x')</script>"
 RAW = "<script>alert("
 ESCAPED = "&lt;script&gt;alert("
-
-StaffLogin = Callable[..., Client]
 
 
 def make_task(**fields: Any) -> Task:
@@ -114,25 +112,6 @@ def assert_escaped(response: Response) -> None:
     content = response.content.decode()
     assert RAW not in content
     assert ESCAPED in content
-
-
-@pytest.fixture
-def staff(client: Client, django_user_model: type[User]) -> StaffLogin:
-    """Log a staff user with only the given background_tasks permissions in."""
-
-    def login(*codenames: str) -> Client:
-        user = django_user_model.objects.create_user(
-            username="operator", password="not-used", is_staff=True
-        )
-        user.user_permissions.set(
-            Permission.objects.filter(
-                content_type__app_label="background_tasks", codename__in=codenames
-            )
-        )
-        client.force_login(user)
-        return client
-
-    return login
 
 
 # --- registration --------------------------------------------------------------------------
@@ -663,28 +642,13 @@ def test_task_action__skips_a_row_a_claim_is_locking_without_waiting(
     future = timezone.now() + timedelta(days=1)
     claimed = make_task(run_at=future)
     free = make_task(run_at=future)
-    locked, release = threading.Event(), threading.Event()
-
-    def claim_in_progress() -> None:
-        # Stands in for a worker between its claim SELECT and its commit.
-        try:
-            with transaction.atomic():
-                list(Task.objects.select_for_update().filter(pk=claimed.pk))
-                locked.set()
-                release.wait(10)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=claim_in_progress)
-    thread.start()
-    try:
-        assert locked.wait(10)
+    with row_locked_elsewhere(claimed.pk):  # a worker between its claim and its commit
+        started = time.monotonic()
         response = post_action(admin_client, "task", action, [claimed, free])
-        # Had the action waited for the row, the claim would have given up and ended by now.
-        assert thread.is_alive()
-    finally:
-        release.set()
-        thread.join(30)
+        elapsed = time.monotonic() - started
+
+    # Had the action waited for the row, it would have waited until the lock was released.
+    assert elapsed < 5
 
     claimed.refresh_from_db()
     assert claimed.run_at == future

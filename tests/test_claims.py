@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import pytest
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, connection
 from django.test import override_settings
 from django.utils import timezone
 
@@ -22,6 +21,7 @@ from background_tasks.claims import (
 )
 from background_tasks.models import CompletedTask, Task
 from background_tasks.operations import cancel_waiting
+from tests.fixtures import row_locked_elsewhere
 
 NOW = timezone.now().replace(microsecond=0)
 
@@ -261,35 +261,6 @@ row_locking = pytest.mark.skipif(
 
 
 @contextmanager
-def locked_by_another_transaction(pk: int) -> Iterator[None]:
-    """Hold ``SELECT ... FOR UPDATE`` on the row from a second connection until the block ends."""
-    locked, release = threading.Event(), threading.Event()
-    failure: list[BaseException] = []
-
-    def hold() -> None:
-        try:
-            with transaction.atomic():
-                list(Task.objects.select_for_update().filter(pk=pk))
-                locked.set()
-                release.wait(60)
-        except BaseException as exc:  # reported to the test below
-            failure.append(exc)
-            locked.set()
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    try:
-        assert locked.wait(30), "the second connection never locked the row"
-        assert not failure, failure
-        yield
-    finally:
-        release.set()
-        thread.join(30)
-
-
-@contextmanager
 def short_lock_waits() -> Iterator[None]:
     """Make this connection fail after 3 s instead of waiting for a lock (a waiting claim fails)."""
     with connection.cursor() as cursor:
@@ -313,7 +284,7 @@ def test_claim__skips_a_row_locked_by_another_transaction_instead_of_waiting() -
     busy = make("busy", priority=10)
     make("free")
 
-    with short_lock_waits(), locked_by_another_transaction(busy.pk):
+    with short_lock_waits(), row_locked_elsewhere(busy.pk):
         claimed = claim_tasks("w", [], 2, now=NOW)
 
     assert [key(t) for t in claimed] == ["free"]
@@ -327,7 +298,7 @@ def test_cancel_waiting__skips_a_row_locked_by_another_transaction_instead_of_wa
     busy = make("busy")
     free = make("free")
 
-    with short_lock_waits(), locked_by_another_transaction(busy.pk):
+    with short_lock_waits(), row_locked_elsewhere(busy.pk):
         cancelled, _ = cancel_waiting([busy.pk, free.pk])
 
     assert cancelled == 1

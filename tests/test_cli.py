@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from io import StringIO
 from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection
 from django.db.models.signals import pre_delete
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -22,6 +19,7 @@ from django.utils import timezone
 from background_tasks import operations
 from background_tasks.models import QUARANTINED, CompletedTask, Task, Worker
 from background_tasks.testing import run_tasks
+from tests.fixtures import make_completed, make_task, row_locked_elsewhere
 from tests.helpers import run_command
 from tests.testapp import tasks
 
@@ -40,54 +38,13 @@ def run_json(*args: str) -> Any:
     return json.loads(run(*args, "--json"))
 
 
-def make_task(**fields: Any) -> Task:
-    fields.setdefault("task_name", NEWSLETTER)
-    fields.setdefault("params", {"args": [1], "kwargs": {}})
-    return Task.objects.create(**fields)
-
-
-def make_completed(status: str = CompletedTask.Status.FAILED, **fields: Any) -> CompletedTask:
-    fields.setdefault("task_name", NEWSLETTER)
-    fields.setdefault("params", {"args": [1], "kwargs": {}})
-    fields.setdefault("task_id", 10_000)
-    return CompletedTask.objects.create(status=status, **fields)
-
-
 def hours(n: float) -> timedelta:
     return timedelta(hours=n)
 
 
-@contextmanager
-def row_locked_elsewhere(pk: int) -> Iterator[None]:
-    """Hold a row lock on Task ``pk`` in another connection, as a claiming worker does."""
+def skip_without_skip_locked() -> None:
     if not connection.features.has_select_for_update_skip_locked:
         pytest.skip(f"{connection.vendor} has no row locks to skip")
-    locked, release = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-
-    def hold() -> None:
-        from django.db import connection as own_connection
-
-        try:
-            with transaction.atomic():
-                list(Task.objects.select_for_update().filter(pk=pk))
-                locked.set()
-                release.wait(timeout=30)
-        except BaseException as exc:  # reported in the test's thread
-            errors.append(exc)
-        finally:
-            locked.set()
-            own_connection.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert locked.wait(timeout=10)
-        yield
-    finally:
-        release.set()
-        holder.join(timeout=30)
-    assert not errors, errors
 
 
 # -- bad input ------------------------------------------------------------------------------
@@ -475,6 +432,7 @@ def test_cancel__skips_rows_locked_by_another_transaction(held_by: str | None) -
     locked = make_task(locked_by=held_by, locked_at=timezone.now() if held_by else None)
     free = make_task()
 
+    skip_without_skip_locked()
     with row_locked_elsewhere(locked.pk):
         started = time.monotonic()
         out = run("cancel", str(locked.pk), str(free.pk))
@@ -534,6 +492,7 @@ def test_run_now__skips_rows_locked_by_another_transaction() -> None:
     later = timezone.now() + hours(1)
     locked, free = make_task(run_at=later), make_task(run_at=later)
 
+    skip_without_skip_locked()
     with row_locked_elsewhere(locked.pk):
         started = time.monotonic()
         out = run("run-now", str(locked.pk), str(free.pk))

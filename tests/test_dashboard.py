@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -18,6 +17,7 @@ from django.utils import timezone
 from background_tasks import overview
 from background_tasks.conf import app_settings
 from background_tasks.models import CompletedTask, Schedule, Task, TaskState, Worker
+from tests.fixtures import StaffLogin
 
 pytestmark = pytest.mark.django_db
 
@@ -26,26 +26,7 @@ NAME = "tests.testapp.tasks.send_newsletter"
 HISTORY_TABLE = CompletedTask._meta.db_table
 SCRIPT = "<script>alert('x')</script>"
 
-Login = Callable[..., Client]
-
-
-@pytest.fixture
-def staff(client: Client, django_user_model: type[User]) -> Login:
-    """Log a staff user with only the given background_tasks permissions in."""
-
-    def login(*codenames: str) -> Client:
-        user = django_user_model.objects.create_user(
-            username="operator", password="not-used", is_staff=True
-        )
-        user.user_permissions.set(
-            Permission.objects.filter(
-                content_type__app_label="background_tasks", codename__in=codenames
-            )
-        )
-        client.force_login(user)
-        return client
-
-    return login
+Login = StaffLogin
 
 
 ALL_VIEWS = ("view_task", "view_completedtask", "view_worker", "view_schedule")

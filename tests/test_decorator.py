@@ -264,6 +264,7 @@ def test_registry__unregister_forgets_the_name() -> None:
         ({"name": "x" * 256}, "longer than 255"),
         ({"queue": ""}, "queue must be a non-empty string"),
         ({"queue": 5}, "queue must be a non-empty string"),
+        ({"queue": "q" * 101}, "is refused: it is longer than 100 characters"),
         ({"priority": "high"}, "priority must be an integer"),
         ({"priority": True}, "priority must be an integer"),
         ({"max_attempts": 0}, "max_attempts must be an integer >= 1"),

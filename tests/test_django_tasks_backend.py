@@ -21,7 +21,7 @@ from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from background_tasks import registry
+from background_tasks import enqueue, registry, signals
 from background_tasks.backends import DatabaseBackend, resolve_django_task
 from background_tasks.claims import claim_tasks
 from background_tasks.exceptions import InvalidTaskArguments
@@ -175,6 +175,27 @@ def test_enqueue__sends_task_enqueued_with_the_result() -> None:
 
     assert received.senders == [DatabaseBackend]
     assert [r.id for r in received.results] == [result.id]
+
+
+def test_enqueue__goes_through_the_insert_path_task_created_and_the_wake_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    created: list[Task] = []
+    woken: list[str] = []
+    monkeypatch.setattr(enqueue, "notify_ready", lambda using, queue: woken.append(queue))
+
+    def remember(sender: str, task: Task, **kwargs: object) -> None:
+        created.append(task)
+
+    signals.task_created.connect(remember, dispatch_uid="test-backend-created")
+    try:
+        result = dt.add.enqueue(1, 2)
+        dt.add.using(run_after=timezone.now() + timedelta(hours=1)).enqueue(3, 4)
+    finally:
+        signals.task_created.disconnect(dispatch_uid="test-backend-created")
+
+    assert [str(task.pk) for task in created][:1] == [result.id] and len(created) == 2
+    assert woken == ["default"]  # the later task is found by polling when it is due
 
 
 def test_enqueue__with_immediate_setting_runs_inline_and_writes_no_row() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -17,29 +17,23 @@ from background_tasks.models import Task
 from background_tasks.registry import RESERVED_KWARGS
 from background_tasks.serialization import params_hash
 from background_tasks.testing import run_tasks
+from tests.fixtures import CLOCK_START
 from tests.testapp import tasks
 from tests.testapp.models import TaskRun
 
 pytestmark = pytest.mark.django_db
 
 UTC = timezone.utc
-T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+T0 = CLOCK_START  # where the shared ``clock`` fixture freezes time
 APRIL_FIRST = datetime(2026, 4, 1, 8, 30, tzinfo=UTC)
 Clock = time_machine.Traveller
-
-
-@pytest.fixture
-def frozen() -> Iterator[Clock]:
-    """Freeze the clock at T0."""
-    with time_machine.travel(T0, tick=False) as traveller:
-        yield traveller
 
 
 def keys_in_run_order() -> list[str]:
     return list(TaskRun.objects.order_by("id").values_list("key", flat=True))
 
 
-def test_call__writes_a_ready_row_describing_the_call(frozen: Clock) -> None:
+def test_call__writes_a_ready_row_describing_the_call(clock: Clock) -> None:
     task = tasks.send_newsletter(42, template="daily")
 
     row = Task.objects.get(pk=task.pk)
@@ -85,14 +79,14 @@ def test_call__default_queue_and_priority_come_from_the_settings() -> None:
     ],
 )
 def test_schedule__sets_when_the_task_becomes_ready(
-    frozen: Clock, schedule: object, run_at: datetime
+    clock: Clock, schedule: object, run_at: datetime
 ) -> None:
     task = tasks.record("k", schedule=schedule)
 
     assert Task.objects.get(pk=task.pk).run_at == run_at
 
 
-def test_schedule__a_scheduled_task_does_not_run_before_its_time(frozen: Clock) -> None:
+def test_schedule__a_scheduled_task_does_not_run_before_its_time(clock: Clock) -> None:
     tasks.record("later", schedule=60)
 
     assert run_tasks() == 0
@@ -100,7 +94,7 @@ def test_schedule__a_scheduled_task_does_not_run_before_its_time(frozen: Clock) 
     assert TaskRun.objects.filter(key="later").exists()
 
 
-def test_schedule__the_decorator_default_applies_and_a_call_overrides_it(frozen: Clock) -> None:
+def test_schedule__the_decorator_default_applies_and_a_call_overrides_it(clock: Clock) -> None:
     default = tasks.delayed_record("a")  # decorated with schedule=60
     overridden = tasks.delayed_record("b", schedule=timedelta(0))
 
@@ -205,7 +199,7 @@ def test_creator__must_be_a_saved_model_instance(make_creator: Any, message: str
 # -- repeat, remove_existing_tasks, unique ------------------------------------------------------
 
 
-def test_repeat__is_stored_with_its_end(frozen: Clock) -> None:
+def test_repeat__is_stored_with_its_end(clock: Clock) -> None:
     task = tasks.record("k", repeat=Task.DAILY, repeat_until=T0 + timedelta(days=7))
 
     row = Task.objects.get(pk=task.pk)

@@ -23,6 +23,7 @@ from django.db import connection
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.state import ProjectState
 
+from background_tasks import signals
 from background_tasks.legacy_import import import_legacy
 from background_tasks.models import CompletedTask, LegacyImport, Task
 from background_tasks.testing import run_tasks
@@ -294,3 +295,23 @@ def test_import__a_unique_task_already_queued_here_is_not_queued_twice(legacy: A
     assert f"already queued with the same arguments; not copied again: {first.pk}" in out
     again, _ = run()
     assert "2 row(s) were imported before" in again and Task.objects.count() == 2
+
+
+def test_import__sends_task_created_for_each_task_it_queues_but_not_for_history(
+    legacy: Any,
+) -> None:
+    sent: list[Task] = []
+
+    def remember(sender: str, task: Task, **kwargs: object) -> None:
+        sent.append(task)
+
+    legacy_row(legacy.Task, [1], {})
+    legacy_row(legacy.CompletedTask, [2], {})
+    signals.task_created.connect(remember, dispatch_uid="test-import-created")
+    try:
+        run("--history")
+    finally:
+        signals.task_created.disconnect(dispatch_uid="test-import-created")
+
+    assert [task.pk for task in sent] == [Task.objects.get().pk]
+    assert CompletedTask.objects.count() == 1

@@ -24,7 +24,8 @@ from django.db import connection
 
 from background_tasks.models import CompletedTask, Task, Worker
 from tests import dburl
-from tests.helpers import run_command, start_worker, wait_for, worker_env
+from tests.fixtures import Spawn, Spawner
+from tests.helpers import run_command, wait_for, worker_env
 from tests.testapp import tasks
 from tests.testapp.models import TaskRun
 
@@ -35,8 +36,6 @@ pytestmark = [
 
 START_TIMEOUT = 60.0
 EXIT_TIMEOUT = 30.0
-
-Spawn = Callable[..., "subprocess.Popen[str]"]
 
 
 def _child_pids(pid: int) -> set[int]:
@@ -75,24 +74,14 @@ def spawn(transactional_db: None) -> Iterator[Spawn]:
     """Start ``process_tasks`` in a new session; kill what is left of it at the end.
 
     Depending on ``transactional_db`` makes this teardown run before the database is flushed.
+    The shared ``spawn``, but the supervisor's children and helpers are killed with it.
     """
-    started: list[subprocess.Popen[str]] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        proc = start_worker(
-            ["--log-std", "--sleep", "0.1", *args],
-            env=worker_env(**(env or {})),
-            start_new_session=True,
-        )
-        started.append(proc)
-        return proc
-
+    spawner = Spawner(("--log-std", "--sleep", "0.1"), kill=_kill_all, start_new_session=True)
     try:
-        yield start
+        yield spawner
     finally:
-        for proc in started:
-            _kill_all(proc)
-            proc.communicate()  # reaps the supervisor; returns once every child closed its pipes
+        # Reaps the supervisor; returns once every child closed its pipes.
+        spawner.close()
 
 
 def wait_while_running(

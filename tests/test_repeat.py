@@ -8,7 +8,6 @@ these tests drive it end to end through enqueue, claim, run and archive.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -25,6 +24,7 @@ from background_tasks.models import CompletedTask, Task
 from background_tasks.operations import cancel_waiting, request_cancel
 from background_tasks.registry import TaskFunction
 from background_tasks.testing import run_tasks
+from tests.fixtures import CLOCK_START
 from tests.testapp import tasks
 from tests.testapp.models import TaskRun
 
@@ -33,16 +33,9 @@ pytestmark = pytest.mark.django_db
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
-T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+T0 = CLOCK_START  # where the shared ``clock`` fixture freezes time
 HOUR = timedelta(hours=1)
 Clock = time_machine.Traveller
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    """Freeze ``timezone.now()`` at T0; tests move it with ``clock.move_to``."""
-    with time_machine.travel(T0, tick=False) as traveller:
-        yield traveller
 
 
 def run_due_at(clock: Clock, at: datetime) -> int:

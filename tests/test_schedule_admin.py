@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import time_machine
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -17,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from background_tasks import periodic
 from background_tasks.admin import ScheduleAdmin, run_schedule_now
 from background_tasks.models import CompletedTask, Schedule, Task
+from tests.fixtures import StaffLogin
 from tests.test_admin import (
     NEWSLETTER,
     SCRIPT,
@@ -40,32 +39,10 @@ UTC = timezone.utc
 NOW = datetime(2026, 3, 10, 12, 0, 30, tzinfo=UTC)
 RECORD = "tests.testapp.tasks.record"
 
-StaffLogin = Callable[..., Client]
-
 
 @pytest.fixture
-def clock() -> Iterator[time_machine.Traveller]:
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
-
-
-@pytest.fixture
-def staff(client: Client, django_user_model: type[User]) -> StaffLogin:
-    """Log a staff user with only the given background_tasks permissions in."""
-
-    def login(*codenames: str) -> Client:
-        user = django_user_model.objects.create_user(
-            username="operator", password="not-used", is_staff=True
-        )
-        user.user_permissions.set(
-            Permission.objects.filter(
-                content_type__app_label="background_tasks", codename__in=codenames
-            )
-        )
-        client.force_login(user)
-        return client
-
-    return login
+def clock_start() -> datetime:
+    return NOW
 
 
 def make_schedule(**fields: Any) -> Schedule:

@@ -6,8 +6,7 @@ test_scheduling_processes.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 import time_machine
@@ -19,19 +18,14 @@ from background_tasks.execution import execute
 from background_tasks.models import CompletedTask, Task
 from background_tasks.serialization import params_hash
 from background_tasks.testing import run_tasks
+from tests.fixtures import CLOCK_START
 from tests.testapp import tasks
 from tests.testapp.models import TaskRun
 
 pytestmark = pytest.mark.django_db
 
-T0 = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
+T0 = CLOCK_START  # where the shared ``clock`` fixture freezes time
 HOUR = timedelta(hours=1)
-
-
-@pytest.fixture
-def clock() -> Iterator[time_machine.Traveller]:
-    with time_machine.travel(T0, tick=False) as traveller:
-        yield traveller
 
 
 # -- unique= --------------------------------------------------------------------------------------

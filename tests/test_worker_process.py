@@ -11,14 +11,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from background_tasks.models import CompletedTask, Task, Worker
-from tests.helpers import run_command, start_worker, wait_for, worker_env
+from tests.fixtures import Spawn
+from tests.helpers import run_command, wait_for
 from tests.testapp import tasks
 from tests.testapp.models import TaskRun
 
@@ -36,30 +37,6 @@ EXIT_TIMEOUT = 30.0
 
 #: Logged once by every thread-mode worker because the test app has a task with a timeout.
 EXPECTED_WARNINGS = ("event=time_limits_not_enforced",)
-
-Spawn = Callable[..., "subprocess.Popen[str]"]
-
-
-@pytest.fixture
-def spawn(transactional_db: None) -> Iterator[Spawn]:
-    """Start ``process_tasks`` subprocesses (logging to their pipes); kill leftovers at the end.
-
-    Depending on ``transactional_db`` makes this teardown run before the database is flushed.
-    """
-    started: list[subprocess.Popen[str]] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        proc = start_worker(["--log-std", *args], env=worker_env(**(env or {})))
-        started.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate()  # reaps the process and closes its pipes
 
 
 def wait_while_running(

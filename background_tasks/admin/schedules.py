@@ -30,11 +30,11 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from .. import periodic, schedule_control, signals
+from .. import periodic, schedule_control
+from ..enqueue import insert_task
 from ..models import CompletedTask, Schedule, Task
 from ..registry import registry
 from ..timezones import aware
-from ..wakeup import notify_ready
 from .display import badge, pretty_json
 from .schedule_form import DEFINITION_FIELDS, ScheduleForm
 
@@ -85,12 +85,7 @@ def run_schedule_now(schedule: Schedule, now: datetime | None = None) -> Task:
     task = periodic.task_for_tick(schedule, now, now)
     suffix = " (run now)"
     task.verbose_name = schedule.name[: _VERBOSE_NAME_LENGTH - len(suffix)] + suffix
-    using = router.db_for_write(Task)
-    with transaction.atomic(using=using):
-        task.save(using=using, force_insert=True)
-        notify_ready(using, task.queue)
-    signals.task_created.send(sender=task.task_name, task=task)
-    return task
+    return insert_task(task, using=router.db_for_write(Task), robust_signal=True)
 
 
 class ScheduleAdmin(ScheduleModelAdmin):

@@ -21,6 +21,7 @@ from background_tasks import legacy_import, operations, overview, schedule_contr
 from background_tasks.conf import app_settings
 from background_tasks.health import check as health_check
 from background_tasks.models import CompletedTask, Task, TaskState, Worker
+from background_tasks.options import options_of
 from background_tasks.registry import registry
 
 from . import _output
@@ -123,12 +124,12 @@ def tasks(command: Command, now: datetime, options: dict[str, Any]) -> None:
     described: list[dict[str, Any]] = [
         {
             "name": name,
-            "queue": task.queue or app_settings.DEFAULT_QUEUE,
-            "priority": app_settings.DEFAULT_PRIORITY if task.priority is None else task.priority,
-            "max_attempts": task.max_attempts or int(app_settings.MAX_ATTEMPTS),
-            "timeout": task.timeout or app_settings.MAX_RUN_TIME,
+            "queue": effective.queue,
+            "priority": effective.priority,
+            "max_attempts": effective.max_attempts,
+            "timeout": effective.time_limit,
         }
-        for name, task in ((name, registry.get(name)) for name in registry)
+        for name, effective in ((name, options_of(name)) for name in registry)
     ]
     if options["json"]:
         command.stdout.write(_output.to_json(described))

@@ -1,0 +1,63 @@
+"""A task's effective options: the row's own, else its task function's, else the settings.
+
+Every place that needs a task's attempt budget, backoff, time limit, queue or priority asks
+here, so that the worker, the supervisor, the CLI and the admin cannot disagree about them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .conf import app_settings
+from .registry import TaskFunction, registry
+
+if TYPE_CHECKING:
+    from .models import Task
+
+
+@dataclass(frozen=True)
+class EffectiveOptions:
+    """What a task runs with, every default filled in."""
+
+    queue: str
+    priority: int
+    #: Attempts before the task gives up.
+    max_attempts: int
+    #: The retry delay policy for ``retry.retry_delay()``; None is the settings' ``Backoff()``.
+    backoff: Any
+    #: Seconds before a ``--processes`` supervisor kills the attempt; None for no limit.
+    time_limit: float | None
+
+
+def options_of(task: Task | TaskFunction[Any, Any] | str) -> EffectiveOptions:
+    """Return the effective options of a Task row, or of a task (or its name) before a row exists.
+
+    For a row, its own ``queue``, ``priority`` and ``max_attempts`` come first; then the
+    registered function's options (a name no longer registered has none); then the settings.
+    """
+    function: TaskFunction[Any, Any] | None
+    if isinstance(task, TaskFunction):
+        function = task
+    else:
+        name = task if isinstance(task, str) else task.task_name
+        function = registry.get(name) if name in registry else None
+    queue = (function.queue if function else None) or app_settings.DEFAULT_QUEUE
+    priority = function.priority if function and function.priority is not None else None
+    max_attempts = function.max_attempts if function else None
+    if not isinstance(task, (str, TaskFunction)):
+        queue = task.queue or queue
+        priority = task.priority
+        max_attempts = task.max_attempts or max_attempts
+    timeout = function.timeout if function else None
+    limit = timeout or app_settings.MAX_RUN_TIME
+    return EffectiveOptions(
+        queue=queue,
+        priority=int(app_settings.DEFAULT_PRIORITY) if priority is None else priority,
+        max_attempts=max_attempts or int(app_settings.MAX_ATTEMPTS),
+        backoff=function.backoff if function else None,
+        time_limit=float(limit) if limit else None,
+    )
+
+
+__all__ = ["EffectiveOptions", "options_of"]
