@@ -11,7 +11,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from background_tasks import enqueue, lifecycle, operations, periodic, signals
+from background_tasks import enqueue, operations, periodic, signals
 from background_tasks.admin.schedules import run_schedule_now
 from background_tasks.exceptions import InvalidTaskError
 from background_tasks.models import CompletedTask, Schedule, Task
