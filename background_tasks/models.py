@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from .checks import require_contenttypes, require_installed
+from .installed import require_contenttypes, require_installed
 
 # Before the imports below, which fail with Django's generic errors when either app is missing.
 require_installed("background_tasks.models was imported")

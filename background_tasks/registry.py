@@ -248,6 +248,8 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._tasks: dict[str, TaskFunction[Any, Any]] = {}
         self._lock = threading.Lock()
+        # Asked, in order, for a name nobody registered (the django.tasks bridge adds one).
+        self._resolvers: list[Callable[[str], TaskFunction[Any, Any] | None]] = []
 
     def register(self, task: TaskFunction[Any, Any]) -> None:
         """Add ``task`` under its name; raise ``DuplicateTaskName`` if another function has it."""
@@ -272,6 +274,12 @@ class TaskRegistry:
                 )
             self._tasks[task.name] = task
 
+    def add_resolver(self, resolver: Callable[[str], TaskFunction[Any, Any] | None]) -> None:
+        """Ask ``resolver`` for names nobody registered, before giving up (once per resolver)."""
+        with self._lock:
+            if resolver not in self._resolvers:
+                self._resolvers.append(resolver)
+
     def unregister(self, name: str) -> None:
         """Remove the task registered as ``name``, if any."""
         with self._lock:
@@ -283,12 +291,10 @@ class TaskRegistry:
             return self._tasks[name]
         except KeyError:
             pass
-        if _django_tasks_available():
-            from .backends import resolve_django_task
-
-            # The one guarded exception to "names are never imported": a django.tasks Task of
-            # an installed app, enqueued through our backend (see backends.resolve_django_task).
-            function = resolve_django_task(name)
+        # The one guarded exception to "names are never imported": a django.tasks Task of an
+        # installed app, enqueued through our backend (django_tasks.resolve, added from ready()).
+        for resolver in self._resolvers:
+            function = resolver(name)
             if function is not None:
                 return function
         raise TaskNotRegistered(
@@ -317,20 +323,6 @@ class TaskRegistry:
 
     def __len__(self) -> int:
         return len(self._tasks)
-
-
-def _django_tasks_available() -> bool:
-    """Return True when a tasks framework is importable: django.tasks, or the backport."""
-    return tasks_framework_available()
-
-
-@functools.cache
-def tasks_framework_available() -> bool:
-    import importlib.util
-
-    import django
-
-    return django.VERSION >= (6, 0) or importlib.util.find_spec("django_tasks") is not None
 
 
 def _origin(func: Callable[..., Any]) -> str:
@@ -434,7 +426,7 @@ def background(
             unique=unique,
             timeout=timeout,
         )
-        from .checks import require_installed
+        from .installed import require_installed
 
         require_installed(f"@background is used on {task.name}")
         if schedule is not None:
