@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import DatabaseError, connections, router
 
-from .columns import table_charsets
+from .charsets import table_charsets
 from .conf import PREFIX, app_settings, setting_names
 
 _NUMBERS = {

@@ -16,7 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from . import isolation, signals, timing
-from .columns import storable_for
+from .charsets import storable_for
 from .conf import app_settings
 from .exceptions import TaskCancelled, TaskInterrupted
 from .logs import shown

@@ -32,7 +32,7 @@ from typing import Any
 from django.db import DatabaseError, InterfaceError, connection, connections, router
 from django.utils import timezone
 
-from . import __version__, isolation, lifecycle, liveness, logs
+from . import __version__, isolation, lifecycle, liveness, logs, recording
 from .child import run_child
 from .conf import app_settings
 from .exceptions import TaskTimedOut, WorkerLost
@@ -244,7 +244,7 @@ class Supervisor:
                     error = (
                         TaskTimedOut(reason) if task.pk in child.kill_reason else WorkerLost(reason)
                     )
-                    isolation.record_or_quarantine(
+                    recording.record_or_quarantine(
                         task,
                         child.worker_id,
                         partial(lifecycle.record_failure, task, child.worker_id, reason, error),

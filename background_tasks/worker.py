@@ -27,7 +27,7 @@ from django.db import (
     router,
 )
 
-from . import __version__, isolation, lifecycle, liveness, logs, periodic, retention
+from . import __version__, isolation, lifecycle, liveness, logs, periodic, recording, retention
 from .claims import claim_tasks
 from .conf import app_settings
 from .execution import execute
@@ -396,7 +396,7 @@ class Worker:
 
             try:
                 self._until_db_ok(
-                    lambda: isolation.record_or_quarantine(
+                    lambda: recording.record_or_quarantine(
                         task,
                         self.id,
                         record,

@@ -9,9 +9,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from background_tasks import periodic
+from background_tasks.decorator import background
 from background_tasks.exceptions import InvalidTaskError
 from background_tasks.models import Schedule, Task
-from background_tasks.registry import background, registry
+from background_tasks.registry import registry
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db
