@@ -16,6 +16,7 @@ from .exceptions import MalformedRow
 from .isolation import describe, is_outage, quarantine
 from .logs import shown
 from .models import Task
+from .outcomes import Outcome
 
 logger = logging.getLogger("background_tasks")
 
@@ -24,11 +25,11 @@ T = TypeVar("T")
 
 def record_or_quarantine(
     task: Task, holder: str | None, record: Callable[[], T], what: str
-) -> T | str | None:
+) -> T | Outcome | None:
     """Run ``record`` (an outcome write); if the row makes it fail, fail the row or quarantine it.
 
-    Return what ``record`` returned, else "gave_up" or "quarantined" (or None when the row was
-    no longer held). Outage errors propagate.
+    Return what ``record`` returned, else ``Outcome.GAVE_UP`` or ``Outcome.QUARANTINED`` (or
+    None when the row was no longer held). Outage errors propagate.
     """
     try:
         return record()
@@ -50,4 +51,4 @@ def record_or_quarantine(
         if is_outage(exc):
             raise
         detail = f"{reason}\n\nRecording it as failed was refused too: {describe(exc)}"
-        return "quarantined" if quarantine(task.pk, holder, detail) else None
+        return Outcome.QUARANTINED if quarantine(task.pk, holder, detail) else None

@@ -18,6 +18,7 @@ from background_tasks import isolation, lifecycle, liveness, periodic, recording
 from background_tasks.claims import claim_tasks
 from background_tasks.logs import shown
 from background_tasks.models import QUARANTINED, CompletedTask, Schedule, Task, Worker
+from background_tasks.outcomes import Outcome
 from background_tasks.supervisor import Child, Supervisor
 
 pytestmark = pytest.mark.django_db
@@ -139,7 +140,7 @@ def test_record_or_quarantine__a_row_no_outcome_can_be_written_for_is_quarantine
         task, "w:1:a", lambda: lifecycle.record_success(task, "w:1:a", None), "The success"
     )
 
-    assert outcome == "quarantined"
+    assert outcome is Outcome.QUARANTINED
     holder, error = held_by(task.pk)
     assert holder == QUARANTINED
     assert "The success could not be recorded because of a value in this row" in error
