@@ -188,6 +188,10 @@ def _defines(module_name: str, attribute: str) -> bool:
     for node in tree.body:
         if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == attribute:
             return True
+        if isinstance(node, ast.ImportFrom) and any(
+            (alias.asname or alias.name) == attribute for alias in node.names
+        ):
+            return True  # a re-export, as backends.py re-exports the bridge's backend
         targets = node.targets if isinstance(node, ast.Assign) else []
         if any(isinstance(target, ast.Name) and target.id == attribute for target in targets):
             return True
