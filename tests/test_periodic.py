@@ -58,9 +58,7 @@ def test_periodic__a_schedule_name_declared_in_two_places_is_an_error() -> None:
 def test_periodic__the_same_declaration_executed_again_replaces_it_with_a_warning() -> None:
     _declare_nightly(1)
 
-    with pytest.warns(
-        ScheduleRedefinedWarning, match=r"declared_twice' was declared again"
-    ):
+    with pytest.warns(ScheduleRedefinedWarning, match=r"declared_twice' was declared again"):
         _declare_nightly(2)
 
     assert periodic.all_definitions()["tests.declared_twice"].cron == "0 2 * * *"
