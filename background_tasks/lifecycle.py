@@ -3,6 +3,9 @@
 A worker records an outcome only while it still holds the row (``WHERE id = .. AND locked_by
 = <worker>``): if the row was rescued and handed on meanwhile, the stale worker's write matches
 nothing and is dropped, so every attempt is finalised once.
+
+Over 400 lines on purpose: every state change here uses the same fence, archive and signal
+helpers, and one module keeps "what can happen to a claimed row" readable in one place.
 """
 
 from __future__ import annotations

@@ -36,11 +36,11 @@ from . import __version__, isolation, lifecycle, liveness, logs, recording
 from .child import run_child
 from .conf import app_settings
 from .exceptions import TaskTimedOut, WorkerLost
+from .exit_codes import EXIT_DATABASE_UNAVAILABLE, EXIT_MEMORY_LIMIT, EXIT_NOT_MIGRATED
 from .models import Task
 from .outage import Outage, is_missing_table
 from .registry import registry
 from .wakeup import Alarm
-from .worker import EXIT_DATABASE_UNAVAILABLE, EXIT_MEMORY_LIMIT, EXIT_NOT_MIGRATED
 
 logger = logging.getLogger("background_tasks")
 

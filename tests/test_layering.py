@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "exceptions",
             "signals",
             "outcomes",
+            "exit_codes",
             "timing",
             "timezones",
             "retry",
@@ -65,7 +66,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "legacy_import",
         },
     ),
-    ("worker", {"worker", "supervisor", "child"}),
+    ("worker", {"worker", "database_wait", "supervisor", "child"}),
     (
         "interfaces",
         {

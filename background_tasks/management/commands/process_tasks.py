@@ -14,11 +14,12 @@ from django.db import router
 
 from background_tasks.cli import positive_int
 from background_tasks.conf import app_settings
+from background_tasks.database_wait import wait_for_database
 from background_tasks.models import Task
 from background_tasks.registry import registry
 from background_tasks.schema import require_migrated_for_command
 from background_tasks.supervisor import Supervisor
-from background_tasks.worker import Worker, wait_for_database
+from background_tasks.worker import Worker
 from background_tasks.worker_logging import configure_logging
 
 
