@@ -1,7 +1,8 @@
 """The tables: live tasks, their history, and the workers that run them.
 
 Over 400 lines on purpose: Django loads an app's models from this one module, and each model's
-QuerySet (its states) sits with it."""
+QuerySet (its states) sits with it.
+"""
 
 from __future__ import annotations
 
