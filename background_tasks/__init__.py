@@ -19,8 +19,9 @@ __all__ = [
     "set_progress",
 ]
 
+from .decorator import background
 from .exceptions import PermanentFailure, TaskCancelled
-from .registry import background, registry
+from .registry import registry
 from .retry import Backoff
 
 if TYPE_CHECKING:

@@ -14,10 +14,10 @@ class BackgroundTasksConfig(AppConfig):
 
         from . import checks, logs  # noqa: F401 - registers system checks and log receivers
         from .conf import app_settings
-        from .registry import tasks_framework_available
+        from .django_tasks import connect, tasks_framework_available
 
         if tasks_framework_available():  # django.tasks (Django 6.0+) or the django-tasks backport
-            from . import backends  # noqa: F401 - the django.tasks backend's signal receivers
+            connect()  # resolving Django Tasks' names, Django's task signals sent from ours
 
         if app_settings.AUTODISCOVER:
             # An error inside a tasks module propagates: a half-registered app must not start.

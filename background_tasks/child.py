@@ -22,8 +22,8 @@ def run_child(
     import django
 
     django.setup()
-    from .management.commands.process_tasks import configure_logging, log_to_std_streams
     from .worker import Worker
+    from .worker_logging import configure_logging, log_to_std_streams
 
     if verbosity is not None:
         configure_logging(log_std=log_std, verbosity=verbosity)

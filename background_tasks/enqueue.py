@@ -39,7 +39,7 @@ from .wakeup import notify_ready
 
 if TYPE_CHECKING:
     from .models import Task
-    from .registry import TaskFunction
+    from .task_function import TaskFunction
 
 _UNIQUE_RETRIES = 5
 

@@ -25,6 +25,10 @@ class DuplicateTaskName(BackgroundTasksError, ImproperlyConfigured):
     """Two different functions were registered under one task name."""
 
 
+class DuplicateScheduleName(BackgroundTasksError, ImproperlyConfigured):
+    """Two different places in code declared a cron schedule under one name."""
+
+
 class PermanentFailure(BackgroundTasksError):
     """Raise from a task body to fail the task at once, without retries."""
 
@@ -59,3 +63,7 @@ class MalformedRow(BackgroundTasksError):
 
 class TaskRedefinedWarning(RuntimeWarning):
     """A task's definition was executed again and replaced the registered one."""
+
+
+class ScheduleRedefinedWarning(RuntimeWarning):
+    """A schedule's declaration in code was executed again and replaced the earlier one."""

@@ -21,6 +21,7 @@ from .exceptions import (
 )
 from .isolation import ATTEMPTS_CEILING
 from .models import Task
+from .outcomes import Outcome
 from .registry import registry
 from .serialization import check_signature, decode_params, json_problem
 from .task_progress import ProgressReporter
@@ -88,8 +89,8 @@ def _once(action: Callable[[], T]) -> T:
     return action()
 
 
-def execute(task: Task, worker_id: str, persist: Persist = _once) -> str | None:
-    """Run a claimed task and record the outcome; return it ("succeeded", "retry", ...).
+def execute(task: Task, worker_id: str, persist: Persist = _once) -> Outcome | None:
+    """Run a claimed task and record the outcome; return the ``Outcome``.
 
     Nothing read from the row is imported or evaluated: the name is looked up in the registry,
     and the arguments are JSON. A row that names no registered task, or whose arguments no longer
@@ -146,11 +147,12 @@ def execute(task: Task, worker_id: str, persist: Persist = _once) -> str | None:
         return persist(lambda: _cancelled(task, worker_id, "Cancelled while running."))
     stored, note = _storable_result(task, result)
     completed = persist(lambda: lifecycle.record_success(task, worker_id, stored, note=note))
-    return "succeeded" if completed is not None else None
+    return Outcome.SUCCEEDED if completed is not None else None
 
 
-def _cancelled(task: Task, worker_id: str, reason: str) -> str | None:
-    return "cancelled" if lifecycle.record_cancelled(task, worker_id, reason) is not None else None
+def _cancelled(task: Task, worker_id: str, reason: str) -> Outcome | None:
+    cancelled = lifecycle.record_cancelled(task, worker_id, reason)
+    return Outcome.CANCELLED if cancelled is not None else None
 
 
 def _storable_result(task: Task, result: Any) -> tuple[Any, str]:

@@ -17,22 +17,18 @@ outage handling retries the step once the database is back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import TypeVar
 
 from django.db import InterfaceError, OperationalError, connections, router, transaction
 from django.db.models import JSONField
 from django.utils import timezone
 
 from . import models
-from .exceptions import MalformedRow
 from .logs import shown
 from .models import Task
 
 logger = logging.getLogger("background_tasks")
-
-T = TypeVar("T")
 
 #: The ``locked_by`` of a quarantined row. Worker ids always contain ":" (host:pid:random), so
 #: no worker can ever hold a row under this name.
@@ -85,39 +81,6 @@ def quarantine(task_id: int, holder: str | None, reason: str) -> bool:
             shown(reason),
         )
     return bool(updated)
-
-
-def record_or_quarantine(
-    task: Task, holder: str | None, record: Callable[[], T], what: str
-) -> T | str | None:
-    """Run ``record`` (an outcome write); if the row makes it fail, fail the row or quarantine it.
-
-    Return what ``record`` returned, else "gave_up" or "quarantined" (or None when the row was
-    no longer held). Outage errors propagate.
-    """
-    from . import lifecycle  # lifecycle uses this module too
-
-    try:
-        return record()
-    except Exception as exc:
-        if is_outage(exc):
-            raise
-        reason = f"{what} could not be recorded because of a value in this row: {describe(exc)}"
-        logger.error(
-            "event=outcome_not_recordable task_id=%s worker=%s error=%s",
-            task.pk,
-            shown(holder),
-            shown(describe(exc)),
-        )
-    try:
-        return lifecycle.record_failure(
-            task, holder, reason, MalformedRow(reason), permanent=True, schedule_next=False
-        )
-    except Exception as exc:
-        if is_outage(exc):
-            raise
-        detail = f"{reason}\n\nRecording it as failed was refused too: {describe(exc)}"
-        return "quarantined" if quarantine(task.pk, holder, detail) else None
 
 
 def savepoint(using: str) -> AbstractContextManager[object]:
@@ -206,7 +169,6 @@ __all__ = [
     "is_outage",
     "load_held",
     "quarantine",
-    "record_or_quarantine",
     "savepoint",
     "short",
 ]

@@ -3,6 +3,9 @@
 A worker records an outcome only while it still holds the row (``WHERE id = .. AND locked_by
 = <worker>``): if the row was rescued and handed on meanwhile, the stale worker's write matches
 nothing and is dropped, so every attempt is finalised once.
+
+Over 400 lines on purpose: every state change here uses the same fence, archive and signal
+helpers, and one module keeps "what can happen to a claimed row" readable in one place.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from . import isolation, signals, timing
-from .columns import storable_for
+from .charsets import storable_for
 from .conf import app_settings
 from .exceptions import TaskCancelled, TaskInterrupted
 from .logs import shown
 from .models import CompletedTask, Task, TaskBase, empty_params
 from .options import options_of
+from .outcomes import Outcome
 from .retry import retry_delay
 from .timezones import aware, to_db
 
@@ -257,10 +261,11 @@ def record_failure(
     permanent: bool = False,
     now: datetime | None = None,
     schedule_next: bool | None = None,
-) -> str | None:
+) -> Outcome | None:
     """Record a failed attempt: retry later with backoff, or give up. Return what happened.
 
-    The answer is "retry", "gave_up", or None when this worker no longer held the row. A
+    The answer is ``Outcome.RETRY``, ``Outcome.GAVE_UP`` (``CANCELLED`` when a cancel was
+    requested), or None when this worker no longer held the row. A
     repeating task that gives up goes on with its next occurrence if REPEAT_AFTER_FAILURE is
     set, unless ``schedule_next`` says otherwise.
     """
@@ -290,11 +295,11 @@ def record_failure(
             completed=completed,
             exception=exception,
         )
-        return "gave_up"
+        return Outcome.GAVE_UP
     if _cancel_requested(task):
         # An operator asked to stop it: a failure is no reason to try again.
         return (
-            "cancelled"
+            Outcome.CANCELLED
             if record_cancelled(task, worker_id, f"Cancelled while running.\n\n{error}")
             else None
         )
@@ -317,7 +322,7 @@ def record_failure(
     for name, value in attempt_fields.items():
         setattr(task, name, value)
     _emit_failed(task, exception, error, will_retry=True)
-    return "retry"
+    return Outcome.RETRY
 
 
 def exception_path(exception: BaseException | None) -> str:

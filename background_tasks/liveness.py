@@ -13,7 +13,7 @@ from django.db import router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import isolation, lifecycle
+from . import isolation, lifecycle, recording
 from .conf import app_settings
 from .exceptions import WorkerLost
 from .logs import shown
@@ -94,7 +94,7 @@ def rescue_lost(now: datetime | None = None) -> int:
 
 def _rescue(task: Task, holder: str | None) -> bool:
     error = WORKER_LOST.format(worker=holder)
-    outcome = isolation.record_or_quarantine(
+    outcome = recording.record_or_quarantine(
         task,
         holder,
         lambda: lifecycle.record_failure(task, holder, error, WorkerLost(error)),

@@ -1,11 +1,15 @@
-"""The tables: live tasks, their history, and the workers that run them."""
+"""The tables: live tasks, their history, and the workers that run them.
+
+Over 400 lines on purpose: Django loads an app's models from this one module, and each model's
+QuerySet (its states) sits with it.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
 
-from .checks import require_contenttypes, require_installed
+from .installed import require_contenttypes, require_installed
 
 # Before the imports below, which fail with Django's generic errors when either app is missing.
 require_installed("background_tasks.models was imported")

@@ -7,13 +7,14 @@ here, so that the worker, the supervisor, the CLI and the admin cannot disagree 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .conf import app_settings
-from .registry import TaskFunction, registry
+from .registry import registry
 
 if TYPE_CHECKING:
     from .models import Task
+    from .task_function import TaskFunction
 
 
 @dataclass(frozen=True)
@@ -36,19 +37,24 @@ def options_of(task: Task | TaskFunction[Any, Any] | str) -> EffectiveOptions:
     For a row, its own ``queue``, ``priority`` and ``max_attempts`` come first; then the
     registered function's options (a name no longer registered has none); then the settings.
     """
+    # Told apart by shape, not by class: the task function's module calls the enqueue path,
+    # which asks this one, so importing it here would make a circle.
+    row: Task | None = None
     function: TaskFunction[Any, Any] | None
-    if isinstance(task, TaskFunction):
-        function = task
+    if isinstance(task, str):
+        function = registry.get(task) if task in registry else None
+    elif hasattr(task, "task_name"):
+        row = cast("Task", task)
+        function = registry.get(row.task_name) if row.task_name in registry else None
     else:
-        name = task if isinstance(task, str) else task.task_name
-        function = registry.get(name) if name in registry else None
+        function = task
     queue = (function.queue if function else None) or app_settings.DEFAULT_QUEUE
     priority = function.priority if function and function.priority is not None else None
     max_attempts = function.max_attempts if function else None
-    if not isinstance(task, (str, TaskFunction)):
-        queue = task.queue or queue
-        priority = task.priority
-        max_attempts = task.max_attempts or max_attempts
+    if row is not None:
+        queue = row.queue or queue
+        priority = row.priority
+        max_attempts = row.max_attempts or max_attempts
     timeout = function.timeout if function else None
     limit = timeout or app_settings.MAX_RUN_TIME
     return EffectiveOptions(

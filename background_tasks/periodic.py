@@ -3,11 +3,17 @@
 Exactly once per tick without a leader: every worker looks for due schedules, and the one
 whose compare-and-set moves ``next_fire_at`` from the due tick to the next one inserts the task
 in that same transaction. Any other worker's update matches no row, so it enqueues nothing.
+
+Slightly over 400 lines: a definition is validated, synced and fired with the same rules
+(names, queue, catch-up), and splitting them would spread one rule over three modules.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
@@ -21,14 +27,14 @@ from django.utils import timezone as dj_timezone
 from . import isolation, timing
 from .columns import TASK_NAME_LENGTH, queue_problem, text_problem
 from .conf import PREFIX, app_settings
-from .exceptions import InvalidTaskError
+from .exceptions import DuplicateScheduleName, InvalidTaskError, ScheduleRedefinedWarning
 from .logs import shown
 from .serialization import check_signature, encode_params, params_hash
 from .timezones import aware, to_db
 
 if TYPE_CHECKING:
     from .models import Schedule, Task
-    from .registry import TaskFunction
+    from .task_function import TaskFunction
 
 logger = logging.getLogger("background_tasks")
 
@@ -66,6 +72,10 @@ class ScheduleDefinition:
 
 
 _code_definitions: dict[str, ScheduleDefinition] = {}
+# Where each code definition was declared: the task's function and the line that called
+# periodic(). The same place executed again (a test's setUp(), a module reloaded) replaces it.
+_code_sites: dict[str, tuple[str, str, int]] = {}
+_code_lock = threading.Lock()
 
 
 def check_schedule_options(where: str, cron: object, tz_name: object, catch_up: object) -> str:
@@ -115,7 +125,7 @@ def periodic(
     ``catch_up`` says what happens to ticks missed while no worker ran: "once" runs the task
     once for all of them, "skip" drops them.
     """
-    from .registry import TaskFunction
+    from .task_function import TaskFunction
 
     if not isinstance(task, TaskFunction):
         raise InvalidTaskError(
@@ -139,8 +149,35 @@ def periodic(
         catch_up=catch_up,
         source="code",
     )
-    _code_definitions[name] = definition
+    caller = sys._getframe(1)
+    _declare(definition, (_origin(task.func), caller.f_code.co_filename, caller.f_lineno))
     return definition
+
+
+def _declare(definition: ScheduleDefinition, site: tuple[str, str, int]) -> None:
+    """Keep ``definition``; raise ``DuplicateScheduleName`` if another place declared its name."""
+    name = definition.name
+    with _code_lock:
+        known = _code_sites.get(name)
+        if known is not None and known != site:
+            raise DuplicateScheduleName(
+                f"Schedule name {name!r} is already declared for {known[0]} "
+                f"({known[1]}:{known[2]}); {site[0]} ({site[1]}:{site[2]}) cannot use it too. "
+                "Pass a distinct name= to periodic() (a schedule declared with cron= is named "
+                "after its task)."
+            )
+        if known is not None:
+            warnings.warn(
+                f"Schedule {name!r} was declared again; the new definition replaces the old one.",
+                ScheduleRedefinedWarning,
+                stacklevel=3,
+            )
+        _code_sites[name] = site
+        _code_definitions[name] = definition
+
+
+def _origin(func: Any) -> str:
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
 
 
 def settings_definitions() -> list[ScheduleDefinition]:

@@ -1,241 +1,23 @@
-"""The task registry and the ``@background`` decorator.
-
-Only functions registered here are ever run: a name read from the database is looked up in this
-registry, never imported.
+"""The name -> task map. Only functions registered here are ever run: a name read from the
+database is looked up in this registry, never imported.
 """
 
 from __future__ import annotations
 
 import difflib
-import functools
-import inspect
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any
 
-from .columns import TASK_NAME_LENGTH, priority_problem, queue_problem, text_problem
 from .exceptions import (
-    BodyNotRun,
     DuplicateTaskName,
-    InvalidTaskError,
     TaskNotRegistered,
     TaskRedefinedWarning,
 )
-from .retry import check_backoff
 
 if TYPE_CHECKING:
-    from .models import CompletedTask, Task
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-#: Keyword arguments a call takes for itself instead of passing them to the function.
-RESERVED_KWARGS = frozenset(
-    {
-        "schedule",
-        "priority",
-        "queue",
-        "verbose_name",
-        "creator",
-        "repeat",
-        "repeat_until",
-        "remove_existing_tasks",
-        "unique",
-    }
-)
-
-
-@dataclass(eq=False)
-class TaskFunction(Generic[P, R]):
-    """A registered task. Calling it enqueues a Task row; ``.now()`` runs it inline.
-
-    ``@background`` makes one; its attributes hold what was declared (``None``: the setting's
-    default applies when a call is enqueued or run).
-
-    Attributes:
-        func: The decorated function.
-        name: The name rows store and the worker looks up.
-        schedule: The default run time of a call.
-        queue: The default queue.
-        priority: The default priority.
-        max_attempts: Attempts before the task gives up.
-        backoff: The retry delay policy.
-        remove_existing_tasks: Whether a call first deletes waiting copies of itself.
-        unique: Whether a call returns a live copy of itself instead of inserting another.
-        timeout: Hard time limit of an attempt in seconds.
-    """
-
-    func: Callable[P, R]
-    name: str
-    schedule: Any = None
-    queue: str | None = None
-    priority: int | None = None
-    max_attempts: int | None = None
-    backoff: Any = None
-    remove_existing_tasks: bool = False
-    unique: bool = False
-    timeout: float | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        functools.update_wrapper(self, self.func)
-        self._validate()
-
-    @property
-    def is_async(self) -> bool:
-        """True for an ``async def`` function: the worker runs the coroutine to completion."""
-        from asgiref.sync import iscoroutinefunction
-
-        return iscoroutinefunction(self.func)
-
-    def _validate(self) -> None:
-        if inspect.isgeneratorfunction(self.func) or inspect.isasyncgenfunction(self.func):
-            # Calling a generator function runs none of its body: the worker would record the
-            # task as done although nothing happened.
-            raise InvalidTaskError(
-                f"Task {self.name!r} is a generator function: calling it returns a generator "
-                "without running its body, so it cannot be a task. Return a list instead of "
-                "yielding the values."
-            )
-        if not isinstance(self.name, str) or not self.name:
-            raise InvalidTaskError(f"A task name must be a non-empty string, not {self.name!r}.")
-        problem = text_problem(self.name, TASK_NAME_LENGTH)
-        if problem:
-            raise InvalidTaskError(f"Task name {self.name[:80]!r} is refused: {problem}.")
-        problem = None if self.queue is None else queue_problem(self.queue)
-        if problem:
-            raise InvalidTaskError(f"Task {self.name!r}: queue {problem}.")
-        problem = None if self.priority is None else priority_problem(self.priority)
-        if problem:
-            raise InvalidTaskError(f"Task {self.name!r}: priority {problem}.")
-        if self.max_attempts is not None and (
-            isinstance(self.max_attempts, bool)
-            or not isinstance(self.max_attempts, int)
-            or self.max_attempts < 1
-        ):
-            raise InvalidTaskError(
-                f"Task {self.name!r}: max_attempts must be an integer >= 1, "
-                f"not {self.max_attempts!r}."
-            )
-        if self.timeout is not None and (
-            isinstance(self.timeout, bool)
-            or not isinstance(self.timeout, (int, float))
-            or self.timeout <= 0
-        ):
-            raise InvalidTaskError(
-                f"Task {self.name!r}: timeout must be a number of seconds > 0, "
-                f"not {self.timeout!r}."
-            )
-        check_backoff(self.backoff, self.name)
-        clashing = RESERVED_KWARGS & set(_parameter_names(self.func))
-        if clashing:
-            raise InvalidTaskError(
-                f"Task {self.name!r}: parameter(s) {sorted(clashing)} clash with the keyword "
-                "arguments "
-                "a task call takes for itself; rename them."
-            )
-
-    # Loosely typed on purpose: a call also takes the reserved options (schedule=, queue=, ...),
-    # which the function's own signature does not list.
-    def __call__(self, *args: Any, **kwargs: Any) -> Task:
-        """Enqueue a call and return its ``Task`` row, inserted in the current transaction.
-
-        The keyword arguments in ``RESERVED_KWARGS`` configure the call instead of being
-        passed to the function: ``schedule``, ``priority``, ``queue``, ``verbose_name``,
-        ``creator`` (a model instance recorded on the row), ``repeat`` (seconds, a
-        ``timedelta`` or a ``relativedelta`` between occurrences), ``repeat_until``,
-        ``remove_existing_tasks`` and ``unique``. With ``BACKGROUND_TASKS_IMMEDIATE`` the
-        call runs inline instead.
-
-        Raises:
-            InvalidTaskArguments: An argument is not a JSON value that survives a round trip,
-                or the arguments do not fit the function's signature.
-            InvalidTaskError: A reserved option is not valid.
-        """
-        from .enqueue import enqueue
-
-        options = {key: kwargs.pop(key) for key in list(kwargs) if key in RESERVED_KWARGS}
-        return enqueue(self, args, kwargs, **options)
-
-    async def aenqueue(self, *args: Any, **kwargs: Any) -> Task:
-        """Enqueue a call from async code (an async view or consumer); same options as a call."""
-        from asgiref.sync import sync_to_async
-
-        return await sync_to_async(self.__call__)(*args, **kwargs)
-
-    def now(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the function inline, in this process, without a row.
-
-        An ``async def`` function is run to completion (from sync code only: in async code,
-        ``await task.anow(...)``).
-        """
-        return cast(R, self.run_body(args, kwargs))
-
-    async def anow(self, *args: P.args, **kwargs: P.kwargs) -> Any:
-        """Run the function inline from async code: awaited if async, else in a thread."""
-        from asgiref.sync import sync_to_async
-
-        if self.is_async:
-            return await cast(Any, self.func)(*args, **kwargs)
-        return await sync_to_async(self.func)(*args, **kwargs)
-
-    def run_body(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> Any:
-        """Call the function and run its body to completion; return what it returned.
-
-        An ``async def`` function runs in an event loop of its own (``async_to_sync``), so a
-        coroutine is never taken for a result. A call that hands back something whose body has
-        not run (a coroutine or a generator from a wrapper) is finished or refused here.
-        """
-        from asgiref.sync import async_to_sync
-
-        if self.is_async:
-            return async_to_sync(cast(Any, self.func))(*args, **kwargs)
-        result = self.func(*args, **kwargs)
-        if inspect.iscoroutine(result):
-            return async_to_sync(_awaited)(result)
-        if inspect.isgenerator(result):
-            result.close()
-        if inspect.isgenerator(result) or inspect.isasyncgen(result):
-            raise BodyNotRun(
-                f"Task {self.name!r} returned a generator: its body did not run. A task must "
-                "be a plain or async def function."
-            )
-        return result
-
-    def find(self, task_id: int) -> Task | CompletedTask | None:
-        """Return this task's live row with id ``task_id``, else its history record, else None."""
-        from .models import CompletedTask, Task
-
-        live = Task.objects.filter(pk=task_id, task_name=self.name).first()
-        if live is not None:
-            return live
-        return (
-            CompletedTask.objects.filter(task_id=task_id, task_name=self.name)
-            .order_by("-finished_at", "-id")
-            .first()
-        )
-
-    async def afind(self, task_id: int) -> Task | CompletedTask | None:
-        """The async form of ``find()``."""
-        from asgiref.sync import sync_to_async
-
-        return await sync_to_async(self.find)(task_id)
-
-    def __repr__(self) -> str:
-        return f"<TaskFunction {self.name}>"
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
-
-
-def _parameter_names(func: Callable[..., Any]) -> list[str]:
-    try:
-        return list(inspect.signature(func).parameters)
-    except (TypeError, ValueError):
-        return []
+    from .task_function import TaskFunction
 
 
 class TaskRegistry:
@@ -244,6 +26,8 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._tasks: dict[str, TaskFunction[Any, Any]] = {}
         self._lock = threading.Lock()
+        # Asked, in order, for a name nobody registered (the django.tasks bridge adds one).
+        self._resolvers: list[Callable[[str], TaskFunction[Any, Any] | None]] = []
 
     def register(self, task: TaskFunction[Any, Any]) -> None:
         """Add ``task`` under its name; raise ``DuplicateTaskName`` if another function has it."""
@@ -268,6 +52,12 @@ class TaskRegistry:
                 )
             self._tasks[task.name] = task
 
+    def add_resolver(self, resolver: Callable[[str], TaskFunction[Any, Any] | None]) -> None:
+        """Ask ``resolver`` for names nobody registered, before giving up (once per resolver)."""
+        with self._lock:
+            if resolver not in self._resolvers:
+                self._resolvers.append(resolver)
+
     def unregister(self, name: str) -> None:
         """Remove the task registered as ``name``, if any."""
         with self._lock:
@@ -279,12 +69,10 @@ class TaskRegistry:
             return self._tasks[name]
         except KeyError:
             pass
-        if _django_tasks_available():
-            from .backends import resolve_django_task
-
-            # The one guarded exception to "names are never imported": a django.tasks Task of
-            # an installed app, enqueued through our backend (see backends.resolve_django_task).
-            function = resolve_django_task(name)
+        # The one guarded exception to "names are never imported": a django.tasks Task of an
+        # installed app, enqueued through our backend (django_tasks.resolve, added from ready()).
+        for resolver in self._resolvers:
+            function = resolver(name)
             if function is not None:
                 return function
         raise TaskNotRegistered(
@@ -315,160 +103,8 @@ class TaskRegistry:
         return len(self._tasks)
 
 
-def _django_tasks_available() -> bool:
-    """Return True when a tasks framework is importable: django.tasks, or the backport."""
-    return tasks_framework_available()
-
-
-@functools.cache
-def tasks_framework_available() -> bool:
-    import importlib.util
-
-    import django
-
-    return django.VERSION >= (6, 0) or importlib.util.find_spec("django_tasks") is not None
-
-
 def _origin(func: Callable[..., Any]) -> str:
     return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
 
 
 registry = TaskRegistry()
-
-
-@overload
-def background(func: Callable[P, R], /) -> TaskFunction[P, R]: ...
-@overload
-def background(
-    func_or_name: str | None = None,
-    /,
-    *,
-    name: str | None = None,
-    schedule: Any = None,
-    queue: str | None = None,
-    priority: int | None = None,
-    max_attempts: int | None = None,
-    backoff: Any = None,
-    remove_existing_tasks: bool = False,
-    unique: bool = False,
-    timeout: float | None = None,
-    cron: str | None = None,
-    **options: Any,
-) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
-def background(
-    func_or_name: Any = None,
-    /,
-    *,
-    name: str | None = None,
-    schedule: Any = None,
-    queue: str | None = None,
-    priority: int | None = None,
-    max_attempts: int | None = None,
-    backoff: Any = None,
-    remove_existing_tasks: bool = False,
-    unique: bool = False,
-    timeout: float | None = None,
-    cron: str | None = None,
-    **options: Any,
-) -> Any:
-    """Register a function as a task: ``@background`` or ``@background(queue=..., ...)``.
-
-    ``name`` defaults to ``<module>.<function name>`` (``__name__``, not ``__qualname__``),
-    like django-background-tasks; a string as the only positional argument is taken as the name.
-    ``cron="0 3 * * *"`` also declares a schedule (named after the task) that enqueues it at
-    every tick; ``periodic()`` does the same with arguments, a time zone and more.
-
-    ``schedule``, ``queue``, ``priority``, ``remove_existing_tasks`` and ``unique`` are
-    defaults that a call can override with the keyword of the same name
-    (``send(42, queue="urgent")``).
-
-    Args:
-        name: The name the row stores and the worker looks up (default: the dotted path).
-        schedule: When a call runs by default: seconds from now, a ``timedelta`` from now,
-            or a ``datetime`` (default: as soon as possible).
-        queue: Queue of the rows (default: ``BACKGROUND_TASKS_DEFAULT_QUEUE``).
-        priority: Priority of the rows (default: ``BACKGROUND_TASKS_DEFAULT_PRIORITY``).
-        max_attempts: Attempts before the task gives up (default:
-            ``BACKGROUND_TASKS_MAX_ATTEMPTS``).
-        backoff: Retry delays: a ``Backoff``, a number of seconds, or a function of the
-            attempt number returning seconds (default: the ``BACKOFF_*`` settings).
-        remove_existing_tasks: A call first deletes the waiting rows with the same name and
-            arguments.
-        unique: At most one live row (waiting or running) per name and arguments: a call
-            while one exists returns the existing row.
-        timeout: Hard time limit of an attempt in seconds, enforced by
-            ``process_tasks --processes`` (default: ``BACKGROUND_TASKS_MAX_RUN_TIME``).
-        cron: A cron expression; the task is also enqueued at every tick.
-
-    Returns:
-        A ``TaskFunction`` (or, with options, a decorator that returns one).
-
-    Raises:
-        InvalidTaskError: An option is not valid, unknown, or the name is given twice.
-        DuplicateTaskName: Another function is already registered under the name.
-    """
-    if isinstance(func_or_name, str):
-        if name is not None:
-            raise InvalidTaskError("Give the task name once, either positionally or as name=.")
-        name = func_or_name
-        func_or_name = None
-    if options:
-        raise InvalidTaskError(f"@background got unknown option(s): {sorted(options)}.")
-
-    def decorate(func: Callable[P, R]) -> TaskFunction[P, R]:
-        if not callable(func):
-            raise InvalidTaskError(f"@background decorates functions, not {func!r}.")
-        task = TaskFunction(
-            func=func,
-            name=_default_name(func) if name is None else name,
-            schedule=schedule,
-            queue=queue,
-            priority=priority,
-            max_attempts=max_attempts,
-            backoff=backoff,
-            remove_existing_tasks=remove_existing_tasks,
-            unique=unique,
-            timeout=timeout,
-        )
-        from .checks import require_installed
-
-        require_installed(f"@background is used on {task.name}")
-        if schedule is not None:
-            _check_schedule(task.name, schedule)
-        if cron is not None:
-            from .periodic import check_schedule_options
-
-            # Validate before registering, so a bad expression leaves nothing half-registered.
-            check_schedule_options(f"Task {task.name!r}", cron, "", "once")
-        registry.register(task)
-        if cron is not None:
-            from .periodic import periodic
-
-            periodic(task, cron)
-        return task
-
-    if func_or_name is None:
-        return decorate
-    return decorate(func_or_name)
-
-
-def _default_name(func: Callable[..., Any]) -> str:
-    """``<module>.<function name>``, as django-background-tasks names tasks (also when nested)."""
-    return f"{func.__module__}.{getattr(func, '__name__', type(func).__name__)}"
-
-
-def _check_schedule(task_name: str, schedule: Any) -> None:
-    """Fail at decoration time, not at the first call, when a default schedule is unusable."""
-    from datetime import datetime, timedelta, timezone
-
-    from .timing import resolve_run_at
-
-    if isinstance(schedule, bool) or not isinstance(schedule, (int, float, timedelta, datetime)):
-        raise InvalidTaskError(
-            f"Task {task_name!r}: schedule must be seconds, a timedelta or a datetime, "
-            f"not {schedule!r}."
-        )
-    try:
-        resolve_run_at(schedule, datetime.now(timezone.utc), timezone.utc)
-    except (TypeError, ValueError) as exc:
-        raise InvalidTaskError(f"Task {task_name!r}: {exc}") from None

@@ -32,14 +32,14 @@ from typing import Any
 from django.db import DatabaseError, InterfaceError, connection, connections, router
 from django.utils import timezone
 
-from . import __version__, isolation, lifecycle, liveness, logs
+from . import __version__, isolation, lifecycle, liveness, logs, recording
 from .child import run_child
 from .exceptions import TaskTimedOut, WorkerLost
+from .exit_codes import EXIT_DATABASE_UNAVAILABLE, EXIT_MEMORY_LIMIT, EXIT_NOT_MIGRATED
 from .models import Task
 from .options import options_of
 from .outage import Outage, is_missing_table
 from .wakeup import Alarm
-from .worker import EXIT_DATABASE_UNAVAILABLE, EXIT_MEMORY_LIMIT, EXIT_NOT_MIGRATED
 
 logger = logging.getLogger("background_tasks")
 
@@ -238,7 +238,7 @@ class Supervisor:
                     error = (
                         TaskTimedOut(reason) if task.pk in child.kill_reason else WorkerLost(reason)
                     )
-                    isolation.record_or_quarantine(
+                    recording.record_or_quarantine(
                         task,
                         child.worker_id,
                         partial(lifecycle.record_failure, task, child.worker_id, reason, error),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .registry import background
+from .decorator import background
 
 
 class Tasks:

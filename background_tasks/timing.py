@@ -2,6 +2,9 @@
 
 Every function takes ``now``/``after`` as an argument and returns aware UTC datetimes.
 
+Slightly over 400 lines: the run-time, repeat and cron maths share the DST rules below, which
+are easier to check in one module than in three.
+
 Wall-clock times that a time zone skips or repeats are resolved as follows:
 
 * Naive datetimes (``resolve_run_at``) and calendar repeats (``relativedelta`` steps) follow

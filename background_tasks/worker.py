@@ -3,6 +3,12 @@
 The main thread claims only as many tasks as there are idle runner threads (a demand-sized
 batch), hands them over, heartbeats and rescues tasks of lost workers. Each runner thread has
 its own database connection. Signal handlers only set flags the loop reads.
+
+Over 400 lines on purpose: it is one class whose loop, runner threads and shutdown share the
+same state (free slots, the inbox, the running set, the stop flags), and cutting the class
+would spread that state over modules. What is not that state is elsewhere: the start-up wait
+(database_wait.py), exit codes (exit_codes.py), outage policy (outage.py), recording
+(recording.py).
 """
 
 from __future__ import annotations
@@ -27,10 +33,18 @@ from django.db import (
     router,
 )
 
-from . import __version__, isolation, lifecycle, liveness, logs, periodic, retention
+from . import __version__, isolation, lifecycle, liveness, logs, periodic, recording, retention
 from .claims import claim_tasks
 from .conf import app_settings
 from .execution import execute
+from .exit_codes import (
+    BURST_HINT,
+    EXIT_DATABASE_UNAVAILABLE,
+    EXIT_FORCED,
+    EXIT_MEMORY_LIMIT,
+    EXIT_NOT_MIGRATED,
+    EXIT_OK,
+)
 from .logs import shown
 from .memory import resident_mb
 from .models import Task
@@ -41,19 +55,8 @@ logger = logging.getLogger("background_tasks")
 
 T = TypeVar("T")
 
-#: Exit codes of ``process_tasks`` (see docs/worker.md).
-EXIT_OK = 0
-EXIT_FORCED = 1
-#: The worker stopped between tasks because its resident memory passed ``--max-memory``.
-EXIT_MEMORY_LIMIT = 3
-#: A ``--burst`` worker gave up waiting for an unreachable database.
-EXIT_DATABASE_UNAVAILABLE = 4
-#: The app's tables are missing: ``python manage.py migrate`` was not run.
-EXIT_NOT_MIGRATED = 5
-
 _DB_ERRORS = (DatabaseError, InterfaceError)
 _NOT_MIGRATED_HINT = "run 'python manage.py migrate' first"
-_BURST_HINT = "--burst waits BACKGROUND_TASKS_BURST_OUTAGE_LIMIT seconds for the database"
 
 
 class _StopWaiting(Exception):
@@ -243,7 +246,7 @@ class Worker:
             self.id,
             self._outage.down_for(),
             limit,
-            _BURST_HINT,
+            BURST_HINT,
         )
         self._exit_code = EXIT_DATABASE_UNAVAILABLE
         return True
@@ -396,7 +399,7 @@ class Worker:
 
             try:
                 self._until_db_ok(
-                    lambda: isolation.record_or_quarantine(
+                    lambda: recording.record_or_quarantine(
                         task,
                         self.id,
                         record,
@@ -518,53 +521,3 @@ class Worker:
     def _busy_beyond(self, unstarted: list[Task]) -> bool:
         with self._lock:
             return len(self._running) > len(unstarted)
-
-
-def wait_for_database(using: str, *, give_up_after: float | None = None) -> int | None:
-    """Wait until the database ``using`` accepts a connection; return None then.
-
-    Waits with the outage backoff and log lines. Returns an exit code instead when a
-    SIGTERM/SIGINT arrives meanwhile (``EXIT_OK``), or after ``give_up_after`` seconds of outage
-    (``EXIT_DATABASE_UNAVAILABLE``). Errors that are no outage are left to whoever comes next.
-    """
-    outage = Outage("process_tasks")
-    wake = Alarm()
-    stopped: list[int] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopped.append(signum)
-        wake.ring()
-
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT) if in_main}
-    for sig in previous:
-        signal.signal(sig, on_signal)
-    try:
-        while True:
-            try:
-                connections[using].ensure_connection()
-            except _DB_ERRORS as exc:
-                if not is_outage(exc):
-                    return None
-                pause = outage.failed(exc)
-                with contextlib.suppress(*_DB_ERRORS):
-                    connections[using].close()
-                if give_up_after is not None and outage.down_for() >= give_up_after:
-                    logger.error(
-                        "event=database_unavailable_gave_up worker=process_tasks waited=%.1fs "
-                        "limit=%gs hint=%r",
-                        outage.down_for(),
-                        give_up_after,
-                        _BURST_HINT,
-                    )
-                    return EXIT_DATABASE_UNAVAILABLE
-                wake.wait(pause)
-                if stopped:
-                    logger.info("event=worker_stopped worker=process_tasks processed=0 released=0")
-                    return EXIT_OK
-                continue
-            outage.succeeded()
-            return None
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -17,7 +17,7 @@ from background_tasks.exceptions import (
     TaskRedefinedWarning,
 )
 from background_tasks.models import Task
-from background_tasks.registry import RESERVED_KWARGS, TaskFunction
+from background_tasks.task_function import RESERVED_KWARGS, TaskFunction
 from tests.testapp import tasks
 
 

@@ -156,7 +156,7 @@ def _public_names() -> list[str]:
         for name in ("Task", "CompletedTask", "Schedule", "Worker")
     ]
     names += [
-        "background_tasks.registry.TaskFunction.now",
+        "background_tasks.task_function.TaskFunction.now",
         "background_tasks.periodic.periodic",
         "background_tasks.testing.run_tasks",
         "background_tasks.conf.Settings",
@@ -188,6 +188,10 @@ def _defines(module_name: str, attribute: str) -> bool:
     for node in tree.body:
         if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == attribute:
             return True
+        if isinstance(node, ast.ImportFrom) and any(
+            (alias.asname or alias.name) == attribute for alias in node.names
+        ):
+            return True  # a re-export, as backends.py re-exports the bridge's backend
         targets = node.targets if isinstance(node, ast.Assign) else []
         if any(isinstance(target, ast.Name) and target.id == attribute for target in targets):
             return True

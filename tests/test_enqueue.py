@@ -14,8 +14,8 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from background_tasks.models import Task
-from background_tasks.registry import RESERVED_KWARGS
 from background_tasks.serialization import params_hash
+from background_tasks.task_function import RESERVED_KWARGS
 from background_tasks.testing import run_tasks
 from tests.fixtures import CLOCK_START
 from tests.testapp import tasks

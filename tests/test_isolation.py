@@ -14,10 +14,11 @@ import pytest
 from django.db import DatabaseError, DataError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from background_tasks import isolation, lifecycle, liveness, periodic
+from background_tasks import isolation, lifecycle, liveness, periodic, recording
 from background_tasks.claims import claim_tasks
 from background_tasks.logs import shown
 from background_tasks.models import QUARANTINED, CompletedTask, Schedule, Task, Worker
+from background_tasks.outcomes import Outcome
 from background_tasks.supervisor import Child, Supervisor
 
 pytestmark = pytest.mark.django_db
@@ -135,11 +136,11 @@ def test_record_or_quarantine__a_row_no_outcome_can_be_written_for_is_quarantine
 
     monkeypatch.setattr(lifecycle, "_record", refuse)
 
-    outcome = isolation.record_or_quarantine(
+    outcome = recording.record_or_quarantine(
         task, "w:1:a", lambda: lifecycle.record_success(task, "w:1:a", None), "The success"
     )
 
-    assert outcome == "quarantined"
+    assert outcome is Outcome.QUARANTINED
     holder, error = held_by(task.pk)
     assert holder == QUARANTINED
     assert "The success could not be recorded because of a value in this row" in error
@@ -153,7 +154,7 @@ def test_record_or_quarantine__a_connection_error_is_left_to_the_outage_handling
         raise OperationalError("server closed the connection")
 
     with pytest.raises(OperationalError):
-        isolation.record_or_quarantine(task, "w:1:a", outage, "The success")
+        recording.record_or_quarantine(task, "w:1:a", outage, "The success")
     assert held_by(task.pk)[0] == "w:1:a"
 
 

@@ -21,8 +21,9 @@ from django.test import override_settings
 
 from background_tasks import liveness
 from background_tasks import worker as worker_module
+from background_tasks.exit_codes import EXIT_DATABASE_UNAVAILABLE, EXIT_NOT_MIGRATED
 from background_tasks.outage import Outage, is_missing_table, is_outage, pause_before_try
-from background_tasks.worker import EXIT_DATABASE_UNAVAILABLE, EXIT_NOT_MIGRATED, Worker
+from background_tasks.worker import Worker
 from tests import dburl
 from tests.helpers import REPO_ROOT, manage_command, run_command, wait_for, worker_env
 

@@ -20,6 +20,7 @@ from background_tasks import lifecycle, operations, signals
 from background_tasks.claims import claim_tasks
 from background_tasks.execution import execute
 from background_tasks.models import CompletedTask, Task
+from background_tasks.outcomes import Outcome
 from background_tasks.testing import run_tasks
 from tests.testapp import tasks
 from tests.testapp.models import TaskRun
@@ -80,7 +81,7 @@ def completed_of(task: Task) -> CompletedTask:
 def test_success__moves_the_task_to_completed_with_its_result_and_timings() -> None:
     task = tasks.send_newsletter(7, template="monthly")
 
-    assert run_one(task) == "succeeded"
+    assert run_one(task) is Outcome.SUCCEEDED
 
     completed = completed_of(task)
     assert completed.status == CompletedTask.Status.SUCCEEDED
@@ -101,7 +102,7 @@ def test_success__a_result_that_is_not_json_is_not_stored_but_the_task_succeeds(
 ) -> None:
     task = tasks.returns_set()
 
-    assert run_one(task) == "succeeded"
+    assert run_one(task) is Outcome.SUCCEEDED
 
     completed = completed_of(task)
     assert completed.status == CompletedTask.Status.SUCCEEDED
@@ -125,7 +126,7 @@ def test_failure__counts_the_attempt_keeps_the_traceback_and_retries_after_the_b
     task = tasks.fails_with_default_backoff()
     before = timezone.now()
 
-    assert run_one(task) == "retry"
+    assert run_one(task) is Outcome.RETRY
 
     after = timezone.now()
     task.refresh_from_db()
@@ -192,21 +193,21 @@ def test_failure__the_max_attempts_setting_changes_the_default_budget() -> None:
     task = tasks.fails_with_default_backoff()
     Task.objects.filter(pk=task.pk).update(attempts=1)
 
-    assert run_one(task) == "gave_up"
+    assert run_one(task) is Outcome.GAVE_UP
 
 
 def test_failure__a_max_attempts_set_on_the_row_beats_the_task_option() -> None:
     task = tasks.always_fails()  # the task allows 3
     Task.objects.filter(pk=task.pk).update(max_attempts=1)
 
-    assert run_one(task) == "gave_up"
+    assert run_one(task) is Outcome.GAVE_UP
 
 
 def test_failure__a_task_backoff_function_sets_the_delay() -> None:
     task = tasks.fails_with_linear_backoff()
     before = timezone.now()
 
-    assert run_one(task) == "retry"
+    assert run_one(task) is Outcome.RETRY
 
     after = timezone.now()
     task.refresh_from_db()
@@ -219,7 +220,7 @@ def test_failure__a_broken_backoff_function_still_records_the_attempt_with_the_d
     task = tasks.fails_with_broken_backoff()
     before = timezone.now()
 
-    assert run_one(task) == "retry"
+    assert run_one(task) is Outcome.RETRY
 
     after = timezone.now()
     task.refresh_from_db()
@@ -232,7 +233,7 @@ def test_failure__a_broken_backoff_function_still_records_the_attempt_with_the_d
 def test_failure__system_exit_in_a_task_is_a_failed_attempt_not_an_exit() -> None:
     task = tasks.exits()
 
-    assert run_one(task) == "retry"
+    assert run_one(task) is Outcome.RETRY
 
     task.refresh_from_db()
     assert task.attempts == 1
@@ -242,7 +243,7 @@ def test_failure__system_exit_in_a_task_is_a_failed_attempt_not_an_exit() -> Non
 def test_failure__a_nul_character_in_the_error_is_escaped_so_the_failure_can_be_stored() -> None:
     task = tasks.fails_with_nul_in_message()
 
-    assert run_one(task) == "gave_up"
+    assert run_one(task) is Outcome.GAVE_UP
 
     assert "ValueError: bad input: a\\x00b" in completed_of(task).last_error
 
@@ -250,7 +251,7 @@ def test_failure__a_nul_character_in_the_error_is_escaped_so_the_failure_can_be_
 def test_success__a_result_with_a_nul_character_is_not_stored_but_the_task_succeeds() -> None:
     task = tasks.returns_nul()
 
-    assert run_one(task) == "succeeded"
+    assert run_one(task) is Outcome.SUCCEEDED
 
     completed = completed_of(task)
     assert completed.status == CompletedTask.Status.SUCCEEDED
@@ -379,7 +380,7 @@ def test_hand_made_row__gets_a_task_hash() -> None:
 def test_cancelled__a_task_raising_task_cancelled_is_recorded_as_cancelled() -> None:
     task = tasks.cancels_itself()
 
-    assert run_one(task) == "cancelled"
+    assert run_one(task) is Outcome.CANCELLED
 
     completed = completed_of(task)
     assert completed.status == CompletedTask.Status.CANCELLED
@@ -389,7 +390,7 @@ def test_cancelled__a_task_raising_task_cancelled_is_recorded_as_cancelled() -> 
 def test_cancelled__a_task_returning_after_a_cancel_request_is_recorded_as_cancelled() -> None:
     task = tasks.stops_when_cancelled()
 
-    assert run_one(task) == "cancelled"
+    assert run_one(task) is Outcome.CANCELLED
 
     completed = completed_of(task)
     assert completed.status == CompletedTask.Status.CANCELLED

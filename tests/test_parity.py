@@ -21,7 +21,7 @@ from django.db import DataError, connection
 from django.test import override_settings
 
 from background_tasks import background, lifecycle, periodic
-from background_tasks.columns import forget_charsets
+from background_tasks.charsets import forget_charsets
 from background_tasks.exceptions import InvalidTaskArguments, InvalidTaskError
 from background_tasks.models import CompletedTask, Task
 from background_tasks.serialization import MAX_DEPTH, MAX_INT_DIGITS

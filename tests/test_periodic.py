@@ -9,9 +9,14 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from background_tasks import periodic
-from background_tasks.exceptions import InvalidTaskError
+from background_tasks.decorator import background
+from background_tasks.exceptions import (
+    DuplicateScheduleName,
+    InvalidTaskError,
+    ScheduleRedefinedWarning,
+)
 from background_tasks.models import Schedule, Task
-from background_tasks.registry import background, registry
+from background_tasks.registry import registry
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db
@@ -26,6 +31,37 @@ def test_cron_decorator__declares_a_schedule_named_after_the_task() -> None:
     assert definition.task_name == "tests.nightly_report"
     assert definition.cron == "0 3 * * *"
     assert definition.source == "code"
+
+
+@pytest.fixture
+def code_schedules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Declarations made by the test are forgotten after it."""
+    monkeypatch.setattr(periodic, "_code_definitions", dict(periodic._code_definitions))
+    monkeypatch.setattr(periodic, "_code_sites", dict(periodic._code_sites))
+
+
+def _declare_nightly(hour: int) -> periodic.ScheduleDefinition:
+    return periodic.periodic(tasks.no_arguments, f"0 {hour} * * *", name="tests.declared_twice")
+
+
+@pytest.mark.usefixtures("code_schedules")
+def test_periodic__a_schedule_name_declared_in_two_places_is_an_error() -> None:
+    periodic.periodic(tasks.no_arguments, "0 1 * * *", name="tests.declared_twice")
+
+    with pytest.raises(DuplicateScheduleName, match=r"'tests\.declared_twice' is already declared"):
+        periodic.periodic(tasks.no_arguments, "0 2 * * *", name="tests.declared_twice")
+
+    assert periodic.all_definitions()["tests.declared_twice"].cron == "0 1 * * *"
+
+
+@pytest.mark.usefixtures("code_schedules")
+def test_periodic__the_same_declaration_executed_again_replaces_it_with_a_warning() -> None:
+    _declare_nightly(1)
+
+    with pytest.warns(ScheduleRedefinedWarning, match=r"declared_twice' was declared again"):
+        _declare_nightly(2)
+
+    assert periodic.all_definitions()["tests.declared_twice"].cron == "0 2 * * *"
 
 
 def test_sync__creates_the_schedule_with_its_next_tick() -> None:

@@ -18,8 +18,8 @@ from django.test import override_settings
 
 from background_tasks import lifecycle
 from background_tasks.claims import claim_tasks
+from background_tasks.exit_codes import EXIT_MEMORY_LIMIT
 from background_tasks.models import CompletedTask, Task
-from background_tasks.worker import EXIT_MEMORY_LIMIT
 from tests.helpers import REPO_ROOT, manage_command, wait_for, worker_env
 from tests.testapp import tasks
 from tests.testapp.models import TaskRun

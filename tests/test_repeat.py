@@ -22,7 +22,8 @@ from background_tasks.claims import claim_tasks
 from background_tasks.execution import execute
 from background_tasks.models import CompletedTask, Task
 from background_tasks.operations import cancel_waiting, request_cancel
-from background_tasks.registry import TaskFunction
+from background_tasks.outcomes import Outcome
+from background_tasks.task_function import TaskFunction
 from background_tasks.testing import run_tasks
 from tests.fixtures import CLOCK_START
 from tests.testapp import tasks
@@ -264,7 +265,7 @@ def test_repeat__a_run_that_finishes_late_does_not_shift_the_series(clock: Clock
     [claimed] = claim_tasks("slow-worker", [], 1, now=T0)
 
     clock.move_to(T0 + timedelta(minutes=50))  # the body took 50 minutes
-    assert execute(claimed, "slow-worker") == "succeeded"
+    assert execute(claimed, "slow-worker") is Outcome.SUCCEEDED
 
     assert only_pending().scheduled_at == T0 + HOUR
 
@@ -428,7 +429,7 @@ def test_cancel__a_repeating_task_cancelled_while_running_ends_the_series(clock:
     [claimed] = claim_tasks("busy-worker", [], 1, now=T0)
 
     assert request_cancel([claimed.pk]) == 1
-    assert execute(claimed, "busy-worker") == "cancelled"
+    assert execute(claimed, "busy-worker") is Outcome.CANCELLED
 
     assert not Task.objects.exists()
     assert CompletedTask.objects.get().status == CompletedTask.Status.CANCELLED

@@ -20,6 +20,7 @@ from background_tasks.checks import check_settings
 from background_tasks.claims import claim_tasks
 from background_tasks.execution import execute
 from background_tasks.models import CompletedTask, Task
+from background_tasks.outcomes import Outcome
 from background_tasks.worker import Worker
 from tests.helpers import start_worker, wait_for, worker_env
 from tests.testapp import tasks
@@ -153,7 +154,7 @@ def test_record_succeeded_off__a_success_leaves_no_row_but_failures_are_kept() -
     try:
         task = tasks.record("quiet")
         [claimed] = claim_tasks("tests:worker", [], 1)
-        assert execute(claimed, "tests:worker") == "succeeded"
+        assert execute(claimed, "tests:worker") is Outcome.SUCCEEDED
     finally:
         signals.task_succeeded.disconnect(dispatch_uid="test-record-succeeded-off")
 

@@ -13,11 +13,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import router
 
 from background_tasks.conf import app_settings
+from background_tasks.database_wait import wait_for_database
 from background_tasks.models import Task
 from background_tasks.registry import registry
 from background_tasks.schema import require_migrated_for_command
 from background_tasks.supervisor import Supervisor
-from background_tasks.worker import Worker, wait_for_database
+from background_tasks.worker import Worker
+from background_tasks.worker_logging import configure_logging
 
 from ._args import positive_int
 
@@ -196,52 +198,3 @@ def _warn_about_unenforced_time_limits() -> None:
             app_settings.MAX_RUN_TIME,
             "run process_tasks with --processes N to enforce timeout= and MAX_RUN_TIME",
         )
-
-
-_LEVELS = {0: logging.WARNING, 1: logging.INFO}
-
-
-def configure_logging(*, log_std: bool, verbosity: int) -> None:
-    """Make the worker's log visible: ``--log-std``, or stderr when nothing else shows it.
-
-    Without ``--log-std``, a handler is added only when no logger on the way up from
-    ``background_tasks`` has one, so a ``LOGGING`` setting that routes these records anywhere
-    (even to a NullHandler) wins. ``--verbosity`` picks the level: 0 warnings and errors only,
-    1 (the default) adds the start-up line and one line per finished task, 2 adds debug lines.
-    """
-    if log_std:
-        log_to_std_streams()
-        return
-    logger = logging.getLogger("background_tasks")
-    if logger.hasHandlers():
-        return
-    level = _LEVELS.get(verbosity, logging.DEBUG)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setLevel(level)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger.addHandler(handler)
-    if logger.level == logging.NOTSET or logger.level > level:
-        logger.setLevel(level)
-
-
-def log_to_std_streams() -> None:
-    """Send the worker's log records to stdout (below WARNING) and stderr (WARNING and up).
-
-    Nothing is added when LOGGING already writes the ``background_tasks`` logger to a console
-    stream, and the records stop propagating to the root logger, so no line is written twice.
-    """
-    logger = logging.getLogger("background_tasks")
-    if any(getattr(h, "stream", None) in (sys.stdout, sys.stderr) for h in logger.handlers):
-        return
-    logger.propagate = False
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    out = logging.StreamHandler(sys.stdout)
-    out.setLevel(logging.DEBUG)
-    out.addFilter(lambda record: record.levelno < logging.WARNING)
-    err = logging.StreamHandler(sys.stderr)
-    err.setLevel(logging.WARNING)
-    for handler in (out, err):
-        handler.setFormatter(formatter)
-        logger.addHandler(handler)
-    if logger.level == logging.NOTSET or logger.level > logging.INFO:
-        logger.setLevel(logging.INFO)
