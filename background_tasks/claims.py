@@ -55,27 +55,129 @@ def ready_where_sql(queues: Sequence[str]) -> tuple[str, list[Any]]:
     return sql, list(queues)
 
 
-def postgresql_claim_sql(table: str, queues: Sequence[str], descending: bool) -> str:
+def _sqlite_ready(where: str) -> str:
+    # The unary + keeps SQLite's planner (which has no statistics unless someone runs ANALYZE)
+    # from choosing the locked_by index, reading every unlocked row and sorting the ready ones;
+    # it then walks a claim index in ORDER BY order and stops after LIMIT.
+    return where.replace("locked_by IS NULL", "+locked_by IS NULL", 1)
+
+
+def top_level_cte_sql(
+    table: str, queues: Sequence[str], descending: bool, vendor: str, below: bool = False
+) -> str:
+    """Return the CTEs ``levels`` and ``top``: the best priority that has a claimable row.
+
+    Params: the priority to stay beyond (only when ``below``), now, then the queues.
+
+    Why: the claim indexes are ordered (priority, run_at, id), so a claim that walked them in
+    ORDER BY order would step over every scheduled row of a better priority before reaching a
+    ready one. Instead the distinct priorities are enumerated with one index seek each (a
+    "loose index scan", as a recursive CTE), each is checked for a ready row with one more seek
+    (run_at <= now is a range inside one priority), and the claim then reads that priority
+    alone. The cost grows with the number of distinct priorities, not with the scheduled rows.
+    """
+    best, beyond, order = ("MAX", "<", "DESC") if descending else ("MIN", ">", "ASC")
     where, _ = ready_where_sql(queues)
+    if vendor == "sqlite":
+        where = _sqlite_ready(where)
+    anchor = f"SELECT {best}(priority) FROM {table}"
+    if below:
+        anchor += f" WHERE priority {beyond} %s"
+    # A scalar subquery with LIMIT, not EXISTS: planners turn an EXISTS into a semi-join that
+    # reads every ready row, where this stays one seek per priority. On PostgreSQL it locks the
+    # row it finds, skipping locked ones, so that a priority whose ready rows other transactions
+    # hold is passed over (that row is the first the claim then takes, under its own lock), and
+    # ``top`` has no ORDER BY: the recursive CTE yields the priorities best first and is read
+    # only as far as the first claimable one, so no row of a worse priority gets locked.
+    lock, top_order = (" FOR UPDATE SKIP LOCKED", "") if vendor == "postgresql" else ("", order)
     return (
-        f"WITH claimable AS (SELECT id FROM {table} WHERE {where} "
-        f"ORDER BY {order_by_sql(descending)} LIMIT %s FOR UPDATE SKIP LOCKED) "
+        f"levels (p) AS ({anchor} "
+        f"UNION ALL SELECT (SELECT nxt.priority FROM {table} nxt "
+        f"WHERE nxt.priority {beyond} levels.p ORDER BY nxt.priority {order} LIMIT 1) "
+        f"FROM levels WHERE levels.p IS NOT NULL), "
+        f"top (p) AS (SELECT p FROM levels WHERE p IS NOT NULL AND "
+        f"(SELECT 1 FROM {table} WHERE priority = levels.p AND {where} LIMIT 1{lock}) "
+        f"IS NOT NULL{' ORDER BY p ' + top_order if top_order else ''} LIMIT 1)"
+    )
+
+
+def candidates_sql(
+    table: str,
+    queues: Sequence[str],
+    lock: str,
+    sqlite: bool,
+    priority: str = "(SELECT p FROM top)",
+) -> str:
+    """Return the SELECT of the ids to claim at one priority, in run order (see claim_params).
+
+    With several queues, each queue's rows are read in order through the queue index (LIMIT
+    rows each) and the union, at most queues x LIMIT rows, is merged: a merge of that many rows
+    instead of a sort of every ready row of those queues. On PostgreSQL each branch locks its
+    rows, so a claim may hold up to queues x LIMIT row locks for its few milliseconds.
+    """
+    where, _ = ready_where_sql(queues[:1])
+    if sqlite:
+        where = _sqlite_ready(where)
+    if len(queues) <= 1:
+        return (
+            f"SELECT id FROM {table} WHERE {where} AND priority = {priority} "
+            f"ORDER BY run_at ASC, id ASC LIMIT %s{lock}"
+        )
+    branches = " UNION ALL ".join(
+        f"SELECT id, run_at FROM (SELECT id, run_at FROM {table} WHERE {where} "
+        f"AND priority = {priority} ORDER BY run_at ASC, id ASC LIMIT %s{lock}) q{i}"
+        for i in range(len(queues))
+    )
+    return f"SELECT id FROM ({branches}) merged ORDER BY run_at ASC, id ASC LIMIT %s"
+
+
+def candidates_params(now: Any, queues: Sequence[str], limit: int) -> list[Any]:
+    """Return the params of :func:`candidates_sql` (after those of the priority, if any)."""
+    if len(queues) <= 1:
+        return [now, *queues, limit]
+    return [*(value for queue in queues for value in (now, queue, limit)), limit]
+
+
+def postgresql_claim_sql(table: str, queues: Sequence[str], descending: bool) -> str:
+    """Return the claim statement; params: :func:`postgresql_claim_params`."""
+    return (
+        f"WITH RECURSIVE {top_level_cte_sql(table, queues, descending, 'postgresql')}, "
+        f"claimable AS ({candidates_sql(table, queues, ' FOR UPDATE SKIP LOCKED', False)}) "
         f"UPDATE {table} SET locked_by = %s, locked_at = %s, {COUNT_ATTEMPT_SQL} "
         f"FROM claimable WHERE {table}.id = claimable.id RETURNING {table}.id"
     )
 
 
+def postgresql_claim_params(
+    worker_id: str, queues: Sequence[str], limit: int, now: datetime
+) -> list[Any]:
+    return [now, *queues, *candidates_params(now, queues, limit), worker_id, now]
+
+
 def sqlite_claim_sql(table: str, queues: Sequence[str], descending: bool) -> str:
-    where, _ = ready_where_sql(queues)
-    # The unary + keeps SQLite's planner (which has no statistics unless someone runs ANALYZE)
-    # from choosing the locked_by index, reading every unlocked row and sorting the ready ones;
-    # it then walks the claim index in ORDER BY order and stops after LIMIT.
-    where = where.replace("locked_by IS NULL", "+locked_by IS NULL", 1)
+    """Return the claim statement; params: :func:`sqlite_claim_params`."""
     return (
         f"UPDATE {table} SET locked_by = %s, locked_at = %s, {COUNT_ATTEMPT_SQL} "
-        f"WHERE locked_by IS NULL AND id IN (SELECT id FROM {table} WHERE {where} "
-        f"ORDER BY {order_by_sql(descending)} LIMIT %s) RETURNING id"
+        f"WHERE locked_by IS NULL AND id IN (WITH RECURSIVE "
+        f"{top_level_cte_sql(table, queues, descending, 'sqlite')} "
+        f"{candidates_sql(table, queues, '', True)}) RETURNING id"
     )
+
+
+def sqlite_claim_params(worker_id: str, queues: Sequence[str], limit: int, stamp: Any) -> list[Any]:
+    return [worker_id, stamp, stamp, *queues, *candidates_params(stamp, queues, limit)]
+
+
+def mysql_top_level_sql(
+    table: str, queues: Sequence[str], descending: bool, below: bool = False
+) -> str:
+    """Return the plain read of the best ready priority (params: see top_level_cte_sql).
+
+    A separate statement on MySQL/MariaDB: inside a locking read, the rows a subquery reads
+    could be locked too (and wait on other workers' locks instead of skipping them).
+    """
+    cte = top_level_cte_sql(table, queues, descending, "mysql", below)
+    return f"WITH RECURSIVE {cte} SELECT p FROM top"
 
 
 def claim_tasks(
@@ -98,15 +200,15 @@ def claim_tasks(
     order = "-priority" if app_settings.priority_descending else "priority"
     claimed: list[Task] = []
     while limit > 0:
+        # One statement claims rows of one priority (see top_level_cte_sql), best first: when
+        # it found fewer than asked, the next priority may have more. Claimed rows and rows set
+        # aside are no longer claimable, so this loop ends.
         ids = _claim_ids(using, worker_id, queues, limit, now)
         if not ids:
             break
         loaded = load_held(ids, worker_id, using, (order, "run_at", "id"))
         claimed.extend(loaded)
-        if len(loaded) == len(ids):
-            break
-        # Rows set aside are no longer claimable, so this loop ends.
-        limit -= len(loaded)
+        limit -= len(ids) if len(loaded) == len(ids) else len(loaded)
     return claimed
 
 
@@ -142,7 +244,7 @@ def _claim_postgresql(
 ) -> list[int]:
     sql = postgresql_claim_sql(_table(connection), queues, descending)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [now, *queues, limit, worker_id, now])
+        cursor.execute(sql, postgresql_claim_params(worker_id, queues, limit, now))
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -157,7 +259,7 @@ def _claim_sqlite(
     sql = sqlite_claim_sql(_table(connection), queues, descending)
     stamp = connection.ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [worker_id, stamp, stamp, *queues, limit])
+        cursor.execute(sql, sqlite_claim_params(worker_id, queues, limit, stamp))
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -178,13 +280,14 @@ def _claim_mysql(
 def _claim_generic(
     using: str, worker_id: str, queues: Sequence[str], limit: int, now: datetime, descending: bool
 ) -> list[int]:
-    """Claim through the ORM: SELECT ... FOR UPDATE SKIP LOCKED, then UPDATE, in one transaction."""
+    """Claim in one transaction: read the best ready priority, lock rows of it with
+    SELECT ... FOR UPDATE SKIP LOCKED (one SELECT per queue), then UPDATE them."""
     from django.db.models import Case, F, PositiveIntegerField, When
 
     from .models import Task
 
-    order = "-priority" if descending else "priority"
     connection = connections[using]
+    table = _table(connection)
     if connection.vendor == "mysql" and not connection.in_atomic_block:
         # Under REPEATABLE READ a locking read keeps locks on every row it examines, matching or
         # not (far-future rows, say); READ COMMITTED releases those at once. Applies to the next
@@ -192,12 +295,9 @@ def _claim_generic(
         with connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
     with transaction.atomic(using=using):
-        ready = Task.objects.using(using).ready(now).in_queues(list(queues))
-        ids = list(
-            ready.select_for_update(skip_locked=True)
-            .order_by(order, "run_at", "id")
-            .values_list("id", flat=True)[:limit]
-        )
+        with connection.cursor() as cursor:
+            found = _lock_best_level(cursor, table, queues, limit, now, descending)
+        ids = [task_id for _, task_id in sorted(found)[:limit]]
         if ids:
             Task.objects.using(using).filter(id__in=ids).update(
                 locked_by=worker_id,
@@ -209,3 +309,32 @@ def _claim_generic(
                 ),
             )
     return ids
+
+
+def _lock_best_level(
+    cursor: Any, table: str, queues: Sequence[str], limit: int, now: datetime, descending: bool
+) -> list[tuple[datetime, int]]:
+    """Lock up to ``limit`` ready rows of the best priority that has unlocked ones.
+
+    A priority whose ready rows other transactions hold (all skipped) is passed over for the
+    next one, as the PostgreSQL claim does.
+    """
+    level: Any = None
+    while True:
+        below = level is not None
+        sql = mysql_top_level_sql(table, queues, descending, below)
+        cursor.execute(sql, [*([level] if below else []), now, *queues])
+        row = cursor.fetchone()
+        if row is None:
+            return []
+        level = row[0]
+        found: list[tuple[datetime, int]] = []
+        # One locking read per queue, merged by the caller: rows beyond the limit stay locked
+        # until this short transaction ends, as on PostgreSQL.
+        for one in [[queue] for queue in queues] or [[]]:
+            sql = candidates_sql(table, one, " FOR UPDATE SKIP LOCKED", False, "%s")
+            sql = sql.replace("SELECT id FROM", "SELECT run_at, id FROM", 1)
+            cursor.execute(sql, [now, *one, level, limit])
+            found.extend(cursor.fetchall())
+        if found:
+            return found
