@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 from django.db import OperationalError, connections, router, transaction
 from django.utils import timezone
 
+from . import claimed_rows
 from .conf import app_settings
-from .isolation import ATTEMPTS_CEILING, load_held
+from .isolation import ATTEMPTS_CEILING, is_outage, keep_complete, load_held
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -138,13 +139,18 @@ def candidates_params(now: Any, queues: Sequence[str], limit: int) -> list[Any]:
     return [*(value for queue in queues for value in (now, queue, limit)), limit]
 
 
-def postgresql_claim_sql(table: str, queues: Sequence[str], descending: bool) -> str:
-    """Return the claim statement; params: :func:`postgresql_claim_params`."""
+def postgresql_claim_sql(
+    table: str, queues: Sequence[str], descending: bool, returning: str | None = None
+) -> str:
+    """Return the claim statement; params: :func:`postgresql_claim_params`.
+
+    ``returning``: the columns it returns (default: the ids).
+    """
     return (
         f"WITH RECURSIVE {top_level_cte_sql(table, queues, descending, 'postgresql')}, "
         f"claimable AS ({candidates_sql(table, queues, ' FOR UPDATE SKIP LOCKED', False)}) "
         f"UPDATE {table} SET locked_by = %s, locked_at = %s, {COUNT_ATTEMPT_SQL} "
-        f"FROM claimable WHERE {table}.id = claimable.id RETURNING {table}.id"
+        f"FROM claimable WHERE {table}.id = claimable.id RETURNING {returning or table + '.id'}"
     )
 
 
@@ -154,13 +160,18 @@ def postgresql_claim_params(
     return [now, *queues, *candidates_params(now, queues, limit), worker_id, now]
 
 
-def sqlite_claim_sql(table: str, queues: Sequence[str], descending: bool) -> str:
-    """Return the claim statement; params: :func:`sqlite_claim_params`."""
+def sqlite_claim_sql(
+    table: str, queues: Sequence[str], descending: bool, returning: str | None = None
+) -> str:
+    """Return the claim statement; params: :func:`sqlite_claim_params`.
+
+    ``returning``: the columns it returns (default: the ids).
+    """
     return (
         f"UPDATE {table} SET locked_by = %s, locked_at = %s, {COUNT_ATTEMPT_SQL} "
         f"WHERE locked_by IS NULL AND id IN (WITH RECURSIVE "
         f"{top_level_cte_sql(table, queues, descending, 'sqlite')} "
-        f"{candidates_sql(table, queues, '', True)}) RETURNING id"
+        f"{candidates_sql(table, queues, '', True)}) RETURNING {returning or 'id'}"
     )
 
 
@@ -203,64 +214,79 @@ def claim_tasks(
         # One statement claims rows of one priority (see top_level_cte_sql), best first: when
         # it found fewer than asked, the next priority may have more. Claimed rows and rows set
         # aside are no longer claimable, so this loop ends.
-        ids = _claim_ids(using, worker_id, queues, limit, now)
+        ids, rows = _claim(using, worker_id, queues, limit, now)
         if not ids:
             break
-        loaded = load_held(ids, worker_id, using, (order, "run_at", "id"))
+        if rows is None:
+            # Not returned by the claim, or not loadable as returned: read them by id, one by
+            # one if need be, setting aside the rows that cannot be loaded.
+            loaded = load_held(ids, worker_id, using, (order, "run_at", "id"))
+        else:
+            loaded = keep_complete(sorted(rows, key=_run_order), worker_id)
         claimed.extend(loaded)
         limit -= len(ids) if len(loaded) == len(ids) else len(loaded)
     return claimed
 
 
-def _claim_ids(
+def _run_order(task: Task) -> tuple[int, datetime, int]:
+    priority = -task.priority if app_settings.priority_descending else task.priority
+    return (priority, task.run_at, task.pk)
+
+
+def _claim(
     using: str, worker_id: str, queues: Sequence[str], limit: int, now: datetime
-) -> list[int]:
+) -> tuple[list[int], list[Task] | None]:
+    """Claim; return the ids, and the rows when the claim statement returned them."""
     connection = connections[using]
     descending = app_settings.priority_descending
+    table = _table(connection)
     if connection.vendor == "postgresql":
-        ids = _claim_postgresql(connection, worker_id, queues, limit, now, descending)
-    elif connection.vendor == "mysql":
-        ids = _claim_mysql(using, worker_id, queues, limit, now, descending)
+        returning = claimed_rows.returning_sql(connection, qualify=True)
+        sql = postgresql_claim_sql(table, queues, descending, returning)
+        params = postgresql_claim_params(worker_id, queues, limit, now)
     elif connection.vendor == "sqlite":
-        ids = _claim_sqlite(connection, worker_id, queues, limit, now, descending)
+        returning = claimed_rows.returning_sql(connection, qualify=False)
+        sql = sqlite_claim_sql(table, queues, descending, returning)
+        stamp = connection.ops.adapt_datetimefield_value(now)
+        params = sqlite_claim_params(worker_id, queues, limit, stamp)
+    elif connection.vendor == "mysql":
+        return _claim_mysql(using, worker_id, queues, limit, now, descending), None
     else:
-        ids = _claim_generic(using, worker_id, queues, limit, now, descending)
-    return ids
+        return _claim_generic(using, worker_id, queues, limit, now, descending), None
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        try:
+            # psycopg converts values as it fetches: a value it refuses fails here, after the
+            # claim has committed.
+            raw = cursor.fetchall()
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            return _held_since(using, worker_id, now), None
+    ids = [row[0] for row in raw]
+    try:
+        return ids, claimed_rows.build(connection, using, raw)
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        return ids, None
+
+
+def _held_since(using: str, worker_id: str, now: datetime) -> list[int]:
+    """Find the ids of the rows a claim stamped, when its reply could not be read.
+
+    A worker claims with a fresh ``now`` each time, so (holder, locked_at) names one claim.
+    """
+    from .models import Task
+
+    held = Task.objects.using(using).filter(locked_by=worker_id, locked_at=now)
+    return list(held.values_list("id", flat=True))
 
 
 def _table(connection: BaseDatabaseWrapper) -> str:
     from .models import Task
 
     return connection.ops.quote_name(Task._meta.db_table)
-
-
-def _claim_postgresql(
-    connection: BaseDatabaseWrapper,
-    worker_id: str,
-    queues: Sequence[str],
-    limit: int,
-    now: datetime,
-    descending: bool,
-) -> list[int]:
-    sql = postgresql_claim_sql(_table(connection), queues, descending)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, postgresql_claim_params(worker_id, queues, limit, now))
-        return [row[0] for row in cursor.fetchall()]
-
-
-def _claim_sqlite(
-    connection: BaseDatabaseWrapper,
-    worker_id: str,
-    queues: Sequence[str],
-    limit: int,
-    now: datetime,
-    descending: bool,
-) -> list[int]:
-    sql = sqlite_claim_sql(_table(connection), queues, descending)
-    stamp = connection.ops.adapt_datetimefield_value(now)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, sqlite_claim_params(worker_id, queues, limit, stamp))
-        return [row[0] for row in cursor.fetchall()]
 
 
 def _claim_mysql(
