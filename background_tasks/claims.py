@@ -77,13 +77,14 @@ def top_level_cte_sql(
     (run_at <= now is a range inside one priority), and the claim then reads that priority
     alone. The cost grows with the number of distinct priorities, not with the scheduled rows.
     """
-    best, beyond, order = ("MAX", "<", "DESC") if descending else ("MIN", ">", "ASC")
+    beyond, order = ("<", "DESC") if descending else (">", "ASC")
     where, _ = ready_where_sql(queues)
     if vendor == "sqlite":
         where = _sqlite_ready(where)
-    anchor = f"SELECT {best}(priority) FROM {table}"
-    if below:
-        anchor += f" WHERE priority {beyond} %s"
+    # A scalar subquery with ORDER BY … LIMIT 1, not MAX(): MariaDB reads the whole index for
+    # an aggregate in a recursive CTE.
+    bound = f" WHERE priority {beyond} %s" if below else ""
+    anchor = f"SELECT (SELECT priority FROM {table}{bound} ORDER BY priority {order} LIMIT 1)"
     # A scalar subquery with LIMIT, not EXISTS: planners turn an EXISTS into a semi-join that
     # reads every ready row, where this stays one seek per priority. On PostgreSQL it locks the
     # row it finds, skipping locked ones, so that a priority whose ready rows other transactions
@@ -179,16 +180,25 @@ def sqlite_claim_params(worker_id: str, queues: Sequence[str], limit: int, stamp
     return [worker_id, stamp, stamp, *queues, *candidates_params(stamp, queues, limit)]
 
 
-def mysql_top_level_sql(
-    table: str, queues: Sequence[str], descending: bool, below: bool = False
-) -> str:
-    """Return the plain read of the best ready priority (params: see top_level_cte_sql).
+def mysql_level_sql(table: str, queues: Sequence[str], descending: bool, below: bool) -> str:
+    """Return the plain read of the next priority and whether it has a ready row.
 
-    A separate statement on MySQL/MariaDB: inside a locking read, the rows a subquery reads
-    could be locked too (and wait on other workers' locks instead of skipping them).
+    Params: now, the queues, then (only when ``below``) the priority to go beyond. Returns one
+    row (priority, 1 or NULL), or none when no priority is left.
+
+    MySQL/MariaDB get the loose index scan one priority per statement, not as a recursive CTE:
+    MariaDB does not seek an index on a value from an outer query (it scans the index from its
+    start, over every scheduled row of a better priority), while a parameter is a range seek.
+    It is also a separate statement from the locking read, because rows read by a subquery of
+    a locking read may be locked too.
     """
-    cte = top_level_cte_sql(table, queues, descending, "mysql", below)
-    return f"WITH RECURSIVE {cte} SELECT p FROM top"
+    beyond, order = ("<", "DESC") if descending else (">", "ASC")
+    where, _ = ready_where_sql(queues)
+    bound = f" WHERE priority {beyond} %s" if below else ""
+    return (
+        f"SELECT lvl.p, (SELECT 1 FROM {table} WHERE priority = lvl.p AND {where} LIMIT 1) "
+        f"FROM (SELECT priority AS p FROM {table}{bound} ORDER BY priority {order} LIMIT 1) lvl"
+    )
 
 
 def claim_tasks(
@@ -348,12 +358,14 @@ def _lock_best_level(
     level: Any = None
     while True:
         below = level is not None
-        sql = mysql_top_level_sql(table, queues, descending, below)
-        cursor.execute(sql, [*([level] if below else []), now, *queues])
+        sql = mysql_level_sql(table, queues, descending, below)
+        cursor.execute(sql, [now, *queues, *([level] if below else [])])
         row = cursor.fetchone()
         if row is None:
             return []
-        level = row[0]
+        level, ready = row
+        if ready is None:
+            continue
         found: list[tuple[datetime, int]] = []
         # One locking read per queue, merged by the caller: rows beyond the limit stay locked
         # until this short transaction ends, as on PostgreSQL.

@@ -222,7 +222,7 @@ def test_ready_where_sql__adds_one_placeholder_per_queue() -> None:
 def test_postgresql_claim_sql__locks_with_skip_locked_inside_a_cte_and_returns_ids() -> None:
     sql = postgresql_claim_sql('"task"', ["a"], descending=True)
 
-    assert sql.startswith("WITH RECURSIVE levels (p) AS (SELECT MAX(priority) FROM ")
+    assert sql.startswith("WITH RECURSIVE levels (p) AS (SELECT (SELECT priority FROM ")
     assert "priority = (SELECT p FROM top) ORDER BY run_at ASC, id ASC LIMIT %s" in sql
     assert "LIMIT %s FOR UPDATE SKIP LOCKED)" in sql
     assert "attempts = CASE WHEN attempts < 2147483647 THEN attempts + 1 ELSE attempts END" in sql
@@ -235,7 +235,9 @@ def test_postgresql_claim_sql__locks_with_skip_locked_inside_a_cte_and_returns_i
 def test_postgresql_claim_sql__several_queues_lock_each_queue_in_its_own_branch() -> None:
     sql = postgresql_claim_sql('"task"', ["a", "b", "c"], descending=False)
 
-    assert sql.startswith("WITH RECURSIVE levels (p) AS (SELECT MIN(priority) FROM ")
+    assert "ORDER BY priority ASC LIMIT 1" in sql
+
+    assert sql.startswith("WITH RECURSIVE levels (p) AS (SELECT (SELECT priority FROM ")
     assert sql.count("FOR UPDATE SKIP LOCKED") == 4  # one per queue, one in the priority check
     # Two join the branches, one is the recursive CTE's.
     assert sql.count("UNION ALL") == 3
@@ -500,7 +502,10 @@ def test_mysql_claim_plan__reads_one_priority_by_index_range_without_filesort(
     table = connection.ops.quote_name(Task._meta.db_table)
     select = claims.candidates_sql(table, queues, " FOR UPDATE SKIP LOCKED", False, "%s")
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("EXPLAIN " + claims.mysql_top_level_sql(table, queues, True), [NOW, *queues])
+        cursor.execute(
+            "EXPLAIN " + claims.mysql_level_sql(table, queues, True, below=True),
+            [NOW, *queues, 10],
+        )
         top = cursor.fetchall()
         columns = [c[0] for c in cursor.description]
         cursor.execute("EXPLAIN " + select, [NOW, *queues, 0, 1])
@@ -512,7 +517,8 @@ def test_mysql_claim_plan__reads_one_priority_by_index_range_without_filesort(
         [("range", "bgtasks_task_queue_claim")],
     ), read
     assert "filesort" not in str(read[0]["Extra"]), read
-    # The priority levels are found by index look-ups, never by reading the whole table.
-    task_reads = [r for r in top_rows if r["table"] in (Task._meta.db_table, "nxt")]
-    assert task_reads, top_rows
-    assert all(r["type"] != "ALL" and r["key"] for r in task_reads), top_rows
+    # The next priority below the far-future rows' and its readiness are found by index seeks
+    # (range, ref), never by scanning the index or the table from its start.
+    task_reads = [r for r in top_rows if r["table"] == Task._meta.db_table]
+    assert len(task_reads) == 2, top_rows
+    assert all(r["type"] in ("range", "ref") for r in task_reads), top_rows
