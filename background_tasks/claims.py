@@ -2,13 +2,18 @@
 
 Each claim is one short transaction that marks up to ``limit`` ready rows as held by the
 worker (``locked_by``, ``locked_at``) and counts the attempt; task bodies run after it commits.
+A claim first finds the best priority that has a ready row (a loose index scan, see
+:func:`top_level_cte_sql`) and reads that priority alone, so its cost does not grow with the
+rows scheduled ahead.
 
-- PostgreSQL: one statement, a CTE with ``FOR UPDATE SKIP LOCKED`` feeding an ``UPDATE``
-  (the CTE keeps the planner from updating more rows than ``LIMIT``).
-- MySQL 8 / MariaDB 10.6+: ``SELECT ... FOR UPDATE SKIP LOCKED`` then ``UPDATE ... WHERE id IN``
-  in one transaction, retried on deadlock (1213) and lock wait timeout (1205).
+- PostgreSQL: one statement, CTEs with ``FOR UPDATE SKIP LOCKED`` feeding an
+  ``UPDATE … RETURNING`` of the claimed rows (the CTE keeps the planner from updating more rows
+  than ``LIMIT``).
+- MySQL 8 / MariaDB 10.6+: a plain read of the priority, ``SELECT ... FOR UPDATE SKIP LOCKED``
+  then ``UPDATE ... WHERE id IN`` in one transaction, retried on deadlock (1213) and lock wait
+  timeout (1205); the rows are read by id afterwards.
 - SQLite: no row locks and one writer at a time, so one ``UPDATE ... WHERE id IN (SELECT ...
-  LIMIT n) RETURNING id`` statement in autocommit mode: a write statement takes the database
+  LIMIT n) RETURNING`` statement in autocommit mode: a write statement takes the database
   write lock before it reads, waiting up to the busy timeout, so two workers can never pick
   the same row. ``select_for_update`` is deliberately not used there.
 """
