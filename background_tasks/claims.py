@@ -2,13 +2,18 @@
 
 Each claim is one short transaction that marks up to ``limit`` ready rows as held by the
 worker (``locked_by``, ``locked_at``) and counts the attempt; task bodies run after it commits.
+A claim first finds the best priority that has a ready row (a loose index scan, see
+:func:`top_level_cte_sql`) and reads that priority alone, so its cost does not grow with the
+rows scheduled ahead.
 
-- PostgreSQL: one statement, a CTE with ``FOR UPDATE SKIP LOCKED`` feeding an ``UPDATE``
-  (the CTE keeps the planner from updating more rows than ``LIMIT``).
-- MySQL 8 / MariaDB 10.6+: ``SELECT ... FOR UPDATE SKIP LOCKED`` then ``UPDATE ... WHERE id IN``
-  in one transaction, retried on deadlock (1213) and lock wait timeout (1205).
+- PostgreSQL: one statement, CTEs with ``FOR UPDATE SKIP LOCKED`` feeding an
+  ``UPDATE … RETURNING`` of the claimed rows (the CTE keeps the planner from updating more rows
+  than ``LIMIT``).
+- MySQL 8 / MariaDB 10.6+: a plain read of the priority, ``SELECT ... FOR UPDATE SKIP LOCKED``
+  then ``UPDATE ... WHERE id IN`` in one transaction, retried on deadlock (1213) and lock wait
+  timeout (1205); the rows are read by id afterwards.
 - SQLite: no row locks and one writer at a time, so one ``UPDATE ... WHERE id IN (SELECT ...
-  LIMIT n) RETURNING id`` statement in autocommit mode: a write statement takes the database
+  LIMIT n) RETURNING`` statement in autocommit mode: a write statement takes the database
   write lock before it reads, waiting up to the busy timeout, so two workers can never pick
   the same row. ``select_for_update`` is deliberately not used there.
 """
@@ -23,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 from django.db import OperationalError, connections, router, transaction
 from django.utils import timezone
 
+from . import claimed_rows
 from .conf import app_settings
-from .isolation import ATTEMPTS_CEILING, load_held
+from .isolation import ATTEMPTS_CEILING, is_outage, keep_complete, load_held
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -55,26 +61,148 @@ def ready_where_sql(queues: Sequence[str]) -> tuple[str, list[Any]]:
     return sql, list(queues)
 
 
-def postgresql_claim_sql(table: str, queues: Sequence[str], descending: bool) -> str:
+def _sqlite_ready(where: str) -> str:
+    # The unary + keeps SQLite's planner (which has no statistics unless someone runs ANALYZE)
+    # from choosing the locked_by index, reading every unlocked row and sorting the ready ones;
+    # it then walks a claim index in ORDER BY order and stops after LIMIT.
+    return where.replace("locked_by IS NULL", "+locked_by IS NULL", 1)
+
+
+def top_level_cte_sql(
+    table: str, queues: Sequence[str], descending: bool, vendor: str, below: bool = False
+) -> str:
+    """Return the CTEs ``levels`` and ``top``: the best priority that has a claimable row.
+
+    Params: the priority to stay beyond (only when ``below``), now, then the queues.
+
+    Why: the claim indexes are ordered (priority, run_at, id), so a claim that walked them in
+    ORDER BY order would step over every scheduled row of a better priority before reaching a
+    ready one. Instead the distinct priorities are enumerated with one index seek each (a
+    "loose index scan", as a recursive CTE), each is checked for a ready row with one more seek
+    (run_at <= now is a range inside one priority), and the claim then reads that priority
+    alone. The cost grows with the number of distinct priorities, not with the scheduled rows.
+    """
+    beyond, order = ("<", "DESC") if descending else (">", "ASC")
     where, _ = ready_where_sql(queues)
+    if vendor == "sqlite":
+        where = _sqlite_ready(where)
+    # A scalar subquery with ORDER BY … LIMIT 1, not MAX(): MariaDB reads the whole index for
+    # an aggregate in a recursive CTE.
+    bound = f" WHERE priority {beyond} %s" if below else ""
+    anchor = f"SELECT (SELECT priority FROM {table}{bound} ORDER BY priority {order} LIMIT 1)"
+    # A scalar subquery with LIMIT, not EXISTS: planners turn an EXISTS into a semi-join that
+    # reads every ready row, where this stays one seek per priority. On PostgreSQL it locks the
+    # row it finds, skipping locked ones, so that a priority whose ready rows other transactions
+    # hold is passed over (that row is the first the claim then takes, under its own lock), and
+    # ``top`` has no ORDER BY: the recursive CTE yields the priorities best first and is read
+    # only as far as the first claimable one, so no row of a worse priority gets locked.
+    lock, top_order = (" FOR UPDATE SKIP LOCKED", "") if vendor == "postgresql" else ("", order)
     return (
-        f"WITH claimable AS (SELECT id FROM {table} WHERE {where} "
-        f"ORDER BY {order_by_sql(descending)} LIMIT %s FOR UPDATE SKIP LOCKED) "
-        f"UPDATE {table} SET locked_by = %s, locked_at = %s, {COUNT_ATTEMPT_SQL} "
-        f"FROM claimable WHERE {table}.id = claimable.id RETURNING {table}.id"
+        f"levels (p) AS ({anchor} "
+        f"UNION ALL SELECT (SELECT nxt.priority FROM {table} nxt "
+        f"WHERE nxt.priority {beyond} levels.p ORDER BY nxt.priority {order} LIMIT 1) "
+        f"FROM levels WHERE levels.p IS NOT NULL), "
+        f"top (p) AS (SELECT p FROM levels WHERE p IS NOT NULL AND "
+        f"(SELECT 1 FROM {table} WHERE priority = levels.p AND {where} LIMIT 1{lock}) "
+        f"IS NOT NULL{' ORDER BY p ' + top_order if top_order else ''} LIMIT 1)"
     )
 
 
-def sqlite_claim_sql(table: str, queues: Sequence[str], descending: bool) -> str:
-    where, _ = ready_where_sql(queues)
-    # The unary + keeps SQLite's planner (which has no statistics unless someone runs ANALYZE)
-    # from choosing the locked_by index, reading every unlocked row and sorting the ready ones;
-    # it then walks the claim index in ORDER BY order and stops after LIMIT.
-    where = where.replace("locked_by IS NULL", "+locked_by IS NULL", 1)
+def candidates_sql(
+    table: str,
+    queues: Sequence[str],
+    lock: str,
+    sqlite: bool,
+    priority: str = "(SELECT p FROM top)",
+) -> str:
+    """Return the SELECT of the ids to claim at one priority, in run order (see claim_params).
+
+    With several queues, each queue's rows are read in order through the queue index (LIMIT
+    rows each) and the union, at most queues x LIMIT rows, is merged: a merge of that many rows
+    instead of a sort of every ready row of those queues. On PostgreSQL each branch locks its
+    rows, so a claim may hold up to queues x LIMIT row locks for its few milliseconds.
+    """
+    where, _ = ready_where_sql(queues[:1])
+    if sqlite:
+        where = _sqlite_ready(where)
+    if len(queues) <= 1:
+        return (
+            f"SELECT id FROM {table} WHERE {where} AND priority = {priority} "
+            f"ORDER BY run_at ASC, id ASC LIMIT %s{lock}"
+        )
+    branches = " UNION ALL ".join(
+        f"SELECT id, run_at FROM (SELECT id, run_at FROM {table} WHERE {where} "
+        f"AND priority = {priority} ORDER BY run_at ASC, id ASC LIMIT %s{lock}) q{i}"
+        for i in range(len(queues))
+    )
+    return f"SELECT id FROM ({branches}) merged ORDER BY run_at ASC, id ASC LIMIT %s"
+
+
+def candidates_params(now: Any, queues: Sequence[str], limit: int) -> list[Any]:
+    """Return the params of :func:`candidates_sql` (after those of the priority, if any)."""
+    if len(queues) <= 1:
+        return [now, *queues, limit]
+    return [*(value for queue in queues for value in (now, queue, limit)), limit]
+
+
+def postgresql_claim_sql(
+    table: str, queues: Sequence[str], descending: bool, returning: str | None = None
+) -> str:
+    """Return the claim statement; params: :func:`postgresql_claim_params`.
+
+    ``returning``: the columns it returns (default: the ids).
+    """
+    return (
+        f"WITH RECURSIVE {top_level_cte_sql(table, queues, descending, 'postgresql')}, "
+        f"claimable AS ({candidates_sql(table, queues, ' FOR UPDATE SKIP LOCKED', False)}) "
+        f"UPDATE {table} SET locked_by = %s, locked_at = %s, {COUNT_ATTEMPT_SQL} "
+        f"FROM claimable WHERE {table}.id = claimable.id RETURNING {returning or table + '.id'}"
+    )
+
+
+def postgresql_claim_params(
+    worker_id: str, queues: Sequence[str], limit: int, now: datetime
+) -> list[Any]:
+    return [now, *queues, *candidates_params(now, queues, limit), worker_id, now]
+
+
+def sqlite_claim_sql(
+    table: str, queues: Sequence[str], descending: bool, returning: str | None = None
+) -> str:
+    """Return the claim statement; params: :func:`sqlite_claim_params`.
+
+    ``returning``: the columns it returns (default: the ids).
+    """
     return (
         f"UPDATE {table} SET locked_by = %s, locked_at = %s, {COUNT_ATTEMPT_SQL} "
-        f"WHERE locked_by IS NULL AND id IN (SELECT id FROM {table} WHERE {where} "
-        f"ORDER BY {order_by_sql(descending)} LIMIT %s) RETURNING id"
+        f"WHERE locked_by IS NULL AND id IN (WITH RECURSIVE "
+        f"{top_level_cte_sql(table, queues, descending, 'sqlite')} "
+        f"{candidates_sql(table, queues, '', True)}) RETURNING {returning or 'id'}"
+    )
+
+
+def sqlite_claim_params(worker_id: str, queues: Sequence[str], limit: int, stamp: Any) -> list[Any]:
+    return [worker_id, stamp, stamp, *queues, *candidates_params(stamp, queues, limit)]
+
+
+def mysql_level_sql(table: str, queues: Sequence[str], descending: bool, below: bool) -> str:
+    """Return the plain read of the next priority and whether it has a ready row.
+
+    Params: now, the queues, then (only when ``below``) the priority to go beyond. Returns one
+    row (priority, 1 or NULL), or none when no priority is left.
+
+    MySQL/MariaDB get the loose index scan one priority per statement, not as a recursive CTE:
+    MariaDB does not seek an index on a value from an outer query (it scans the index from its
+    start, over every scheduled row of a better priority), while a parameter is a range seek.
+    It is also a separate statement from the locking read, because rows read by a subquery of
+    a locking read may be locked too.
+    """
+    beyond, order = ("<", "DESC") if descending else (">", "ASC")
+    where, _ = ready_where_sql(queues)
+    bound = f" WHERE priority {beyond} %s" if below else ""
+    return (
+        f"SELECT lvl.p, (SELECT 1 FROM {table} WHERE priority = lvl.p AND {where} LIMIT 1) "
+        f"FROM (SELECT priority AS p FROM {table}{bound} ORDER BY priority {order} LIMIT 1) lvl"
     )
 
 
@@ -98,67 +226,82 @@ def claim_tasks(
     order = "-priority" if app_settings.priority_descending else "priority"
     claimed: list[Task] = []
     while limit > 0:
-        ids = _claim_ids(using, worker_id, queues, limit, now)
+        # One statement claims rows of one priority (see top_level_cte_sql), best first: when
+        # it found fewer than asked, the next priority may have more. Claimed rows and rows set
+        # aside are no longer claimable, so this loop ends.
+        ids, rows = _claim(using, worker_id, queues, limit, now)
         if not ids:
             break
-        loaded = load_held(ids, worker_id, using, (order, "run_at", "id"))
+        if rows is None:
+            # Not returned by the claim, or not loadable as returned: read them by id, one by
+            # one if need be, setting aside the rows that cannot be loaded.
+            loaded = load_held(ids, worker_id, using, (order, "run_at", "id"))
+        else:
+            loaded = keep_complete(sorted(rows, key=_run_order), worker_id)
         claimed.extend(loaded)
-        if len(loaded) == len(ids):
-            break
-        # Rows set aside are no longer claimable, so this loop ends.
-        limit -= len(loaded)
+        limit -= len(ids) if len(loaded) == len(ids) else len(loaded)
     return claimed
 
 
-def _claim_ids(
+def _run_order(task: Task) -> tuple[int, datetime, int]:
+    priority = -task.priority if app_settings.priority_descending else task.priority
+    return (priority, task.run_at, task.pk)
+
+
+def _claim(
     using: str, worker_id: str, queues: Sequence[str], limit: int, now: datetime
-) -> list[int]:
+) -> tuple[list[int], list[Task] | None]:
+    """Claim; return the ids, and the rows when the claim statement returned them."""
     connection = connections[using]
     descending = app_settings.priority_descending
+    table = _table(connection)
     if connection.vendor == "postgresql":
-        ids = _claim_postgresql(connection, worker_id, queues, limit, now, descending)
-    elif connection.vendor == "mysql":
-        ids = _claim_mysql(using, worker_id, queues, limit, now, descending)
+        returning = claimed_rows.returning_sql(connection, qualify=True)
+        sql = postgresql_claim_sql(table, queues, descending, returning)
+        params = postgresql_claim_params(worker_id, queues, limit, now)
     elif connection.vendor == "sqlite":
-        ids = _claim_sqlite(connection, worker_id, queues, limit, now, descending)
+        returning = claimed_rows.returning_sql(connection, qualify=False)
+        sql = sqlite_claim_sql(table, queues, descending, returning)
+        stamp = connection.ops.adapt_datetimefield_value(now)
+        params = sqlite_claim_params(worker_id, queues, limit, stamp)
+    elif connection.vendor == "mysql":
+        return _claim_mysql(using, worker_id, queues, limit, now, descending), None
     else:
-        ids = _claim_generic(using, worker_id, queues, limit, now, descending)
-    return ids
+        return _claim_generic(using, worker_id, queues, limit, now, descending), None
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        try:
+            # psycopg converts values as it fetches: a value it refuses fails here, after the
+            # claim has committed.
+            raw = cursor.fetchall()
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            return _held_since(using, worker_id, now), None
+    ids = [row[0] for row in raw]
+    try:
+        return ids, claimed_rows.build(connection, using, raw)
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        return ids, None
+
+
+def _held_since(using: str, worker_id: str, now: datetime) -> list[int]:
+    """Find the ids of the rows a claim stamped, when its reply could not be read.
+
+    A worker claims with a fresh ``now`` each time, so (holder, locked_at) names one claim.
+    """
+    from .models import Task
+
+    held = Task.objects.using(using).filter(locked_by=worker_id, locked_at=now)
+    return list(held.values_list("id", flat=True))
 
 
 def _table(connection: BaseDatabaseWrapper) -> str:
     from .models import Task
 
     return connection.ops.quote_name(Task._meta.db_table)
-
-
-def _claim_postgresql(
-    connection: BaseDatabaseWrapper,
-    worker_id: str,
-    queues: Sequence[str],
-    limit: int,
-    now: datetime,
-    descending: bool,
-) -> list[int]:
-    sql = postgresql_claim_sql(_table(connection), queues, descending)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [now, *queues, limit, worker_id, now])
-        return [row[0] for row in cursor.fetchall()]
-
-
-def _claim_sqlite(
-    connection: BaseDatabaseWrapper,
-    worker_id: str,
-    queues: Sequence[str],
-    limit: int,
-    now: datetime,
-    descending: bool,
-) -> list[int]:
-    sql = sqlite_claim_sql(_table(connection), queues, descending)
-    stamp = connection.ops.adapt_datetimefield_value(now)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [worker_id, stamp, stamp, *queues, limit])
-        return [row[0] for row in cursor.fetchall()]
 
 
 def _claim_mysql(
@@ -178,13 +321,14 @@ def _claim_mysql(
 def _claim_generic(
     using: str, worker_id: str, queues: Sequence[str], limit: int, now: datetime, descending: bool
 ) -> list[int]:
-    """Claim through the ORM: SELECT ... FOR UPDATE SKIP LOCKED, then UPDATE, in one transaction."""
+    """Claim in one transaction: read the best ready priority, lock rows of it with
+    SELECT ... FOR UPDATE SKIP LOCKED (one SELECT per queue), then UPDATE them."""
     from django.db.models import Case, F, PositiveIntegerField, When
 
     from .models import Task
 
-    order = "-priority" if descending else "priority"
     connection = connections[using]
+    table = _table(connection)
     if connection.vendor == "mysql" and not connection.in_atomic_block:
         # Under REPEATABLE READ a locking read keeps locks on every row it examines, matching or
         # not (far-future rows, say); READ COMMITTED releases those at once. Applies to the next
@@ -192,12 +336,9 @@ def _claim_generic(
         with connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
     with transaction.atomic(using=using):
-        ready = Task.objects.using(using).due(now).in_queues(list(queues))
-        ids = list(
-            ready.select_for_update(skip_locked=True)
-            .order_by(order, "run_at", "id")
-            .values_list("id", flat=True)[:limit]
-        )
+        with connection.cursor() as cursor:
+            found = _lock_best_level(cursor, table, queues, limit, now, descending)
+        ids = [task_id for _, task_id in sorted(found)[:limit]]
         if ids:
             Task.objects.using(using).filter(id__in=ids).update(
                 locked_by=worker_id,
@@ -209,3 +350,34 @@ def _claim_generic(
                 ),
             )
     return ids
+
+
+def _lock_best_level(
+    cursor: Any, table: str, queues: Sequence[str], limit: int, now: datetime, descending: bool
+) -> list[tuple[datetime, int]]:
+    """Lock up to ``limit`` ready rows of the best priority that has unlocked ones.
+
+    A priority whose ready rows other transactions hold (all skipped) is passed over for the
+    next one, as the PostgreSQL claim does.
+    """
+    level: Any = None
+    while True:
+        below = level is not None
+        sql = mysql_level_sql(table, queues, descending, below)
+        cursor.execute(sql, [now, *queues, *([level] if below else [])])
+        row = cursor.fetchone()
+        if row is None:
+            return []
+        level, ready = row
+        if ready is None:
+            continue
+        found: list[tuple[datetime, int]] = []
+        # One locking read per queue, merged by the caller: rows beyond the limit stay locked
+        # until this short transaction ends, as on PostgreSQL.
+        for one in [[queue] for queue in queues] or [[]]:
+            sql = candidates_sql(table, one, " FOR UPDATE SKIP LOCKED", False, "%s")
+            sql = sql.replace("SELECT id FROM", "SELECT run_at, id FROM", 1)
+            cursor.execute(sql, [now, *one, level, limit])
+            found.extend(cursor.fetchall())
+        if found:
+            return found

@@ -138,6 +138,11 @@ def load_held(
     return loaded
 
 
+def keep_complete(tasks: Sequence[Task], holder: str | None) -> list[Task]:
+    """Return the tasks that have every value their columns require; quarantine the others."""
+    return [task for task in tasks if _complete(task, holder)]
+
+
 def _complete(task: Task, holder: str | None) -> bool:
     """Quarantine a row missing a value its columns require; return True if it has them all.
 
@@ -167,6 +172,7 @@ __all__ = [
     "QUARANTINED",
     "describe",
     "is_outage",
+    "keep_complete",
     "load_held",
     "quarantine",
     "savepoint",

@@ -27,7 +27,6 @@ from typing import TypeVar
 from django.db import (
     DatabaseError,
     InterfaceError,
-    close_old_connections,
     connection,
     connections,
     router,
@@ -36,6 +35,7 @@ from django.db import (
 from . import __version__, isolation, lifecycle, liveness, logs, periodic, recording, retention
 from .claims import claim_tasks
 from .conf import app_settings
+from .connection_reuse import refresh_connections
 from .execution import execute
 from .exit_codes import (
     BURST_HINT,
@@ -337,10 +337,9 @@ class Worker:
     def _heartbeat_if_due(self, rescue: bool = True) -> None:
         if self.clock() < self._next_beat:
             return
-        if not connection.in_atomic_block:
-            # Recycle this thread's connection by CONN_MAX_AGE and health checks, as a request
-            # would (never inside a caller's transaction, when a Worker runs embedded).
-            close_old_connections()
+        # Replace a broken or obsolete connection (never inside a caller's transaction, when a
+        # Worker runs embedded).
+        refresh_connections()
         liveness.beat(self.id, self.queues, self.concurrency)
         if rescue:
             liveness.rescue_lost()
@@ -371,7 +370,8 @@ class Worker:
                             # Opened before an outage: likely to a server that restarted since.
                             outages_seen = self._outage.generation
                             self._reset_connection()
-                        close_old_connections()
+                        # Kept from task to task: see connection_reuse.py.
+                        refresh_connections()
                         self._execute(task)
                 finally:
                     with self._lock:

@@ -210,8 +210,8 @@ def _table() -> str:
 
 def _explain_postgresql(queues: Sequence[str]) -> Plan:
     sql = claims.postgresql_claim_sql(_table(), queues, app_settings.priority_descending)
-    now = timezone.now()
-    lines = _rolled_back("EXPLAIN (ANALYZE, BUFFERS) " + sql, [now, *queues, 1, WORKER_ID, now])
+    params = claims.postgresql_claim_params(WORKER_ID, queues, 1, timezone.now())
+    lines = _rolled_back("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
     text = "\n".join(row[0] for row in lines)
     # The first Buffers line belongs to the root node: the whole statement's pages.
     buffers = re.search(r"Buffers: shared ((?:\w+=\d+ ?)+)", text)
@@ -219,15 +219,31 @@ def _explain_postgresql(queues: Sequence[str]) -> Plan:
     if buffers:
         counts = dict(part.split("=") for part in buffers.group(1).split())
         pages = int(counts.get("hit", 0)) + int(counts.get("read", 0))
-    sorts = bool(re.search(r"(->|^)\s*(Incremental )?Sort\b", text, re.MULTILINE))
-    return Plan(text, _claim_index(text), sorts, pages, "buffers")
+    return Plan(text, _claim_index(text), _postgresql_sorts_task_rows(text), pages, "buffers")
+
+
+def _postgresql_sorts_task_rows(text: str) -> bool:
+    """Whether a Sort node takes its rows straight from a scan of the task table.
+
+    Sorts of the few priority levels or of the merged queues x LIMIT rows sit above a CTE scan
+    or an Append: they are bounded, not a sort of the ready rows.
+    """
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"\s*(->\s*)?(Incremental )?Sort\b", line):
+            child = next((x for x in lines[i + 1 :] if "->" in x), "")
+            if re.search(rf"Scan .* on {Task._meta.db_table}\b", child):
+                return True
+    return False
 
 
 def _explain_sqlite(queues: Sequence[str]) -> Plan:
     sql = claims.sqlite_claim_sql(_table(), queues, app_settings.priority_descending)
     stamp = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN QUERY PLAN " + sql, [WORKER_ID, stamp, stamp, *queues, 1])
+        cursor.execute(
+            "EXPLAIN QUERY PLAN " + sql, claims.sqlite_claim_params(WORKER_ID, queues, 1, stamp)
+        )
         rows = cursor.fetchall()
     depth: dict[int, int] = {0: -1}
     lines = []
@@ -235,7 +251,13 @@ def _explain_sqlite(queues: Sequence[str]) -> Plan:
         depth[node] = depth.get(parent, -1) + 1
         lines.append("  " * depth[node] + detail)
     text = "\n".join(lines)
-    sorts = "USE TEMP B-TREE FOR" in text and "ORDER BY" in text
+    # A sort counts when it sits beside a read of the task table in the same scope (not one
+    # of the few priority levels or of the merged queues x LIMIT rows).
+    sorted_scopes = {parent for _, parent, _, detail in rows if "TEMP B-TREE" in detail}
+    sorts = any(
+        parent in sorted_scopes and f" {Task._meta.db_table} " in f"{detail} "
+        for _, parent, _, detail in rows
+    )
     return Plan(text, _claim_index(text), sorts)
 
 
@@ -244,6 +266,7 @@ def _explain_mysql(queues: Sequence[str]) -> Plan:
     with CaptureQueriesContext(connection) as captured:
         tasks = claim_tasks(WORKER_ID, queues, 1)
     release(tasks, WORKER_ID)
+    # The first locking read: one queue's ready rows at the best priority.
     select = next(q["sql"] for q in captured.captured_queries if "SKIP LOCKED" in q["sql"])
     explained = _rolled_back("EXPLAIN " + select, [], with_columns=True)
     columns, rows = explained[0], explained[1:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .ceiling import Ceiling
 from .claim_cost import ClaimResult
 from .dashboard import DashboardResult
 from .memory import FLAT_GROWTH, MemoryResult
@@ -39,15 +40,39 @@ def kib(value: int) -> str:
     return f"{value / 1024:.1f} MiB"
 
 
-def enqueue(results: Sequence[EnqueueResult]) -> str:
+def ratio(rate: float, top: float | None) -> str:
+    """Show ``rate`` as a percentage of the ceiling ``top`` ("-" when not measured)."""
+    return "-" if not top else f"{rate / top:.0%}"
+
+
+def ceiling(result: Ceiling) -> str:
+    rows = [(r.label, r.rows, round(r.seconds, 3), round(r.rate)) for r in result.results]
+    return (
+        table(["loop", "rows", "seconds", "rows/s"], rows)
+        + "\n\nThe figures below are also shown as ratios to these, measured in this run: "
+        "on a loaded machine the ratios mean more than the absolute figures."
+    )
+
+
+def enqueue(results: Sequence[EnqueueResult], top: Ceiling | None = None) -> str:
+    insert = top.insert_one.rate if top else None
     rows = [
-        (r.mode, r.tasks, round(r.seconds, 2), round(r.rate), round(r.micros_per_task))
+        (
+            r.mode,
+            r.tasks,
+            round(r.seconds, 2),
+            round(r.rate),
+            round(r.micros_per_task),
+            ratio(r.rate, insert),
+        )
         for r in results
     ]
-    return table(["mode", "tasks", "seconds", "tasks/s", "us/task"], rows)
+    return table(["mode", "tasks", "seconds", "tasks/s", "us/task", "of INSERT ceiling"], rows)
 
 
-def drain(startup: StartupResult, results: Sequence[DrainResult]) -> str:
+def drain(
+    startup: StartupResult, results: Sequence[DrainResult], top: Ceiling | None = None
+) -> str:
     rows = [
         (
             r.label,
@@ -61,6 +86,9 @@ def drain(startup: StartupResult, results: Sequence[DrainResult]) -> str:
             round(r.busy_rate),
             round(r.cpu_millis_per_task, 2),
             "/".join(map(str, r.per_worker)),
+            # Busy rates: the ceiling loops have no process start-up either.
+            ratio(r.busy_rate, top.drain_one.rate if top else None),
+            ratio(r.busy_rate, top.drain_batch.rate if top else None),
         )
         for r in results
     ]
@@ -76,6 +104,8 @@ def drain(startup: StartupResult, results: Sequence[DrainResult]) -> str:
         "tasks/s (busy)",
         "worker CPU ms/task",
         "tasks per worker",
+        "busy of 1-row ceiling",
+        "busy of 100-row ceiling",
     ]
     return (
         f"start-up + shutdown of one worker on an empty queue: {startup.wall_seconds:.2f} s wall, "

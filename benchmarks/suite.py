@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db import DatabaseError, connection
 
-from . import claim_cost, dashboard, db, machine, memory, report, throughput
+from . import ceiling, claim_cost, dashboard, db, machine, memory, report, throughput
 from .workers import load_average
 
 
@@ -34,9 +34,12 @@ def run(args: argparse.Namespace) -> int:
 
     results: dict[str, Any] = {"machine": dict(description), "settings": vars(args).copy()}
     failed = False
+    # The ceiling the enqueue and drain figures are shown as ratios to (None: not measured).
+    measured: dict[str, ceiling.Ceiling | None] = {"ceiling": None}
     phases: dict[str, Callable[[], Any]] = {
-        "enqueue": lambda: _enqueue(args),
-        "drain": lambda: _drain(args),
+        "ceiling": lambda: _ceiling(args, measured),
+        "enqueue": lambda: _enqueue(args, measured["ceiling"]),
+        "drain": lambda: _drain(args, measured["ceiling"]),
         "claims": lambda: _claims(args),
         "memory": lambda: _memory(args),
         "dashboard": lambda: _dashboard(args),
@@ -70,15 +73,24 @@ def _settings_line(args: argparse.Namespace) -> str:
     )
 
 
-def _enqueue(args: argparse.Namespace) -> Any:
+def _ceiling(args: argparse.Namespace, measured: dict[str, ceiling.Ceiling | None]) -> Any:
+    _progress(f"ceiling: plain SQL loops through the driver, {args.tasks} rows each")
+    result = ceiling.measure(args.tasks)
+    measured["ceiling"] = result
+    print(report.heading("0. Ceiling: the same work in plain SQL through the driver, no Django"))
+    print(report.ceiling(result), flush=True)
+    return result
+
+
+def _enqueue(args: argparse.Namespace, top: ceiling.Ceiling | None) -> Any:
     _progress(f"enqueue: {args.tasks} calls of a @background no-op task, twice")
     results = throughput.measure_enqueue(args.tasks)
     print(report.heading("1. Enqueue throughput (noop() calls from this process)"))
-    print(report.enqueue(results), flush=True)
+    print(report.enqueue(results, top), flush=True)
     return results
 
 
-def _drain(args: argparse.Namespace) -> Any:
+def _drain(args: argparse.Namespace, top: ceiling.Ceiling | None) -> Any:
     runs: list[tuple[str, int, int, str | None]] = [("a", 1, 1, None), ("b", args.workers, 1, None)]
     if args.conn_max_age is None:
         # The same as (a) with persistent connections: what Django's default CONN_MAX_AGE costs.
@@ -96,7 +108,7 @@ def _drain(args: argparse.Namespace) -> Any:
             )
         )
     print(report.heading("2. Drain throughput (real process_tasks --burst processes)"))
-    print(report.drain(startup, results), flush=True)
+    print(report.drain(startup, results, top), flush=True)
     return {"startup": startup, "runs": results}
 
 

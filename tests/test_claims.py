@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import pytest
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 
@@ -15,8 +15,10 @@ from background_tasks import claims
 from background_tasks.claims import (
     claim_tasks,
     order_by_sql,
+    postgresql_claim_params,
     postgresql_claim_sql,
     ready_where_sql,
+    sqlite_claim_params,
     sqlite_claim_sql,
 )
 from background_tasks.models import CompletedTask, Task
@@ -164,6 +166,43 @@ def test_claim__two_claims_never_return_the_same_row() -> None:
     assert {t.pk for t in first}.isdisjoint({t.pk for t in second})
 
 
+@pytest.mark.django_db
+def test_claim__takes_a_ready_row_below_scheduled_rows_of_a_better_priority() -> None:
+    for i in range(20):
+        make(f"later{i}", priority=10, run_at=NOW + timedelta(days=1, minutes=i))
+    make("ready-low", priority=-3)
+    make("ready-mid", priority=5)
+
+    assert claim_one_by_one() == ["ready-mid", "ready-low"]
+
+
+@pytest.mark.django_db
+def test_claim__fills_the_limit_from_several_priorities_best_first() -> None:
+    make("p1-late", priority=1, run_at=NOW - timedelta(minutes=1))
+    make("p1-early", priority=1, run_at=NOW - timedelta(minutes=9))
+    make("p7", priority=7)
+    make("p7-future", priority=7, run_at=NOW + timedelta(hours=1))
+    make("p3", priority=3)
+
+    claimed = claim_tasks("w", [], 3, now=NOW)
+
+    assert [key(t) for t in claimed] == ["p7", "p3", "p1-early"]
+
+
+@pytest.mark.django_db
+def test_claim__several_queues_are_merged_in_run_order() -> None:
+    make("a-old", queue="a", run_at=NOW - timedelta(minutes=9))
+    make("b-older", queue="b", run_at=NOW - timedelta(minutes=10))
+    make("a-new", queue="a", run_at=NOW - timedelta(minutes=1))
+    make("b-mid", queue="b", run_at=NOW - timedelta(minutes=5))
+    make("c-oldest", queue="c", run_at=NOW - timedelta(hours=1))
+
+    claimed = claim_tasks("w", ["a", "b"], 3, now=NOW)
+
+    assert [key(t) for t in claimed] == ["b-older", "a-old", "b-mid"]
+    assert [key(t) for t in claim_tasks("w", ["a", "b"], 3, now=NOW)] == ["a-new"]
+
+
 # -- pure SQL helpers -------------------------------------------------------------------------
 
 
@@ -181,15 +220,28 @@ def test_ready_where_sql__adds_one_placeholder_per_queue() -> None:
 
 
 def test_postgresql_claim_sql__locks_with_skip_locked_inside_a_cte_and_returns_ids() -> None:
-    sql = postgresql_claim_sql('"task"', ["a", "b"], descending=True)
+    sql = postgresql_claim_sql('"task"', ["a"], descending=True)
 
-    assert sql.startswith('WITH claimable AS (SELECT id FROM "task" WHERE ')
-    assert "ORDER BY priority DESC, run_at ASC, id ASC LIMIT %s FOR UPDATE SKIP LOCKED)" in sql
+    assert sql.startswith("WITH RECURSIVE levels (p) AS (SELECT (SELECT priority FROM ")
+    assert "priority = (SELECT p FROM top) ORDER BY run_at ASC, id ASC LIMIT %s" in sql
+    assert "LIMIT %s FOR UPDATE SKIP LOCKED)" in sql
     assert "attempts = CASE WHEN attempts < 2147483647 THEN attempts + 1 ELSE attempts END" in sql
     assert sql.endswith('RETURNING "task".id')
-    # now, two queues, limit, worker id, locked_at: the order _claim_postgresql passes them in.
-    assert sql.count("%s") == 6
-    assert sql.index("run_at <= %s") < sql.index("LIMIT %s") < sql.index("locked_by = %s")
+    params = postgresql_claim_params("w", ["a"], 1, NOW)
+    assert sql.count("%s") == len(params)
+    assert params[-2:] == ["w", NOW]
+
+
+def test_postgresql_claim_sql__several_queues_lock_each_queue_in_its_own_branch() -> None:
+    sql = postgresql_claim_sql('"task"', ["a", "b", "c"], descending=False)
+
+    assert "ORDER BY priority ASC LIMIT 1" in sql
+
+    assert sql.startswith("WITH RECURSIVE levels (p) AS (SELECT (SELECT priority FROM ")
+    assert sql.count("FOR UPDATE SKIP LOCKED") == 4  # one per queue, one in the priority check
+    # Two join the branches, one is the recursive CTE's.
+    assert sql.count("UNION ALL") == 3
+    assert sql.count("%s") == len(postgresql_claim_params("w", ["a", "b", "c"], 2, NOW))
 
 
 def test_sqlite_claim_sql__is_one_update_with_a_limited_subquery_and_no_row_locks() -> None:
@@ -199,11 +251,10 @@ def test_sqlite_claim_sql__is_one_update_with_a_limited_subquery_and_no_row_lock
         'UPDATE "task" SET locked_by = %s, locked_at = %s, '
         "attempts = CASE WHEN attempts < 2147483647 THEN attempts + 1 ELSE attempts END WHERE "
     )
-    assert 'WHERE locked_by IS NULL AND id IN (SELECT id FROM "task" WHERE ' in sql
-    assert "ORDER BY priority ASC, run_at ASC, id ASC LIMIT %s) RETURNING id" in sql
+    assert "WHERE locked_by IS NULL AND id IN (WITH RECURSIVE levels (p) AS (" in sql
+    assert "ORDER BY run_at ASC, id ASC LIMIT %s) RETURNING id" in sql
     assert "FOR UPDATE" not in sql
-    # worker id, locked_at, now, one queue, limit: the order _claim_sqlite passes them in.
-    assert sql.count("%s") == 5
+    assert sql.count("%s") == len(sqlite_claim_params("w", ["a"], 1, "now"))
 
 
 # -- MySQL deadlock retries (the retry loop itself, on any database) ---------------------------
@@ -306,32 +357,139 @@ def test_cancel_waiting__skips_a_row_locked_by_another_transaction_instead_of_wa
     assert CompletedTask.objects.get().task_id == free.pk
 
 
-def _sqlite_claim_plan(queues: list[str]) -> str:
-    from background_tasks.claims import sqlite_claim_sql
-    from background_tasks.models import Task
-
+def _sqlite_claim_plan(queues: list[str]) -> list[tuple[int, int, str]]:
     table = connection.ops.quote_name(Task._meta.db_table)
     sql = sqlite_claim_sql(table, queues, descending=True)
-    params = ["w", "2026-01-01 00:00:00", "2026-01-01 00:00:00", *queues, 1]
+    params = sqlite_claim_params("w", queues, 1, "2026-01-01 00:00:00")
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
-        return " | ".join(str(row[-1]) for row in cursor.fetchall())
+        return [(node, parent, str(detail)) for node, parent, _, detail in cursor.fetchall()]
+
+
+def _sorted_task_reads(plan: list[tuple[int, int, str]]) -> list[str]:
+    """Reads of the task table that a sort (a temp B-tree) sits beside, in the same scope."""
+    table = Task._meta.db_table
+    sorted_scopes = {parent for _, parent, detail in plan if "TEMP B-TREE" in detail}
+    return [
+        detail
+        for _, parent, detail in plan
+        if parent in sorted_scopes and f" {table} " in f"{detail} "
+    ]
 
 
 @pytest.mark.django_db
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's planner only")
-def test_sqlite_claim_plan__all_queues_walks_the_claim_index_without_sorting() -> None:
-    plan = _sqlite_claim_plan([])
-
-    assert "USING INDEX bgtasks_task_claim" in plan, plan
-    assert "TEMP B-TREE" not in plan, plan
-
-
-@pytest.mark.django_db
-@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's planner only")
-@pytest.mark.parametrize("queues", [["a"], ["a", "b"]])
-def test_sqlite_claim_plan__named_queues_use_the_queue_index(queues: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("queues", "index"),
+    [
+        ([], "bgtasks_task_claim"),
+        (["a"], "bgtasks_task_queue_claim"),
+        (["a", "b"], "bgtasks_task_queue_claim"),
+    ],
+)
+def test_sqlite_claim_plan__reads_one_priority_by_index_seek_and_sorts_no_task_rows(
+    queues: list[str], index: str
+) -> None:
     plan = _sqlite_claim_plan(queues)
+    text = " | ".join(detail for _, _, detail in plan)
 
-    # Only that queue's rows are read (a sort, if any, is over its ready rows alone).
-    assert "USING INDEX bgtasks_task_queue_claim" in plan, plan
+    task_reads = [
+        d for _, _, d in plan if d.startswith(f"SEARCH {Task._meta.db_table} USING INDEX")
+    ]
+    assert task_reads, text
+    # Every read of ready rows is a seek into one priority's ready range, never a walk over
+    # the scheduled rows of better priorities.
+    assert all(
+        f"USING INDEX {index} (" in d and "priority=? AND run_at<?" in d for d in task_reads
+    ), text
+    assert _sorted_task_reads(plan) == [], text
+
+
+def _fill_far_future(count: int, priority: int = 10) -> None:
+    Task.objects.bulk_create(
+        Task(
+            task_name="tests.testapp.tasks.record",
+            params={"args": ["later"], "kwargs": {}},
+            task_hash="x",
+            priority=priority,
+            run_at=NOW + timedelta(days=1, seconds=i),
+        )
+        for i in range(count)
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's planner only")
+@pytest.mark.parametrize("queues", [[], ["a"], ["a", "b"]])
+def test_postgresql_claim_plan__reads_one_priority_by_index_seek_and_sorts_no_task_rows(
+    queues: list[str],
+) -> None:
+    _fill_far_future(500)
+    make("ready", queue="a")
+    table = connection.ops.quote_name(Task._meta.db_table)
+    sql = postgresql_claim_sql(table, queues, descending=True)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {table}")
+        # As on a big table: the planner would read a table this small whole.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        cursor.execute("EXPLAIN " + sql, postgresql_claim_params("w", queues, 1, NOW))
+        lines = [row[0] for row in cursor.fetchall()]
+    text = "\n".join(lines)
+
+    # Each read of ready rows (those filtering on locked_by) seeks into one priority's ready
+    # range: never a walk over the scheduled rows of better priorities.
+    table_name = Task._meta.db_table
+    scans = [i for i, line in enumerate(lines) if "Scan" in line and f" on {table_name} " in line]
+    ready_reads = []
+    for i in scans:
+        details = []
+        for line in lines[i + 1 :]:
+            if "->" in line or not line.strip().startswith(("Index Cond", "Filter")):
+                break
+            details.append(line)
+        if any("locked_by IS NULL" in d for d in details):
+            ready_reads.append(details)
+    assert ready_reads, text
+    for details in ready_reads:
+        cond = next((d for d in details if "Index Cond" in d), "")
+        assert "(priority = " in cond and "run_at <=" in cond, text
+    # No sort takes task rows straight from a scan (sorts of the few priorities or of the
+    # queues x LIMIT merged rows sit above a CTE or an Append instead).
+    for i, line in enumerate(lines):
+        if line.strip().lstrip("-> ").startswith("Sort"):
+            child = next(x for x in lines[i + 1 :] if "->" in x)
+            assert Task._meta.db_table not in child or "nxt" in child, text
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "mysql", reason="MySQL/MariaDB's planner only")
+@pytest.mark.parametrize("queues", [[], ["a"]])
+def test_mysql_claim_plan__reads_one_priority_by_index_range_without_filesort(
+    queues: list[str],
+) -> None:
+    _fill_far_future(500)
+    make("ready", queue="a")
+    table = connection.ops.quote_name(Task._meta.db_table)
+    select = claims.candidates_sql(table, queues, " FOR UPDATE SKIP LOCKED", False, "%s")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "EXPLAIN " + claims.mysql_level_sql(table, queues, True, below=True),
+            [NOW, *queues, 10],
+        )
+        top = cursor.fetchall()
+        columns = [c[0] for c in cursor.description]
+        cursor.execute("EXPLAIN " + select, [NOW, *queues, 0, 1])
+        read = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    top_rows = [dict(zip(columns, row, strict=True)) for row in top]
+
+    assert [(r["type"], r["key"]) for r in read] in (
+        [("range", "bgtasks_task_claim")],
+        [("range", "bgtasks_task_queue_claim")],
+    ), read
+    assert "filesort" not in str(read[0]["Extra"]), read
+    # The next priority below the far-future rows' and its readiness are found by index seeks
+    # (range, ref), never by scanning the index or the table from its start.
+    task_reads = [r for r in top_rows if r["table"] == Task._meta.db_table]
+    assert len(task_reads) == 2, top_rows
+    assert all(r["type"] in ("range", "ref") for r in task_reads), top_rows

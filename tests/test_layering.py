@@ -53,6 +53,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "models",
             "states",
             "claims",
+            "claimed_rows",
+            "connection_reuse",
             "charsets",
             "isolation",
             "wakeup",

@@ -57,7 +57,8 @@ def progress_writes(queries: CaptureQueriesContext) -> int:
     return sum(
         1
         for query in queries.captured_queries
-        if query["sql"].startswith("UPDATE") and "progress_done" in query["sql"]
+        # In the SET clause: a claim returns the progress columns too, it does not write them.
+        if query["sql"].startswith("UPDATE") and "progress_done" in query["sql"].split(" WHERE ")[0]
     )
 
 

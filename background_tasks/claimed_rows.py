@@ -1,0 +1,58 @@
+"""Tasks built from the rows a claim statement returned, with no second read.
+
+PostgreSQL and SQLite return the claimed rows from the claim's ``UPDATE … RETURNING``. The
+values are converted exactly as the ORM converts a query's columns (the backend's converters,
+then the field's), so a task built here equals one loaded by ``Task.objects.get``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    from .models import Task
+
+
+def returning_sql(connection: BaseDatabaseWrapper, qualify: bool) -> str:
+    """Return the column list of a ``RETURNING`` clause: every column of the task table.
+
+    The primary key comes first (``id`` is the model's first field): callers read the ids
+    from the first column even when the rest cannot be loaded.
+    """
+    from .models import Task
+
+    assert Task._meta.concrete_fields[0].primary_key
+
+    quote = connection.ops.quote_name
+    prefix = f"{quote(Task._meta.db_table)}." if qualify else ""
+    return ", ".join(prefix + quote(field.column) for field in Task._meta.concrete_fields)
+
+
+def build(connection: BaseDatabaseWrapper, using: str, rows: Sequence[Sequence[Any]]) -> list[Task]:
+    """Return a Task per row (columns in ``returning_sql`` order); raise if a value cannot load."""
+    from .models import Task
+
+    fields = Task._meta.concrete_fields
+    converters: list[list[Callable[..., Any]]] = []
+    columns = []
+    for field in fields:
+        column = field.get_col(Task._meta.db_table)
+        columns.append(column)
+        converters.append(
+            [*connection.ops.get_db_converters(column), *column.get_db_converters(connection)]
+        )
+    names = [field.attname for field in fields]
+    tasks = []
+    for row in rows:
+        values = list(row)
+        for i, steps in enumerate(converters):
+            for convert in steps:
+                values[i] = convert(values[i], columns[i], connection)
+        tasks.append(Task.from_db(using, names, values))
+    return tasks
+
+
+__all__ = ["build", "returning_sql"]

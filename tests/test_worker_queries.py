@@ -1,0 +1,90 @@
+"""What a worker pays per task: its statements and its connections, counted per database.
+
+The counts are exact on purpose: a change that adds a round trip per task must show up here,
+and be argued for (docs/worker.md lists what the statements are).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from django.db import connection, connections
+from django.db.backends.signals import connection_created
+
+from background_tasks.models import Task
+from background_tasks.worker import Worker
+from tests.testapp.tasks import no_arguments
+
+#: Statements per no-op task at Django's default CONN_MAX_AGE (0), one runner thread:
+#: the claim (returning the rows where the database can), then the outcome (delete the row,
+#: insert its history row, in one transaction; SQLite's BEGIN IMMEDIATE is a statement).
+#: MySQL/MariaDB: SET TRANSACTION, the priority read, the locking read, the UPDATE, the read
+#: of the claimed rows, then the outcome.
+QUERIES_PER_TASK = {"sqlite": 4, "postgresql": 3, "mysql": 7}
+
+
+@dataclass
+class Tally:
+    """Every statement and every new connection of any thread, while it listens."""
+
+    statements: list[str] = field(default_factory=list)
+    connects: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(
+        self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        with self.lock:
+            self.statements.append(sql)
+        return execute(sql, params, many, context)
+
+    def watch(self, sender: object, connection: Any, **kwargs: object) -> None:
+        with self.lock:
+            self.connects += 1
+        if self not in connection.execute_wrappers:
+            connection.execute_wrappers.append(self)
+
+
+@contextmanager
+def tallied() -> Iterator[Tally]:
+    tally = Tally()
+    connection_created.connect(tally.watch)
+    for conn in connections.all(initialized_only=True):
+        conn.execute_wrappers.append(tally)
+    try:
+        yield tally
+    finally:
+        connection_created.disconnect(tally.watch)
+        for conn in connections.all(initialized_only=True):
+            if tally in conn.execute_wrappers:
+                conn.execute_wrappers.remove(tally)
+
+
+def drain(tasks: int) -> Tally:
+    """Enqueue ``tasks`` no-op tasks, then count what one --burst worker spends draining them."""
+    Task.objects.all().delete()
+    for _ in range(tasks):
+        no_arguments()
+    with tallied() as tally:
+        assert Worker(burst=True, sleep=60, concurrency=1).run() == 0
+    assert not Task.objects.exists()
+    return tally
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker__a_no_op_task_costs_a_fixed_number_of_statements_and_no_connection() -> None:
+    few, many = drain(3), drain(13)
+
+    per_task = (len(many.statements) - len(few.statements)) / 10
+    extra = "\n".join(many.statements[len(few.statements) :][:20])
+    # Rounded: the fixed cost of a run (start-up, the last empty claim, the shutdown) varies
+    # by a statement or two between runs; one more statement per task would still show.
+    assert round(per_task) == QUERIES_PER_TASK[connection.vendor], (per_task, extra)
+    # The worker's connections are opened once, not once per task, at Django's default
+    # CONN_MAX_AGE = 0.
+    assert many.connects == few.connects
