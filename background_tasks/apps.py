@@ -15,7 +15,10 @@ class BackgroundTasksConfig(AppConfig):
         from . import checks, logs  # noqa: F401 - registers system checks and log receivers
         from .conf import app_settings
         from .django_tasks import connect, tasks_framework_available
+        from .enqueue import new_task
+        from .models import plug_new_task_builder
 
+        plug_new_task_builder(new_task)  # Task.objects.new_task(), django-background-tasks' API
         if tasks_framework_available():  # django.tasks (Django 6.0+) or the django-tasks backport
             connect()  # resolving Django Tasks' names, Django's task signals sent from ours
 

@@ -341,3 +341,40 @@ def _set_creator(task_name: str, row: Task, creator: object, using: str) -> None
             f"and the column holds {OBJECT_ID_LENGTH}."
         )
     row.creator = creator
+
+
+def new_task(
+    task_name: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    *,
+    run_at: datetime | None,
+    priority: int,
+    queue: str | None,
+    verbose_name: str | None,
+    creator: models.Model | None,
+    repeat: Any,
+    repeat_until: datetime | None,
+    remove_existing_tasks: bool,
+) -> Task:
+    """Build the unsaved row of django-background-tasks' ``Task.objects.new_task()``, checked."""
+    from .models import Task
+    from .registry import registry
+
+    now = timezone.now()
+    row = build_row(
+        registry.get(task_name),
+        args,
+        kwargs,
+        now=now,
+        schedule=run_at if run_at is not None else now,
+        priority=priority,
+        queue=queue,
+        verbose_name=verbose_name,
+        creator=creator,
+        repeat=repeat,
+        repeat_until=repeat_until,
+    )
+    if remove_existing_tasks:
+        delete_pending_duplicates(row, router.db_for_write(Task))
+    return row

@@ -6,6 +6,7 @@ QuerySet (its states) sits with it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -114,6 +115,17 @@ def name_q(name: str) -> models.Q:
     return models.Q(task_name=name) | models.Q(task_name__endswith="." + name)
 
 
+#: Builds the row of ``Task.objects.new_task()``. The enqueue path it needs is a layer above the
+#: models, so ``AppConfig.ready()`` plugs it in here instead of the models importing it.
+_new_task_builder: Callable[..., Task] | None = None
+
+
+def plug_new_task_builder(builder: Callable[..., Task]) -> None:
+    """Set what ``Task.objects.new_task()`` builds its row with (called from ``ready()``)."""
+    global _new_task_builder
+    _new_task_builder = builder
+
+
 class TaskQuerySet(models.QuerySet["Task"]):
     """Filters of the live queue by state (``Task.objects``)."""
 
@@ -205,28 +217,21 @@ class TaskQuerySet(models.QuerySet["Task"]):
         the waiting copies (same name and arguments) at once, as there. A row saved this way
         sends no ``task_created`` signal and no PostgreSQL wake-up (workers find it by polling).
         """
-        from django.db import router
-
-        from .enqueue import build_row, delete_pending_duplicates
-        from .registry import registry
-
-        now = timezone.now()
-        row = build_row(
-            registry.get(task_name),
+        if _new_task_builder is None:  # pragma: no cover - plugged in by AppConfig.ready()
+            raise RuntimeError("Task.objects.new_task() needs the background_tasks app ready.")
+        return _new_task_builder(
+            task_name,
             list(args or ()),
             dict(kwargs or {}),
-            now=now,
-            schedule=run_at if run_at is not None else now,
+            run_at=run_at,
             priority=priority,
             queue=queue,
             verbose_name=verbose_name,
             creator=creator,
             repeat=repeat,
             repeat_until=repeat_until,
+            remove_existing_tasks=remove_existing_tasks,
         )
-        if remove_existing_tasks:
-            delete_pending_duplicates(row, router.db_for_write(Task))
-        return row
 
     def get_task(
         self,

@@ -100,12 +100,7 @@ LAYERS: list[tuple[str, set[str]]] = [
 
 #: Upward imports still to be removed, each with its reason. The test fails when one is gone
 #: (take it off this list) as much as when a new one appears.
-KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    # django-background-tasks' Task.objects.new_task() is an insert path on the model manager;
-    # it goes when that insert moves to the one insert path.
-    ("models", "enqueue"): "Task.objects.new_task() builds its row with enqueue.build_row()",
-    ("models", "registry"): "Task.objects.new_task() looks the task up in the registry",
-}
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
 
 def _modules() -> dict[str, Path]:
