@@ -17,7 +17,6 @@ from django.utils import timezone
 
 from ..columns import TASK_NAME_LENGTH, queue_problem, text_problem
 from ..conf import app_settings
-from ..enqueue import insert_task
 from ..installed import require_installed
 from ..serialization import check_signature, encode_params, params_hash
 from .framework import (
@@ -92,6 +91,9 @@ class DatabaseBackend(BaseTaskBackend):
         self, task: DjangoTask[P, R], args: list[Any], kwargs: dict[str, Any]
     ) -> TaskResult[P, R]:
         """Insert a row for the call in the caller's transaction and return its result."""
+        # Here, not at the top: the backend is created from the TASKS setting before the app is
+        # known to be installed, and the enqueue path loads the models.
+        from ..enqueue import insert_task
         from ..models import Task as QueuedTask
 
         self.validate_task(task)
