@@ -15,7 +15,9 @@ from django.utils import timezone
 
 from background_tasks import outcome_hours, overview, retention
 from background_tasks.models import CompletedTask, OutcomeHour
+from background_tasks.worker import Worker
 from tests.fixtures import CLOCK_START, Clock
+from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -307,3 +309,20 @@ def test_pruning_pass__goes_on_when_the_summary_fails(
 
     assert deleted["succeeded"] == 1
     assert "event=outcome_hours_error" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(BACKGROUND_TASKS_PRUNE_INTERVAL=1.0)
+def test_worker__its_pruning_passes_count_the_closed_hours_of_the_day() -> None:
+    now = timezone.now()
+    hour = outcome_hours.hour_of(now) - 2 * HOUR
+    outcome("failed", hour + timedelta(minutes=7), count=3)
+    for key in "abcdef":
+        tasks.record(key)
+    ticks = iter(range(0, 10_000))
+
+    # Every reading of this clock is a second later: each loop turn finds a pass due.
+    Worker(burst=True, sleep=0.01, clock=lambda: float(next(ticks))).run()
+
+    assert counts(OutcomeHour.objects.get(hour=hour)) == (0, 3, 0)
+    assert OutcomeHour.objects.count() >= outcome_hours.HOURS_PER_PASS
