@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.db import DatabaseError, connection, connections
+from django.db.models import QuerySet
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -115,6 +116,25 @@ def test_summarise__an_hour_another_process_stored_first_is_kept_as_it_is(now: d
 
     assert counts(known[hour]) == (2, 0, 0)
     assert OutcomeHour.objects.filter(hour=hour).count() == 1
+
+
+def test_summarise__a_count_it_cannot_store_is_logged_and_still_returned(
+    now: datetime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    hour = outcome_hours.hour_of(now) - 2 * HOUR
+    outcome("failed", hour + timedelta(minutes=1))
+
+    def read_only(*args: Any, **kwargs: Any) -> None:
+        # A real failed statement: on PostgreSQL it aborts the transaction it runs in.
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO no_such_table_for_outcome_hours VALUES (1)")
+
+    monkeypatch.setattr(QuerySet, "bulk_create", read_only)
+    known = outcome_hours.summarise([hour])
+
+    assert counts(known[hour]) == (0, 1, 0)
+    assert "event=outcome_hours_not_stored hours=1" in caplog.text
+    assert not OutcomeHour.objects.exists()  # the connection is still usable
 
 
 @pytest.mark.concurrency
