@@ -531,10 +531,39 @@ class LegacyImport(models.Model):
         return f"{self.source_table} {self.source_id} -> {self.target_model} {self.target_id}"
 
 
+class OutcomeHour(models.Model):
+    """The outcomes of one closed hour of the history, counted once.
+
+    Why a table: the dashboard's day chart would otherwise count every outcome of the last
+    24 hours on each page load, a cost that grows with the day's throughput. An hour is counted
+    (an index range count on ``CompletedTask``) once it has closed, by a worker's pruning pass
+    or by the dashboard, whichever comes first; the unique hour lets two of them store it at
+    the same time without an error or a double. The counts stay what the history held then,
+    even once retention has pruned the rows (see docs/admin.md).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    #: Start of the hour: UTC (USE_TZ = True) or local wall-clock time (USE_TZ = False).
+    hour = models.DateTimeField(_("hour"), unique=True)
+    succeeded = models.PositiveIntegerField(_("succeeded"), default=0)
+    failed = models.PositiveIntegerField(_("failed"), default=0)
+    cancelled = models.PositiveIntegerField(_("cancelled"), default=0)
+    counted_at = models.DateTimeField(_("counted at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("outcome hour")
+        verbose_name_plural = _("outcome hours")
+        ordering = ["hour"]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00}"
+
+
 __all__ = [
     "QUARANTINED",
     "CompletedTask",
     "LegacyImport",
+    "OutcomeHour",
     "Schedule",
     "Task",
     "TaskBase",

@@ -1,8 +1,9 @@
 """What the admin dashboard shows, read in a few cheap queries.
 
 The live table is small; the history can hold millions of rows, so every query on it reads a
-range of the (status, finished_at) index: the last hour or day of outcomes, or the latest
-failures. Nothing here counts or scans the whole history.
+range of the (status, finished_at) index: the last hour of outcomes, or the latest failures.
+The day chart's closed hours are read from their summary (``outcome_hours``), counted once per
+hour. Nothing here counts or scans the whole history, nor a whole day of it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 
 from django.db import router
 from django.db.models import Count, Min, Q
-from django.db.models.functions import TruncHour, TruncMinute
+from django.db.models.functions import TruncMinute
 
+from . import outcome_hours
 from .conf import app_settings
 from .models import CompletedTask, Schedule, Task, Worker
 from .states import TaskState, state_q
@@ -106,12 +108,6 @@ def queue_states(now: datetime) -> list[QueueState]:
     ]
 
 
-def _floor(moment: datetime, step: timedelta) -> datetime:
-    if step >= timedelta(hours=1):
-        return moment.replace(minute=0, second=0, microsecond=0)
-    return moment.replace(second=0, microsecond=0)
-
-
 def _key(moment: datetime) -> datetime:
     """Compare bucket starts as naive UTC (aware) or as they are (USE_TZ = False)."""
     if moment.tzinfo is not None:
@@ -119,39 +115,74 @@ def _key(moment: datetime) -> datetime:
     return moment
 
 
-def throughput(now: datetime, step: timedelta, count: int) -> list[Bucket]:
-    """Return succeeded and failed outcomes per ``step`` (a minute or an hour), oldest first.
+@dataclass(frozen=True)
+class Charts:
+    """Outcomes per minute over the last hour and per hour over the last day, oldest first."""
 
-    The last of ``count`` buckets is the one ``now`` falls in. Buckets are UTC minutes or
-    hours (the same as local ones but in zones offset by a fraction of an hour).
+    minutes: list[Bucket]
+    hours: list[Bucket]
+
+
+def _per_minute(since: datetime) -> dict[tuple[datetime, str], int]:
+    """Count successes and failures per minute from ``since`` on: one index range."""
+    rows = (
+        CompletedTask.objects.using(_using())
+        .filter(status__in=[SUCCEEDED, FAILED], finished_at__gte=since)
+        .order_by()
+        .annotate(minute=TruncMinute("finished_at", tzinfo=dt_timezone.utc))
+        .values("minute", "status")
+        # COUNT(*), not COUNT(id): the (status, finished_at) index answers it alone.
+        .annotate(n=Count("*"))
+    )
+    return {(_key(row["minute"]), row["status"]): row["n"] for row in rows if row["minute"]}
+
+
+def outcome_charts(now: datetime) -> Charts:
+    """Return succeeded and failed outcomes per minute (60) and per hour (24) up to ``now``.
+
+    Closed hours come from their summary (``outcome_hours``; a missing one is counted and
+    stored now). One live query counts per minute from the start of the minute chart, or of
+    the oldest hour not closed yet when that is earlier: it serves the minute chart and the
+    open hours of the day chart. Buckets are UTC minutes and hours (local wall-clock ones with
+    USE_TZ = False).
     """
     if now.tzinfo is not None:
         now = now.astimezone(dt_timezone.utc)
-    first = _floor(now, step) - step * (count - 1)
-    trunc = TruncHour if step >= timedelta(hours=1) else TruncMinute
-    rows = (
-        CompletedTask.objects.using(_using())
-        .filter(status__in=[SUCCEEDED, FAILED], finished_at__gte=first)
-        .order_by()
-        .annotate(bucket=trunc("finished_at", tzinfo=dt_timezone.utc))
-        .values("bucket", "status")
-        .annotate(n=Count("id"))
-    )
-    found: dict[tuple[datetime, str], int] = {}
-    for row in rows:
-        if row["bucket"] is not None:
-            found[(_key(row["bucket"]), row["status"])] = row["n"]
-    buckets = []
-    for index in range(count):
-        start = first + step * index
-        buckets.append(
+    first_minute = now.replace(second=0, microsecond=0) - timedelta(minutes=59)
+    hours = outcome_hours.window(now)
+    closed = [hour for hour in hours if outcome_hours.is_closed(hour, now)]
+    open_hours = [hour for hour in hours if not outcome_hours.is_closed(hour, now)]
+    summary = outcome_hours.summarise(closed)
+    live = _per_minute(min([first_minute, *open_hours]))
+
+    minutes = []
+    for index in range(60):
+        start = first_minute + timedelta(minutes=index)
+        minutes.append(
             Bucket(
-                start=start,
-                succeeded=found.get((_key(start), SUCCEEDED), 0),
-                failed=found.get((_key(start), FAILED), 0),
+                start,
+                succeeded=live.get((_key(start), SUCCEEDED), 0),
+                failed=live.get((_key(start), FAILED), 0),
             )
         )
-    return buckets
+    live_hours: dict[tuple[datetime, str], int] = {}
+    for (minute, status), n in live.items():
+        key = (minute.replace(minute=0), status)
+        live_hours[key] = live_hours.get(key, 0) + n
+    per_hour = []
+    for hour in hours:
+        if hour in summary:
+            row = summary[hour]
+            per_hour.append(Bucket(hour, succeeded=row.succeeded, failed=row.failed))
+        else:  # not closed yet: counted live
+            per_hour.append(
+                Bucket(
+                    hour,
+                    succeeded=live_hours.get((_key(hour), SUCCEEDED), 0),
+                    failed=live_hours.get((_key(hour), FAILED), 0),
+                )
+            )
+    return Charts(minutes=minutes, hours=per_hour)
 
 
 def error_summary(error: str, limit: int = 200) -> str:

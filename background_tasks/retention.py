@@ -10,6 +10,10 @@ other. SQLite has one writer at a time: there each batch is a single ``DELETE`` 
 A pass that filled a batch comes back soon (``CATCH_UP_DELAY``), so a large backlog drains at
 a bounded pace instead of in one long delete. ``background_tasks prune`` remains for one-off
 clean-ups.
+
+A pass also keeps the dashboard's hourly summary up (``outcome_hours.keep_up``): it counts the
+closed hours not counted yet (a few at most per pass), before retention can delete their rows,
+and deletes summary rows past their use.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from django.db import DatabaseError, connections, router, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from . import outcome_hours
 from .conf import app_settings
 from .models import CompletedTask
 
@@ -91,8 +96,16 @@ def prune_batch(status: str, cutoff: datetime, limit: int) -> int:
 
 
 def prune_expired(now: datetime | None = None, batch_size: int | None = None) -> dict[str, int]:
-    """Run one pruning pass: one batch per status with a retention; return rows deleted each."""
+    """Run one pruning pass: one batch per status with a retention; return rows deleted each.
+
+    First, the dashboard's hourly summary is kept up, so that an hour is counted before
+    retention deletes its rows; its failure is logged and does not stop the pruning.
+    """
     now = now or timezone.now()
+    try:
+        outcome_hours.keep_up(now)
+    except DatabaseError as exc:
+        logger.warning("event=outcome_hours_error error=%r", exc)
     limit = int(app_settings.PRUNE_BATCH_SIZE if batch_size is None else batch_size)
     return {
         status: prune_batch(status, now - kept, limit)

@@ -179,6 +179,10 @@ def dashboard(results: Sequence[DashboardResult]) -> str:
             r.label,
             r.rows,
             round(r.insert_seconds),
+            round(r.cold_ms, 1),
+            r.cold_queries,
+            r.hours_counted,
+            round(r.fill_ms, 1),
             r.rounds,
             round(r.median_ms, 1),
             round(r.p95_ms, 1),
@@ -187,15 +191,19 @@ def dashboard(results: Sequence[DashboardResult]) -> str:
         )
         for r in results
     ]
+    headers = ["history span", "rows", "fill s", "cold ms", "cold queries", "hours counted"]
+    headers += ["counting ms", "loads", "median ms", "p95 ms", "max ms", "queries"]
     parts = [
-        table(
-            ["history span", "rows", "fill s", "loads", "median ms", "p95 ms", "max ms", "queries"],
-            rows,
-        )
+        table(headers, rows),
+        "cold: the first load, which counts the closed hours of the day (counting ms: its hour"
+        " counts and insert); then the warm loads.",
     ]
     for r in results:
-        parts.append(f"\nqueries of one page load ({r.label}):")
+        parts.append(f"\nqueries of one warm page load ({r.label}):")
         parts.append(table(["query", "ms"], [(n, round(ms, 2)) for n, ms in r.query_ms]))
         parts.append("plans of the history queries:")
         parts.extend(f"  {name}: {plan}" for name, plan in r.plans)
+        parts.append(
+            f"a worker's pruning pass counting {r.pass_hours} missing hours: {r.pass_ms:.1f} ms"
+        )
     return "\n".join(parts)

@@ -16,8 +16,15 @@ from django.utils import timezone
 
 from background_tasks import overview
 from background_tasks.conf import app_settings
-from background_tasks.models import CompletedTask, Schedule, Task, TaskState, Worker
-from tests.fixtures import StaffLogin
+from background_tasks.models import (
+    CompletedTask,
+    OutcomeHour,
+    Schedule,
+    Task,
+    TaskState,
+    Worker,
+)
+from tests.fixtures import CLOCK_START, Clock, StaffLogin
 
 pytestmark = pytest.mark.django_db
 
@@ -164,7 +171,7 @@ def test_dashboard__shows_the_age_of_the_oldest_due_task_per_queue(admin_client:
     assert "30\xa0minutes" in response.content.decode()
 
 
-def test_throughput__counts_successes_and_failures_per_minute_oldest_first() -> None:
+def test_outcome_charts__count_successes_and_failures_per_minute_oldest_first() -> None:
     now = timezone.now().replace(second=30, microsecond=0)
     outcome("succeeded", now)
     outcome("succeeded", now - timedelta(seconds=10))
@@ -172,7 +179,7 @@ def test_throughput__counts_successes_and_failures_per_minute_oldest_first() -> 
     outcome("cancelled", now)  # neither
     outcome("succeeded", now - timedelta(minutes=61))  # before the hour
 
-    buckets = overview.throughput(now, timedelta(minutes=1), 60)
+    buckets = overview.outcome_charts(now).minutes
 
     assert len(buckets) == 60
     assert (buckets[-1].succeeded, buckets[-1].failed) == (2, 0)
@@ -181,17 +188,21 @@ def test_throughput__counts_successes_and_failures_per_minute_oldest_first() -> 
     assert [b.start for b in buckets] == sorted(b.start for b in buckets)
 
 
-def test_throughput__counts_per_hour_over_the_last_day() -> None:
+def test_outcome_charts__count_per_hour_over_the_last_day() -> None:
     now = timezone.now().replace(minute=30, second=0, microsecond=0)
     outcome("failed", now - timedelta(hours=5))
     outcome("succeeded", now - timedelta(hours=23))
     outcome("succeeded", now - timedelta(hours=25))  # before the day
+    outcome("succeeded", now - timedelta(minutes=10))  # this hour, counted live
 
-    buckets = overview.throughput(now, timedelta(hours=1), 24)
+    buckets = overview.outcome_charts(now).hours
 
+    assert len(buckets) == 24
     assert buckets[-6].failed == 1
     assert buckets[0].succeeded == 1
-    assert sum(b.succeeded + b.failed for b in buckets) == 2
+    assert buckets[-1].succeeded == 1
+    assert sum(b.succeeded + b.failed for b in buckets) == 3
+    assert [b.start for b in buckets] == sorted(b.start for b in buckets)
 
 
 def test_dashboard__draws_both_charts_as_inline_svg(admin_client: Client) -> None:
@@ -284,23 +295,32 @@ def test_dashboard__refreshes_itself_only_when_asked(admin_client: Client) -> No
 
 # -- cost ---------------------------------------------------------------------------------------
 
-#: Session and user, then: live counts, two charts, failures, running tasks, workers, schedules.
+#: Session and user, then: live counts, the day's hourly summary, outcomes per minute, failures,
+#: running tasks, workers, schedules.
 DASHBOARD_QUERIES = 2 + 7
 
 
+def _is_history_query(sql: str) -> bool:
+    return HISTORY_TABLE in sql
+
+
 def test_dashboard__runs_the_same_few_queries_however_much_there_is(
-    client: Client, django_user_model: type[User]
+    client: Client, django_user_model: type[User], clock: Clock
 ) -> None:
     user = django_user_model.objects.create_superuser("boss", password="not-used")
     client.force_login(user)
+    clock.move_to(CLOCK_START + timedelta(minutes=30))
     now = timezone.now()
 
     populate(now)
+    with CaptureQueriesContext(connection) as cold:
+        assert client.get(reverse(DASHBOARD)).status_code == 200
     with CaptureQueriesContext(connection) as few:
         assert client.get(reverse(DASHBOARD)).status_code == 200
     for index in range(30):
         task(queue=f"q{index}")
         outcome("failed", now - timedelta(minutes=index), last_error="x")
+        outcome("succeeded", now - timedelta(hours=index % 23 + 1), last_error="x")
         worker(f"extra{index}", alive=bool(index % 2))
         task(locked_by=f"extra{index}", locked_at=now)
     with CaptureQueriesContext(connection) as many:
@@ -309,13 +329,20 @@ def test_dashboard__runs_the_same_few_queries_however_much_there_is(
     assert len(few) == len(many) == DASHBOARD_QUERIES, json.dumps(
         [q["sql"] for q in many.captured_queries], indent=1
     )
+    # The first load counted the 23 closed hours of the day, one query each, and stored them;
+    # the next ones count none.
+    history = [sql for sql in (q["sql"] for q in cold.captured_queries) if _is_history_query(sql)]
+    assert len(history) == 23 + 2  # the hours, outcomes per minute, latest failures
+    assert OutcomeHour.objects.count() == 23
+    assert len([q for q in many.captured_queries if _is_history_query(q["sql"])]) == 2
 
 
 def _history_queries(client: Client) -> list[str]:
     with CaptureQueriesContext(connection) as queries:
         assert client.get(reverse(DASHBOARD)).status_code == 200
-    found = [q["sql"] for q in queries.captured_queries if HISTORY_TABLE in q["sql"]]
-    assert len(found) == 3  # two charts and the latest failures
+    found = [q["sql"] for q in queries.captured_queries if _is_history_query(q["sql"])]
+    # A first load: an hour's count per closed hour, outcomes per minute, latest failures.
+    assert len(found) == 23 + 2
     return found
 
 
@@ -358,10 +385,11 @@ def _full_scans(sql: str) -> list[str]:
 # Committed rows: ANALYZE TABLE commits on MySQL/MariaDB, so the test's data must be flushed.
 @pytest.mark.django_db(transaction=True)
 def test_dashboard__reads_the_history_by_index_ranges_never_a_full_scan(
-    client: Client, django_user_model: type[User]
+    client: Client, django_user_model: type[User], clock: Clock
 ) -> None:
     user = django_user_model.objects.create_superuser("boss", password="not-used")
     client.force_login(user)
+    clock.move_to(CLOCK_START + timedelta(minutes=30))
     now = timezone.now()
     # Enough old rows that a planner weighing costs would not scan the table for a day's worth.
     CompletedTask.objects.bulk_create(
@@ -389,7 +417,7 @@ def test_dashboard__reads_the_history_by_index_ranges_never_a_full_scan(
     try:
         # The check can tell: a filter on a column no index covers is a full scan.
         assert _full_scans(f"SELECT COUNT(*) FROM {HISTORY_TABLE} WHERE worker = 'x'") != []
-        for sql in _history_queries(client):
+        for sql in set(_history_queries(client)):
             assert _full_scans(sql) == [], sql
     finally:
         if connection.vendor == "postgresql":

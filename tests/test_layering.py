@@ -60,6 +60,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "wakeup",
             "task_progress",
             "retention",
+            "outcome_hours",
         },
     ),
     (
