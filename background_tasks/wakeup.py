@@ -89,7 +89,11 @@ class Listener:
         self._thread.start()
 
     def stop(self) -> None:
+        """Ask the thread to end; it closes its connection within a second."""
         self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
 
     def _run(self) -> None:
         self._failures = 0
@@ -114,7 +118,13 @@ class Listener:
             raw.autocommit = True
             raw.execute(f"LISTEN {CHANNEL}")
             self._failures = 0
+            # A task committed before LISTEN took effect (while the worker was starting, or
+            # while this connection was down) sent its notification to nobody: one claim now
+            # finds it, instead of the next poll.
+            self.wake.ring()
             while not self._stop.is_set():
+                # notifies() waits on the socket (no polling): a notification is handed over as
+                # soon as it arrives. The timeout only bounds how late a stop is noticed.
                 for notification in raw.notifies(timeout=1.0):
                     if not self.queues or notification.payload in self.queues:
                         self.wake.ring()
