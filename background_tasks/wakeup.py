@@ -22,6 +22,8 @@ from .outage import pause_before_try
 logger = logging.getLogger("background_tasks")
 
 CHANNEL = "background_tasks"
+#: Seconds a starting worker waits for its listener's first LISTEN before its first claim.
+FIRST_LISTEN_WAIT = 5.0
 
 
 class Alarm:
@@ -68,6 +70,7 @@ class Listener:
         self.queues = set(queues)
         self.wake = wake
         self._stop = threading.Event()
+        self._first_try_done = threading.Event()
         self._failures = 0
         self._thread = threading.Thread(
             target=self._run, name="background_tasks-listener", daemon=True
@@ -85,11 +88,21 @@ class Listener:
             return False
         return (major, minor) >= (3, 2)
 
-    def start(self) -> None:
+    def start(self, wait: float = FIRST_LISTEN_WAIT) -> None:
+        """Start the thread; return once its first LISTEN worked or failed (``wait`` at most).
+
+        So the worker's first claim comes after LISTEN: a task enqueued in between is either
+        seen by that claim or announced to this listener.
+        """
         self._thread.start()
+        self._first_try_done.wait(wait)
 
     def stop(self) -> None:
+        """Ask the thread to end; it closes its connection within a second."""
         self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
 
     def _run(self) -> None:
         self._failures = 0
@@ -97,6 +110,7 @@ class Listener:
             try:
                 self._listen()
             except Exception as exc:
+                self._first_try_done.set()
                 # The same backoff as the worker's outages, restarted by each LISTEN that worked.
                 pause = pause_before_try(
                     self._failures,
@@ -114,7 +128,14 @@ class Listener:
             raw.autocommit = True
             raw.execute(f"LISTEN {CHANNEL}")
             self._failures = 0
+            if self._first_try_done.is_set():
+                # Listening again after a failure: a task committed while this connection was
+                # down sent its notification to nobody. One claim now finds it, not the next poll.
+                self.wake.ring()
+            self._first_try_done.set()
             while not self._stop.is_set():
+                # notifies() waits on the socket (no polling): a notification is handed over as
+                # soon as it arrives. The timeout only bounds how late a stop is noticed.
                 for notification in raw.notifies(timeout=1.0):
                     if not self.queues or notification.payload in self.queues:
                         self.wake.ring()

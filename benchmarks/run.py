@@ -21,11 +21,11 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENDORS = ("sqlite", "postgres", "mysql")
-PHASES = ("ceiling", "enqueue", "drain", "claims", "memory", "dashboard")
+PHASES = ("ceiling", "enqueue", "drain", "latency", "claims", "memory", "dashboard")
 #: Phases run when --phases is not given: the dashboard's million-row load is asked for.
-DEFAULT_PHASES = ("ceiling", "enqueue", "drain", "claims", "memory")
+DEFAULT_PHASES = ("ceiling", "enqueue", "drain", "latency", "claims", "memory")
 #: Phases of --quick when --phases is not given: a few seconds, so CI can run it every time.
-QUICK_PHASES = ("ceiling", "enqueue", "drain", "claims")
+QUICK_PHASES = ("ceiling", "enqueue", "drain", "latency", "claims")
 DEFAULT_URLS = {
     "sqlite": "sqlite:///.test-dbs/bench.sqlite3",
     "postgres": "postgres://postgres@127.0.0.1:5432/bench",
@@ -52,6 +52,16 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     return 0 if text.strip() == "0" else positive_int(text)
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
 
 
 def conn_max_age(text: str) -> str:
@@ -98,6 +108,21 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=phase_list,
         default=None,
         help=f"comma-separated subset of {','.join(PHASES)} (default: {','.join(DEFAULT_PHASES)})",
+    )
+    parser.add_argument(
+        "--latency-tasks",
+        type=positive_int,
+        default=None,
+        help="tasks of the latency phase, enqueued one at a time (default 200 where NOTIFY wakes "
+        "the worker, 12 where it polls; --quick 10 and 4)",
+    )
+    parser.add_argument(
+        "--latency-poll",
+        type=positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="--sleep of the latency phase's worker (default: POLL_INTERVAL, 5 s; "
+        "--quick 0.2 s where the worker polls)",
     )
     parser.add_argument(
         "--claim-rows",

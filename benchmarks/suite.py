@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db import DatabaseError, connection
 
-from . import ceiling, claim_cost, dashboard, db, machine, memory, report, throughput
+from . import ceiling, claim_cost, dashboard, db, latency, machine, memory, report, throughput
 from .workers import load_average
 
 
@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         "ceiling": lambda: _ceiling(args, measured),
         "enqueue": lambda: _enqueue(args, measured["ceiling"]),
         "drain": lambda: _drain(args, measured["ceiling"]),
+        "latency": lambda: _latency(args),
         "claims": lambda: _claims(args),
         "memory": lambda: _memory(args),
         "dashboard": lambda: _dashboard(args),
@@ -110,6 +111,24 @@ def _drain(args: argparse.Namespace, top: ceiling.Ceiling | None) -> Any:
     print(report.heading("2. Drain throughput (real process_tasks --burst processes)"))
     print(report.drain(startup, results, top), flush=True)
     return {"startup": startup, "runs": results}
+
+
+def _latency(args: argparse.Namespace) -> Any:
+    listen = latency.uses_listen()
+    # Where the worker polls, each sample waits about half a poll interval: fewer samples.
+    sizes = (200, 10) if listen else (12, 4)
+    count = args.latency_tasks or sizes[args.quick]
+    poll = args.latency_poll
+    if poll is None and args.quick and not listen:
+        poll = 0.2  # a few seconds in CI; the figure is then the 0.2 s poll's, not the default's
+    _progress(
+        f"latency: {count} tasks enqueued one at a time into an idle worker "
+        f"({'LISTEN/NOTIFY' if listen else 'polling'})"
+    )
+    result = latency.measure(count, poll)
+    print(report.heading("2b. Pickup latency of an idle worker (commit to task body)"))
+    print(latency.report(result), flush=True)
+    return result
 
 
 def _claims(args: argparse.Namespace) -> Any:
