@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, tzinfo
+from datetime import timezone as dt_timezone
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import (
     DatabaseError,
@@ -31,17 +32,22 @@ from .columns import (
 )
 from .conf import app_settings
 from .exceptions import InvalidTaskError
-from .options import options_of
+from .options import call_queue_and_priority
 from .schema import require_migrated
 from .serialization import check_signature, decode_params, encode_params, params_hash
 from .timezones import aware, to_db
-from .wakeup import notify_ready
+from .wakeup import notify_clause, notify_ready
 
 if TYPE_CHECKING:
     from .models import Task
     from .task_function import TaskFunction
 
 _UNIQUE_RETRIES = 5
+#: Rows per multi-row INSERT of a bulk write (``batch_size`` overrides it). Larger batches gain
+#: little, and keep the statement's parameters far below every driver's limit.
+BATCH_SIZE = 500
+
+_T = TypeVar("_T")
 
 
 def enqueue(
@@ -102,16 +108,25 @@ def insert_task(
 
 
 def insert_tasks(
-    rows: Sequence[Task], *, using: str, replace: bool = False, robust_signal: bool = False
+    rows: Sequence[Task],
+    *,
+    using: str,
+    replace: bool = False,
+    robust_signal: bool = False,
+    batch_size: int | None = None,
 ) -> list[Task]:
     """Insert new Task rows: the one way a task enters the queue. Return the rows that stand.
 
-    Every producer inserts through here (a call, a django.tasks enqueue, a cron tick, *Run
-    now* on a schedule, a retry of a finished task, the legacy import), so each row is
-    checked the same way, a row with a ``unique_key`` is not inserted while a pending copy
+    Every producer inserts through here (a call, a bulk call, a django.tasks enqueue, a cron
+    tick, *Run now* on a schedule, a retry of a finished task, the legacy import), so each row
+    is checked the same way, a row with a ``unique_key`` is not inserted while a pending copy
     exists (that copy stands in its place), ``replace`` first deletes pending tasks with the
     same name and arguments (``remove_existing_tasks``), idle PostgreSQL workers are woken
     once per queue with a row ready now, and ``task_created`` is sent for every row inserted.
+
+    Every row is checked before any is written. Several rows are written in one transaction
+    (the caller's, if there is one), the plain ones (no unique key, no ``replace``) in
+    multi-row ``INSERT`` statements of at most ``batch_size`` rows.
 
     ``robust_signal``: send ``task_created`` so that a raising receiver is only logged (for
     inserts by a worker or an operator, where the row must stand whatever a receiver does);
@@ -121,13 +136,27 @@ def insert_tasks(
         check_row(row)
         # The hash finds the pending duplicates ``replace`` deletes, before the row is saved.
         row.task_hash = row.task_hash or params_hash(row.task_name, row.params)
+    if not rows:
+        return []
     require_migrated(using)
-    standing = [_write(row, using, replace=replace) for row in rows]
+    now = timezone.now()
+    woken: set[str] = set()
+    if len(rows) == 1:
+        row = rows[0]
+        # A single ready row carries its wake-up in its own INSERT: no round trip of its own.
+        plain_and_ready = row.run_at <= now and not replace and not row.unique_key
+        clause = notify_clause(using, row.queue) if plain_and_ready else None
+        notifying = _Notifying(*clause) if clause is not None else None
+        standing = [_retried(using, rows, lambda: _write(row, using, replace, notifying))]
+        if notifying is not None and notifying.sent:
+            woken.add(row.queue)
+    else:
+        standing = _retried(using, rows, lambda: _write_all(rows, using, replace, batch_size))
     # A row that is not the one standing lost to a pending copy: nothing was created for it.
     created = [row for row, stood in zip(rows, standing, strict=True) if stood is row]
-    now = timezone.now()
     for queue in dict.fromkeys(row.queue for row in created if row.run_at <= now):
-        notify_ready(using, queue)
+        if queue not in woken:
+            notify_ready(using, queue)
     for row in created:
         _send_created(row, using, robust=robust_signal)
     return standing
@@ -187,10 +216,10 @@ def build_row(
 
     check_signature(task.name, task.func, args, kwargs)
     params = encode_params(task.name, task.func, args, kwargs)
-    tz = timezone.get_current_timezone()
     # The maths is in aware datetimes; the row gets what its columns hold (naive without USE_TZ).
     clock = aware(now)
     schedule = task.schedule if schedule is None else schedule
+    tz = _zone_for(schedule, repeat_until)
     run_at = to_db(timing.resolve_run_at(schedule, clock, tz))
     repeat_spec = timing.encode_repeat(repeat)
     if repeat_until is not None:
@@ -199,12 +228,10 @@ def build_row(
             if isinstance(repeat_until, datetime)
             else _bad_repeat_until(task.name, repeat_until)
         )
-    defaults = options_of(task)
-    priority = defaults.priority if priority is None else priority
+    queue, priority = call_queue_and_priority(task, queue, priority)
     problem = priority_problem(priority)
     if problem:
         raise InvalidTaskError(f"Task {task.name!r}: priority {problem}.")
-    queue = defaults.queue if queue is None else queue
     problem = queue_problem(queue)
     if problem:
         raise InvalidTaskError(f"Task {task.name!r}: queue {problem}.")
@@ -240,34 +267,105 @@ def delete_pending_duplicates(row: Task, using: str) -> None:
         _delete_pending_duplicates(row, using)
 
 
-def _write(row: Task, using: str, *, replace: bool) -> Task:
-    """Insert ``row``, first deleting pending duplicates if ``replace``; return the row that stands.
+def _retried(using: str, rows: Sequence[Task], write: Callable[[], _T]) -> _T:
+    """Run ``write``, again if MySQL/MariaDB rolled it back to break a deadlock.
 
     On MySQL/MariaDB a worker archiving the same unique task (delete, then insert its follower
-    with the same key) can deadlock with this delete and insert; InnoDB then rolls back one of
-    the two transactions. Outside a caller's transaction that rollback lost nothing else, so
-    the write is retried; inside one, the caller's whole transaction is gone and it must know.
+    with the same key) can deadlock with a delete and insert here; InnoDB then rolls back one
+    of the two transactions. Outside a caller's transaction that rollback lost nothing else,
+    so the write is retried; inside one, the caller's whole transaction is gone and it must
+    know.
     """
-
     connection = connections[using]
     for attempt in range(1, MYSQL_RETRIES + 1):
         try:
-            # Replacing is a delete and an insert, which must commit together.
-            with transaction.atomic(using=using) if replace else nullcontext():
-                if replace:
-                    _delete_pending_duplicates(row, using)
-                if row.unique_key:
-                    return _insert_unique(row, using)
-                row.save(using=using, force_insert=True)
-                return row
+            return write()
         except OperationalError as exc:
             code = exc.args[0] if exc.args else None
             retryable = connection.vendor == "mysql" and code in MYSQL_RETRYABLE_ERRORS
             if not retryable or connection.in_atomic_block or attempt == MYSQL_RETRIES:
                 raise
-            row.pk = None
+            for row in rows:
+                row.pk = None
+                row._state.adding = True
             time.sleep(0.01 * attempt)  # let the transaction that won the deadlock commit
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _write(row: Task, using: str, replace: bool, notifying: _Notifying | None = None) -> Task:
+    """Insert ``row``, first deleting pending duplicates if ``replace``; return the row that stands.
+
+    ``notifying``: the wake-up to add to the row's ``INSERT`` statement.
+    """
+    # Replacing is a delete and an insert, which must commit together.
+    with transaction.atomic(using=using) if replace else nullcontext():
+        if replace:
+            _delete_pending_duplicates(row, using)
+        if row.unique_key:
+            return _insert_unique(row, using)
+        if notifying is None:
+            row.save(using=using, force_insert=True)
+        else:
+            with connections[using].execute_wrapper(notifying):
+                row.save(using=using, force_insert=True)
+        return row
+
+
+class _Notifying:
+    """An execute wrapper adding a wake-up expression to the ``RETURNING`` list of an INSERT.
+
+    PostgreSQL returns the new id in the same statement; the ``pg_notify()`` beside it costs
+    no round trip, and is delivered on commit like one sent on its own.
+    """
+
+    def __init__(self, sql: str, params: list[str]) -> None:
+        self.sql, self.params = sql, params
+        #: Whether an INSERT carried the expression (else the wake-up is still to be sent).
+        self.sent = False
+
+    def __call__(
+        self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        if not many and sql.startswith("INSERT ") and " RETURNING " in sql:
+            sql = f"{sql}, {self.sql}"
+            params = (*params, *self.params)
+            self.sent = True
+        return execute(sql, params, many, context)
+
+
+def _write_all(
+    rows: Sequence[Task], using: str, replace: bool, batch_size: int | None
+) -> list[Task]:
+    """Write ``rows`` in one transaction, runs of plain rows in multi-row INSERTs, in order."""
+    standing = list(rows)
+    plain: list[Task] = []
+    # In a caller's transaction no savepoint: a failure fails the caller's transaction, as the
+    # failure of a single insert would.
+    with transaction.atomic(using=using, savepoint=False):
+        for index, row in enumerate(rows):
+            if replace or row.unique_key:
+                _bulk_insert(plain, using, batch_size)
+                plain = []
+                standing[index] = _write(row, using, replace)
+            else:
+                plain.append(row)
+        _bulk_insert(plain, using, batch_size)
+    return standing
+
+
+def _bulk_insert(rows: list[Task], using: str, batch_size: int | None) -> None:
+    """INSERT ``rows`` in statements of at most ``batch_size`` rows, setting their ids."""
+    from .models import Task
+
+    if not rows:
+        return
+    if connections[using].features.can_return_rows_from_bulk_insert:
+        Task.objects.using(using).bulk_create(rows, batch_size=batch_size or BATCH_SIZE)
+        return
+    # MySQL (MariaDB before 10.5) cannot return the ids of a multi-row INSERT, and the caller
+    # needs them: one INSERT per row, still in one transaction.
+    for row in rows:
+        row.save(using=using, force_insert=True)
 
 
 def _delete_pending_duplicates(row: Task, using: str) -> None:
@@ -307,6 +405,17 @@ def _insert_unique(row: Task, using: str) -> Task:
     raise InvalidTaskError(
         f"Could not enqueue unique task {row.task_name!r}: it kept changing underneath."
     )
+
+
+def _zone_for(*times: object) -> tzinfo:
+    """Return the current time zone if a naive datetime among ``times`` needs one, else UTC.
+
+    Only wall-clock times are read in the current time zone; looking it up costs a context
+    variable read, which an enqueue without one is spared.
+    """
+    if any(isinstance(t, datetime) and t.utcoffset() is None for t in times):
+        return timezone.get_current_timezone()
+    return dt_timezone.utc
 
 
 def _bad_repeat_until(task_name: str, value: object) -> datetime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -120,13 +121,40 @@ def json_problem(value: object) -> str | None:
     return problem.reason if problem else None
 
 
-def _argument_names(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[str]:
+#: Values stored as they are: a JSON round trip gives back an equal value of the same type.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _signature(func: Any) -> inspect.Signature | None:
+    """Return the signature of ``func`` (None when it has none), computed once per function.
+
+    Enqueuing checks every call against it; ``inspect.signature()`` is a large part of the
+    cost of a call when computed each time.
+    """
+    try:
+        hash(func)
+    except TypeError:
+        return _uncached_signature(func)
+    return _cached_signature(func)
+
+
+def _uncached_signature(func: Any) -> inspect.Signature | None:
+    try:
+        return inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+
+
+_cached_signature = functools.lru_cache(maxsize=1024)(_uncached_signature)
+
+
+def _argument_names(func: Any, args: Sequence[Any]) -> list[str]:
     """Name each positional argument after the parameter it binds to, where that is known."""
     names = [f"positional argument {i}" for i in range(len(args))]
-    try:
-        params = list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):
+    signature = _signature(func)
+    if signature is None:
         return names
+    params = list(signature.parameters.values())
     for i, param in enumerate(params[: len(args)]):
         if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
             names[i] = f"argument {param.name!r}"
@@ -137,9 +165,8 @@ def check_signature(
     task_name: str, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> None:
     """Raise InvalidTaskArguments when the call does not fit the function's signature."""
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError):
+    signature = _signature(func)
+    if signature is None:
         return
     try:
         signature.bind(*args, **kwargs)
@@ -157,17 +184,29 @@ def encode_params(
     Tuples are stored as lists; everything else must come back from JSON exactly as it went in,
     so that the task body sees what the caller passed.
     """
-    named = [*zip(_argument_names(func, args, kwargs), args, strict=True)]
-    named += [(f"argument {key!r}", value) for key, value in kwargs.items()]
-    for name, value in named:
+    for index, value in enumerate(args):
         problem = find_json_problem(value)
         if problem:
+            name = _argument_names(func, args)[index]
             raise InvalidTaskArguments(
                 f"Task {task_name!r}: {name} cannot be stored: {problem.reason}. {problem.advice}"
             )
-    # The round trip turns tuples into lists, exactly as the worker will see them.
-    params: Params = json.loads(json.dumps({"args": list(args), "kwargs": dict(kwargs)}))
-    return params
+    for key, value in kwargs.items():
+        problem = find_json_problem(value)
+        if problem:
+            raise InvalidTaskArguments(
+                f"Task {task_name!r}: argument {key!r} cannot be stored: {problem.reason}. "
+                f"{problem.advice}"
+            )
+    params: Params = {"args": list(args), "kwargs": dict(kwargs)}
+    if all(type(value) in _SCALARS for value in (*args, *kwargs.values())) and all(
+        type(key) is str for key in kwargs
+    ):
+        return params
+    # The round trip turns tuples into lists (and str or int subclasses into str and int),
+    # exactly as the worker will see them.
+    decoded: Params = json.loads(json.dumps(params))
+    return decoded
 
 
 def _quoted(value: object, limit: int = 200) -> str:

@@ -69,6 +69,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "options",
             "task_function",
             "enqueue",
+            "bulk",
             "lifecycle",
             "recording",
             "execution",
