@@ -6,7 +6,7 @@ Every call is checked before anything is written; the rows then go through the o
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +14,7 @@ from django.db import router
 from django.utils import timezone
 
 from .conf import app_settings
-from .enqueue import build_row, insert_tasks
+from .enqueue import build_row, call_params, insert_tasks, rows_like
 from .exceptions import InvalidTaskError
 from .serialization import decode_params
 
@@ -60,21 +60,23 @@ def enqueue_many(
     ):
         raise InvalidTaskError(f"bulk(): batch_size must be an integer >= 1, not {batch_size!r}.")
     now = timezone.now()
+    shared = {key: value for key, value in options.items() if key in _ROW_OPTIONS}
+    # Makes the rows of the calls without options of their own, like the first of them.
+    like: Callable[[dict[str, Any]], Task] | None = None
     rows: list[Task] = []
     for index, item in enumerate(calls):
         args, kwargs, own = _parse(task, index, item)
-        merged = {**options, **own}
         try:
-            row = build_row(
-                task,
-                args,
-                kwargs,
-                now=now,
-                **{key: value for key, value in merged.items() if key in _ROW_OPTIONS},
-            )
+            if like is not None and not own:
+                row = like(call_params(task, args, kwargs))
+            else:
+                merged = {**shared, **{k: v for k, v in own.items() if k in _ROW_OPTIONS}}
+                row = build_row(task, args, kwargs, now=now, **merged)
+                if not own:
+                    like = rows_like(row)
         except (TypeError, ValueError) as exc:
             raise _at(index, exc) from exc
-        unique = merged.get("unique")
+        unique = own.get("unique", options.get("unique"))
         if unique if unique is not None else task.unique:
             row.unique_key = row.task_hash
         rows.append(row)

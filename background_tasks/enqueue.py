@@ -18,9 +18,11 @@ from django.db import (
     router,
     transaction,
 )
+from django.db.models.base import ModelState
 from django.utils import timezone
 
 from . import signals, timing
+from .bulk_insert import insert_rows
 from .claims import MYSQL_RETRIES, MYSQL_RETRYABLE_ERRORS
 from .columns import (
     OBJECT_ID_LENGTH,
@@ -132,8 +134,13 @@ def insert_tasks(
     inserts by a worker or an operator, where the row must stand whatever a receiver does);
     otherwise a receiver's exception propagates to the caller, as for a call of a task.
     """
+    checked: tuple[int, ...] = ()
     for row in rows:
-        check_row(row)
+        # The rows of a bulk call share these objects: checking them once is enough.
+        shared = (id(row.task_name), id(row.queue), id(row.priority), id(row.verbose_name))
+        if shared != checked:
+            check_row(row)
+            checked = shared
         # The hash finds the pending duplicates ``replace`` deletes, before the row is saved.
         row.task_hash = row.task_hash or params_hash(row.task_name, row.params)
     if not rows:
@@ -214,8 +221,7 @@ def build_row(
     """Validate a call and return the unsaved Task row it becomes."""
     from .models import Task
 
-    check_signature(task.name, task.func, args, kwargs)
-    params = encode_params(task.name, task.func, args, kwargs)
+    params = call_params(task, args, kwargs)
     # The maths is in aware datetimes; the row gets what its columns hold (naive without USE_TZ).
     clock = aware(now)
     schedule = task.schedule if schedule is None else schedule
@@ -259,6 +265,43 @@ def build_row(
     if creator is not None:
         _set_creator(task.name, row, creator, router.db_for_write(Task))
     return row
+
+
+def call_params(
+    task: TaskFunction[Any, Any], args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """Check that a call's arguments fit the function and are JSON; return them as stored."""
+    check_signature(task.name, task.func, args, kwargs)
+    return encode_params(task.name, task.func, args, kwargs)
+
+
+def rows_like(template: Task) -> Callable[[dict[str, Any]], Task]:
+    """Return a maker of new unsaved rows equal to ``template`` but for their arguments.
+
+    For the calls of a bulk call that share their options: building a model instance field by
+    field costs more than checking and encoding the call's arguments. Each row gets its own
+    copy of the template's lists and dicts (a model's ``default=list``); other values are
+    shared, and not changed in place by anything.
+    """
+    model = type(template)
+    state = template.__dict__.copy()
+    fields_cache = dict(template._state.fields_cache)
+    mutable = [name for name, value in state.items() if type(value) in (list, dict)]
+
+    def make(params: dict[str, Any]) -> Task:
+        row = model.__new__(model)
+        values = row.__dict__
+        values.update(state)
+        for name in mutable:
+            values[name] = state[name].copy()
+        row._state = ModelState()
+        row._state.fields_cache = dict(fields_cache)
+        row.params = params
+        row.task_hash = params_hash(row.task_name, params)
+        row.unique_key = None
+        return row
+
+    return make
 
 
 def delete_pending_duplicates(row: Task, using: str) -> None:
@@ -355,17 +398,7 @@ def _write_all(
 
 def _bulk_insert(rows: list[Task], using: str, batch_size: int | None) -> None:
     """INSERT ``rows`` in statements of at most ``batch_size`` rows, setting their ids."""
-    from .models import Task
-
-    if not rows:
-        return
-    if connections[using].features.can_return_rows_from_bulk_insert:
-        Task.objects.using(using).bulk_create(rows, batch_size=batch_size or BATCH_SIZE)
-        return
-    # MySQL (MariaDB before 10.5) cannot return the ids of a multi-row INSERT, and the caller
-    # needs them: one INSERT per row, still in one transaction.
-    for row in rows:
-        row.save(using=using, force_insert=True)
+    insert_rows(rows, using, batch_size or BATCH_SIZE)
 
 
 def _delete_pending_duplicates(row: Task, using: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import connection, transaction
@@ -91,6 +92,46 @@ def test_bulk__shared_options_apply_to_every_item_and_an_item_s_own_win() -> Non
     assert got == [("bulk", 2, ""), ("urgent", 9, ""), ("bulk", 2, "third")]
     assert stored[rows[1].pk].params == {"args": [2], "kwargs": {"template": "x"}}
     assert {r.run_at for r in stored.values()} == {later}
+
+
+def test_bulk__items_with_options_of_their_own_store_what_single_calls_store(
+    django_user_model: Any,
+) -> None:
+    user = django_user_model.objects.create(username="creator")
+    when = timezone.now() + timedelta(days=2)
+    calls = [
+        tasks.send_newsletter.call(1, queue="a", priority=-3, verbose_name="one"),
+        tasks.send_newsletter.call(2, schedule=when, repeat=timedelta(hours=1)),
+        tasks.send_newsletter.call(3, creator=user, repeat_until=when, repeat=60),
+        tasks.send_newsletter.call(4, template="ü \u2603 'quoted' \"double\""),
+        (5,),
+    ]
+    singles = [
+        tasks.send_newsletter(1, queue="a", priority=-3, verbose_name="one"),
+        tasks.send_newsletter(2, schedule=when, repeat=timedelta(hours=1)),
+        tasks.send_newsletter(3, creator=user, repeat_until=when, repeat=60),
+        tasks.send_newsletter(4, template="ü \u2603 'quoted' \"double\""),
+        tasks.send_newsletter(5),
+    ]
+
+    rows = tasks.send_newsletter.bulk(calls)
+
+    skip = {"id", "created_at", "run_at", "scheduled_at", "repeat_anchor"}
+    fields = [f.attname for f in Task._meta.concrete_fields if f.attname not in skip]
+    for single, bulked in zip(singles, rows, strict=True):
+        one = Task.objects.values(*fields).get(pk=single.pk)
+        two = Task.objects.values(*fields).get(pk=bulked.pk)
+        assert one == two
+    stored = Task.objects.get(pk=rows[1].pk)
+    assert (stored.run_at, stored.scheduled_at, stored.repeat_anchor) == (when, when, when)
+
+
+def test_bulk__json_values_equal_in_python_are_stored_apart() -> None:
+    # 1 == True == 1.0 in Python; JSON tells them apart, and so must the stored arguments.
+    rows = tasks.send_newsletter.bulk([(1,), (True,), (1.0,), ("1",)])
+
+    stored = [Task.objects.get(pk=row.pk).params["args"][0] for row in rows]
+    assert [(type(v), v) for v in stored] == [(int, 1), (bool, True), (float, 1.0), (str, "1")]
 
 
 def test_bulk__an_empty_list_writes_nothing_and_sends_no_query() -> None:

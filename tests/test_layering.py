@@ -58,6 +58,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "charsets",
             "isolation",
             "wakeup",
+            "bulk_insert",
             "task_progress",
             "retention",
         },
