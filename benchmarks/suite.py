@@ -74,8 +74,11 @@ def _settings_line(args: argparse.Namespace) -> str:
 
 
 def _ceiling(args: argparse.Namespace, measured: dict[str, ceiling.Ceiling | None]) -> Any:
-    _progress(f"ceiling: plain SQL loops through the driver, {args.tasks} rows each")
-    result = ceiling.measure(args.tasks)
+    _progress(
+        f"ceiling: plain SQL loops through the driver, {args.tasks} rows each "
+        f"({args.bulk_tasks} for the multi-row INSERTs)"
+    )
+    result = ceiling.measure(args.tasks, args.bulk_tasks)
     measured["ceiling"] = result
     print(report.heading("0. Ceiling: the same work in plain SQL through the driver, no Django"))
     print(report.ceiling(result), flush=True)
