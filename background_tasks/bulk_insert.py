@@ -11,10 +11,12 @@ the batch is sent once, and the values that differ go as one JSON document, a ro
     RETURNING id
 
 PostgreSQL inserts the rows in that order and returns them in that order, as for a multi-row
-``VALUES`` list (which ``bulk_create()`` relies on too). MariaDB 10.5+ and SQLite 3.35+ take
-``bulk_create()``, which returns the ids there; MySQL cannot return the ids of a multi-row
-INSERT, so there the rows are saved one by one (in the caller's transaction). Model signals
-(``pre_save``, ``post_save``) are not sent, as with ``bulk_create()``.
+``VALUES`` list (which ``bulk_create()`` relies on too). MariaDB 10.5+ and SQLite 3.35+ get a
+multi-row ``VALUES`` list with ``RETURNING``, each shared value prepared once (their drivers
+bind parameters cheaply); MySQL cannot return the ids of a multi-row INSERT, so there the rows
+are saved one by one (in the caller's transaction). Values only Django knows how to write (an
+expression) fall back to ``bulk_create()``. Model signals (``pre_save``, ``post_save``) are
+not sent, as with ``bulk_create()``.
 """
 
 from __future__ import annotations
@@ -39,15 +41,52 @@ def insert_rows(rows: Sequence[Task], using: str, batch_size: int) -> None:
     if not rows:
         return
     connection = connections[using]
-    model = type(rows[0])
     if connection.vendor == "postgresql":
         for start in range(0, len(rows), batch_size):
             _insert_unnested(rows[start : start + batch_size], using, connection)
     elif connection.features.can_return_rows_from_bulk_insert:
-        model.objects.using(using).bulk_create(rows, batch_size=batch_size)
+        meta = type(rows[0])._meta
+        fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field]
+        # The database's limit on parameters per statement (SQLite's is 999 or 32,766).
+        size = max(1, min(batch_size, connection.ops.bulk_batch_size(fields, rows)))
+        for start in range(0, len(rows), size):
+            _insert_values(rows[start : start + size], using, connection)
     else:
         for row in rows:
             row.save(using=using, force_insert=True)
+
+
+def _insert_values(rows: Sequence[Task], using: str, connection: BaseDatabaseWrapper) -> None:
+    """One ``INSERT … VALUES (…), (…) RETURNING id``, each shared value prepared once."""
+    meta = type(rows[0])._meta
+    quote = connection.ops.quote_name
+    columns: list[str] = []
+    per_column: list[list[Any]] = []
+    for field in meta.local_concrete_fields:
+        if field is meta.auto_field:
+            continue
+        values = _values(field, rows)
+        constant = len(set(map(id, values))) == 1
+        if hasattr(field, "get_placeholder") or any(
+            hasattr(value, "resolve_expression") for value in (values[:1] if constant else values)
+        ):
+            return _bulk_create(rows, using)
+        columns.append(quote(field.column))
+        if constant:
+            per_column.append([field.get_db_prep_save(values[0], connection)] * len(rows))
+        else:
+            per_column.append([field.get_db_prep_save(value, connection) for value in values])
+    row_sql = f"({', '.join(['%s'] * len(columns))})"
+    returning, _ = connection.ops.return_insert_columns([meta.pk])
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(columns)}) "
+        f"VALUES {', '.join([row_sql] * len(rows))} {returning}"
+    )
+    params = [value for values in zip(*per_column, strict=True) for value in values]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        ids = [found[0] for found in cursor.fetchall()]
+    _set_ids(rows, ids, using)
 
 
 def _insert_unnested(rows: Sequence[Task], using: str, connection: BaseDatabaseWrapper) -> None:
@@ -99,7 +138,11 @@ def _insert_unnested(rows: Sequence[Task], using: str, connection: BaseDatabaseW
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         ids = [found[0] for found in cursor.fetchall()]
-    if len(ids) != len(rows):  # pragma: no cover - PostgreSQL inserts every row or none
+    _set_ids(rows, ids, using)
+
+
+def _set_ids(rows: Sequence[Task], ids: list[Any], using: str) -> None:
+    if len(ids) != len(rows):  # pragma: no cover - an INSERT writes every row or none
         raise RuntimeError(f"inserted {len(ids)} rows of {len(rows)}")
     for row, pk in zip(rows, ids, strict=True):
         row.pk = pk
