@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.db import connection, transaction
+from django.db.models import Value
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -363,3 +364,36 @@ def test_notify__a_listener_gets_one_wake_up_per_call_and_per_queue_of_a_bulk() 
         assert sorted(received()) == ["emails", "mail"]
     finally:
         listener.close()
+
+
+# -- how the rows are written, per database -----------------------------------------------------
+
+
+def test_insert_tasks__values_only_django_can_write_fall_back_to_bulk_create(
+    wakeups: list[str],
+) -> None:
+    now = timezone.now()
+    rows = [
+        Task(task_name="tests.testapp.tasks.record", params={"args": [key]}, run_at=now)
+        for key in ("a", "b")
+    ]
+    rows[1].last_error = Value("written by the database")
+
+    enqueue.insert_tasks(rows, using="default")
+
+    assert all(r.pk for r in rows)
+    assert Task.objects.get(pk=rows[1].pk).last_error == "written by the database"
+
+
+@pytest.mark.skipif(connection.vendor == "postgresql", reason="PostgreSQL always returns ids")
+def test_insert_tasks__without_ids_from_a_multi_row_insert_saves_row_by_row(
+    monkeypatch: pytest.MonkeyPatch, wakeups: list[str]
+) -> None:
+    # MySQL (not MariaDB) cannot return the ids of a multi-row INSERT.
+    monkeypatch.setattr(type(connection.features), "can_return_rows_from_bulk_insert", False)
+
+    with CaptureQueriesContext(connection) as queries:
+        rows = tasks.send_newsletter.bulk([(1,), (2,), (3,)])
+
+    assert inserts(queries) == 3
+    assert sorted(Task.objects.values_list("pk", flat=True)) == [r.pk for r in rows]
