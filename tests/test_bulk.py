@@ -322,6 +322,17 @@ def test_single_enqueue__costs_one_statement_wake_up_included(call: object) -> N
     assert [q["sql"].split()[0].upper() for q in queries.captured_queries] == ["INSERT"]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_single_enqueue__in_autocommit_is_one_statement_and_no_transaction_of_its_own() -> None:
+    tasks.record("warm-up")
+
+    with CaptureQueriesContext(connection) as queries:
+        tasks.send_newsletter(1)
+
+    assert [q["sql"].split()[0].upper() for q in queries.captured_queries] == ["INSERT"]
+    assert Task.objects.filter(task_name=tasks.send_newsletter.name).count() == 1
+
+
 def test_bulk__of_many_rows_costs_its_inserts_and_one_wake_up_per_queue() -> None:
     tasks.record("warm-up")
 
