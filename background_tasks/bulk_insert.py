@@ -77,10 +77,9 @@ def _insert_values(rows: Sequence[Task], using: str, connection: BaseDatabaseWra
         else:
             per_column.append([field.get_db_prep_save(value, connection) for value in values])
     row_sql = f"({', '.join(['%s'] * len(columns))})"
-    returning, _ = connection.ops.return_insert_columns([meta.pk])
     sql = (
         f"INSERT INTO {quote(meta.db_table)} ({', '.join(columns)}) "
-        f"VALUES {', '.join([row_sql] * len(rows))} {returning}"
+        f"VALUES {', '.join([row_sql] * len(rows))} RETURNING {quote(meta.pk.column)}"
     )
     params = [value for values in zip(*per_column, strict=True) for value in values]
     with connection.cursor() as cursor:
