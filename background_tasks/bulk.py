@@ -14,9 +14,10 @@ from django.db import router
 from django.utils import timezone
 
 from .conf import app_settings
-from .enqueue import build_row, call_params, insert_tasks, rows_like
+from .enqueue import insert_tasks
 from .exceptions import InvalidTaskError
 from .serialization import decode_params
+from .task_rows import build_row, call_params, rows_like
 
 if TYPE_CHECKING:
     from .models import Task

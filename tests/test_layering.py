@@ -69,6 +69,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "registry",
             "options",
             "task_function",
+            "task_rows",
             "enqueue",
             "bulk",
             "lifecycle",
