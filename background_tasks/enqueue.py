@@ -68,8 +68,6 @@ def enqueue(
     With ``BACKGROUND_TASKS_IMMEDIATE`` the call runs inline instead and an unsaved Task
     describing it is returned.
     """
-    from .models import Task
-
     now = timezone.now()
     row = build_row(
         task,
@@ -95,7 +93,8 @@ def enqueue(
     if remove_existing_tasks is None:
         remove_existing_tasks = task.remove_existing_tasks
     # unique=True may find a pending copy: that row is returned and nothing is created.
-    return insert_task(row, using=router.db_for_write(Task), replace=bool(remove_existing_tasks))
+    using = router.db_for_write(type(row))
+    return insert_task(row, using=using, replace=bool(remove_existing_tasks))
 
 
 def insert_task(
@@ -130,6 +129,8 @@ def insert_tasks(
     inserts by a worker or an operator, where the row must stand whatever a receiver does);
     otherwise a receiver's exception propagates to the caller, as for a call of a task.
     """
+    if len(rows) == 1:
+        return [_insert_one(rows[0], using, replace, robust_signal)]
     checked: tuple[int, ...] = ()
     for row in rows:
         # The rows of a bulk call share these objects: checking them once is enough.
@@ -142,27 +143,35 @@ def insert_tasks(
     if not rows:
         return []
     require_migrated(using)
-    now = timezone.now()
-    woken: set[str] = set()
-    if len(rows) == 1:
-        row = rows[0]
-        # A single ready row carries its wake-up in its own INSERT: no round trip of its own.
-        plain_and_ready = row.run_at <= now and not replace and not row.unique_key
-        clause = notify_clause(using, row.queue) if plain_and_ready else None
-        notifying = _Notifying(*clause) if clause is not None else None
-        standing = [_retried(using, rows, lambda: _write(row, using, replace, notifying))]
-        if notifying is not None and notifying.sent:
-            woken.add(row.queue)
-    else:
-        standing = _retried(using, rows, lambda: _write_all(rows, using, replace, batch_size))
+    standing = _retried(using, rows, lambda: _write_all(rows, using, replace, batch_size))
     # A row that is not the one standing lost to a pending copy: nothing was created for it.
     created = [row for row, stood in zip(rows, standing, strict=True) if stood is row]
+    now = timezone.now()
     for queue in dict.fromkeys(row.queue for row in created if row.run_at <= now):
-        if queue not in woken:
-            notify_ready(using, queue)
+        notify_ready(using, queue)
     for row in created:
         _send_created(row, using, robust=robust_signal)
     return standing
+
+
+def _insert_one(row: Task, using: str, replace: bool, robust_signal: bool) -> Task:
+    """``insert_tasks()`` of one row, the path of every single call: kept short."""
+    check_row(row)
+    row.task_hash = row.task_hash or params_hash(row.task_name, row.params)
+    require_migrated(using)
+    ready = row.run_at <= timezone.now()
+    # A plain ready row carries its wake-up in its own INSERT: no round trip of its own.
+    clause = (
+        notify_clause(using, row.queue) if ready and not replace and not row.unique_key else None
+    )
+    notifying = _Notifying(*clause) if clause is not None else None
+    stood = _retried(using, (row,), lambda: _write(row, using, replace, notifying))
+    if stood is not row:
+        return stood  # a pending copy stands in its place: nothing was created
+    if ready and (notifying is None or not notifying.sent):
+        notify_ready(using, row.queue)
+    _send_created(row, using, robust=robust_signal)
+    return row
 
 
 def check_row(row: Task) -> None:
@@ -215,11 +224,11 @@ def _retried(using: str, rows: Sequence[Task], write: Callable[[], _T]) -> _T:
     so the write is retried; inside one, the caller's whole transaction is gone and it must
     know.
     """
-    connection = connections[using]
     for attempt in range(1, MYSQL_RETRIES + 1):
         try:
             return write()
         except OperationalError as exc:
+            connection = connections[using]
             code = exc.args[0] if exc.args else None
             retryable = connection.vendor == "mysql" and code in MYSQL_RETRYABLE_ERRORS
             if not retryable or connection.in_atomic_block or attempt == MYSQL_RETRIES:
@@ -244,9 +253,14 @@ def _write(row: Task, using: str, replace: bool, notifying: _Notifying | None = 
             return _insert_unique(row, using)
         if notifying is None:
             row.save(using=using, force_insert=True)
-        else:
-            with connections[using].execute_wrapper(notifying):
-                row.save(using=using, force_insert=True)
+            return row
+        # What ``connection.execute_wrapper()`` does, without a context manager's cost.
+        wrappers = connections[using].execute_wrappers
+        wrappers.append(notifying)
+        try:
+            row.save(using=using, force_insert=True)
+        finally:
+            wrappers.pop()
         return row
 
 

@@ -149,10 +149,8 @@ class TaskFunction(Generic[P, R]):
                 or the arguments do not fit the function's signature.
             InvalidTaskError: A reserved option is not valid.
         """
-        from .enqueue import enqueue
-
         options = {key: kwargs.pop(key) for key in list(kwargs) if key in RESERVED_KWARGS}
-        return enqueue(self, args, kwargs, **options)
+        return _enqueue()(self, args, kwargs, **options)
 
     def bulk(
         self,
@@ -283,6 +281,14 @@ class TaskFunction(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<TaskFunction {self.name}>"
+
+
+@functools.cache
+def _enqueue() -> Callable[..., Task]:
+    """Return ``enqueue.enqueue``, imported on the first call of a task (it loads the models)."""
+    from .enqueue import enqueue
+
+    return enqueue
 
 
 async def _awaited(awaitable: Any) -> Any:

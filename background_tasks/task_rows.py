@@ -5,6 +5,7 @@ Kept apart from the insert path (``enqueue.py``), which writes rows however they
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from datetime import timezone as dt_timezone
@@ -47,8 +48,7 @@ def build_row(
     repeat_until: datetime | None = None,
 ) -> Task:
     """Validate a call and return the unsaved Task row it becomes."""
-    from .models import Task
-
+    Task = task_model()
     params = call_params(task, args, kwargs)
     # The maths is in aware datetimes; the row gets what its columns hold (naive without USE_TZ).
     clock = aware(now)
@@ -93,6 +93,14 @@ def build_row(
     if creator is not None:
         _set_creator(task.name, row, creator, router.db_for_write(Task))
     return row
+
+
+@functools.cache
+def task_model() -> type[Task]:
+    """Return the Task model: imported on first use, once the app registry is ready."""
+    from .models import Task
+
+    return Task
 
 
 def call_params(

@@ -68,9 +68,22 @@ def notify_clause(using: str, queue: str) -> tuple[str, list[str]] | None:
     can ride along in a statement that runs anyway, such as the ``RETURNING`` list of the
     ``INSERT`` of the task, which spares the enqueue a round trip of its own.
     """
-    if connections[using].vendor != "postgresql" or not app_settings.NOTIFY:
+    if not app_settings.NOTIFY or not _is_postgresql(using):
         return None
     return "pg_notify(%s, %s)", [CHANNEL, queue]
+
+
+#: Database alias -> whether it is PostgreSQL; asked on every enqueue, and a lookup in
+#: ``django.db.connections`` costs more than the rest of the answer.
+_postgresql: dict[str, bool] = {}
+
+
+def _is_postgresql(using: str) -> bool:
+    try:
+        return _postgresql[using]
+    except KeyError:
+        answer = _postgresql[using] = connections[using].vendor == "postgresql"
+        return answer
 
 
 class Listener:
