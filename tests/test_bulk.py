@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import connection, transaction
 from django.db.models import Value
 from django.test import override_settings
@@ -133,6 +134,17 @@ def test_bulk__json_values_equal_in_python_are_stored_apart() -> None:
 
     stored = [Task.objects.get(pk=row.pk).params["args"][0] for row in rows]
     assert [(type(v), v) for v in stored] == [(int, 1), (bool, True), (float, 1.0), (str, "1")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_abulk__enqueues_from_async_code_with_the_same_options() -> None:
+    async def enqueue_from_a_coroutine() -> list[Task]:
+        return await tasks.send_newsletter.abulk([(1,), (2,)], queue="async", priority=4)
+
+    rows = async_to_sync(enqueue_from_a_coroutine)()
+
+    stored = Task.objects.filter(pk__in=[r.pk for r in rows]).values_list("queue", "priority")
+    assert list(stored) == [("async", 4), ("async", 4)]
 
 
 def test_bulk__an_empty_list_writes_nothing_and_sends_no_query() -> None:
