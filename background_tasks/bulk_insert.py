@@ -43,7 +43,7 @@ def insert_rows(rows: Sequence[Task], using: str, batch_size: int) -> None:
     connection = connections[using]
     if connection.vendor == "postgresql":
         for start in range(0, len(rows), batch_size):
-            _insert_unnested(rows[start : start + batch_size], using, connection)
+            _insert_from_json(rows[start : start + batch_size], using, connection)
     elif connection.features.can_return_rows_from_bulk_insert:
         meta = type(rows[0])._meta
         fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field]
@@ -66,7 +66,7 @@ def _insert_values(rows: Sequence[Task], using: str, connection: BaseDatabaseWra
         if field is meta.auto_field:
             continue
         values = _values(field, rows)
-        constant = len(set(map(id, values))) == 1
+        constant = len(set(map(id, values))) == 1 or _all_empty(values)
         if hasattr(field, "get_placeholder") or any(
             hasattr(value, "resolve_expression") for value in (values[:1] if constant else values)
         ):
@@ -88,7 +88,7 @@ def _insert_values(rows: Sequence[Task], using: str, connection: BaseDatabaseWra
     _set_ids(rows, ids, using)
 
 
-def _insert_unnested(rows: Sequence[Task], using: str, connection: BaseDatabaseWrapper) -> None:
+def _insert_from_json(rows: Sequence[Task], using: str, connection: BaseDatabaseWrapper) -> None:
     model = type(rows[0])
     meta = model._meta
     quote = connection.ops.quote_name
@@ -125,7 +125,10 @@ def _insert_unnested(rows: Sequence[Task], using: str, connection: BaseDatabaseW
     if varying:
         # Each row's differing values as one JSON array, all rows in one document.
         source = "jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS r(v, n) ORDER BY r.n"
-        document = json.dumps([list(values) for values in zip(*varying, strict=True)])
+        try:
+            document = json.dumps([list(values) for values in zip(*varying, strict=True)])
+        except (TypeError, ValueError):  # a value JSON cannot hold: Django knows how to write it
+            return _bulk_create(rows, using)
         params = [*scalars, document]
     else:
         source = "generate_series(1, %s)"
