@@ -89,6 +89,8 @@ def build_row(
         repeat=repeat_spec,
         repeat_until=repeat_until,
         repeat_anchor=run_at if repeat_spec else None,
+        # The call's clock, as ``run_at`` of a call that runs now: the same instant.
+        created_at=to_db(clock),
     )
     if creator is not None:
         _set_creator(task.name, row, creator, router.db_for_write(Task))
