@@ -13,6 +13,8 @@ import os
 from typing import Any, Generic, TypeVar, overload
 
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 T = TypeVar("T")
 
@@ -42,11 +44,28 @@ class Setting(Generic[T]):
     def __get__(self, obj: object | None, objtype: type | None = None) -> Setting[T] | T:
         if obj is None:
             return self
+        try:
+            cached: T = _values[self.name]
+            return cached
+        except KeyError:
+            pass
         value: Any = getattr(django_settings, self.setting_name, _UNSET)
         if value is _UNSET and self.legacy:
             value = getattr(django_settings, self.legacy, _UNSET)
         result: T = self.default if value is _UNSET else value
+        _values[self.name] = result
         return result
+
+
+#: Values read, until a setting changes. Reading a Django setting that is not set raises and
+#: catches an AttributeError each time, a few microseconds on the path of every enqueue.
+_values: dict[str, Any] = {}
+
+
+@receiver(setting_changed)
+def _forget_values(**kwargs: Any) -> None:
+    """Forget the values read: a setting changed (``override_settings``, pytest-django)."""
+    _values.clear()
 
 
 class Settings:

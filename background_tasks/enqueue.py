@@ -1,12 +1,12 @@
-"""Turning a call of a registered task into a Task row."""
+"""Enqueuing a call of a registered task, and the one insert path of every new Task row."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import (
     DatabaseError,
@@ -19,10 +19,10 @@ from django.db import (
 )
 from django.utils import timezone
 
-from . import signals, timing
+from . import signals
+from .bulk_insert import insert_rows
 from .claims import MYSQL_RETRIES, MYSQL_RETRYABLE_ERRORS
 from .columns import (
-    OBJECT_ID_LENGTH,
     TASK_NAME_LENGTH,
     VERBOSE_NAME_LENGTH,
     priority_problem,
@@ -31,17 +31,21 @@ from .columns import (
 )
 from .conf import app_settings
 from .exceptions import InvalidTaskError
-from .options import options_of
 from .schema import require_migrated
-from .serialization import check_signature, decode_params, encode_params, params_hash
-from .timezones import aware, to_db
-from .wakeup import notify_ready
+from .serialization import decode_params, params_hash
+from .task_rows import build_row, check_text
+from .wakeup import notify_clause, notify_ready
 
 if TYPE_CHECKING:
     from .models import Task
     from .task_function import TaskFunction
 
 _UNIQUE_RETRIES = 5
+#: Rows per multi-row INSERT of a bulk write (``batch_size`` overrides it). Larger batches gain
+#: little, and keep the statement's parameters far below every driver's limit.
+BATCH_SIZE = 500
+
+_T = TypeVar("_T")
 
 
 def enqueue(
@@ -64,8 +68,6 @@ def enqueue(
     With ``BACKGROUND_TASKS_IMMEDIATE`` the call runs inline instead and an unsaved Task
     describing it is returned.
     """
-    from .models import Task
-
     now = timezone.now()
     row = build_row(
         task,
@@ -91,7 +93,8 @@ def enqueue(
     if remove_existing_tasks is None:
         remove_existing_tasks = task.remove_existing_tasks
     # unique=True may find a pending copy: that row is returned and nothing is created.
-    return insert_task(row, using=router.db_for_write(Task), replace=bool(remove_existing_tasks))
+    using = router.db_for_write(type(row))
+    return insert_task(row, using=using, replace=bool(remove_existing_tasks))
 
 
 def insert_task(
@@ -102,27 +105,45 @@ def insert_task(
 
 
 def insert_tasks(
-    rows: Sequence[Task], *, using: str, replace: bool = False, robust_signal: bool = False
+    rows: Sequence[Task],
+    *,
+    using: str,
+    replace: bool = False,
+    robust_signal: bool = False,
+    batch_size: int | None = None,
 ) -> list[Task]:
     """Insert new Task rows: the one way a task enters the queue. Return the rows that stand.
 
-    Every producer inserts through here (a call, a django.tasks enqueue, a cron tick, *Run
-    now* on a schedule, a retry of a finished task, the legacy import), so each row is
-    checked the same way, a row with a ``unique_key`` is not inserted while a pending copy
+    Every producer inserts through here (a call, a bulk call, a django.tasks enqueue, a cron
+    tick, *Run now* on a schedule, a retry of a finished task, the legacy import), so each row
+    is checked the same way, a row with a ``unique_key`` is not inserted while a pending copy
     exists (that copy stands in its place), ``replace`` first deletes pending tasks with the
     same name and arguments (``remove_existing_tasks``), idle PostgreSQL workers are woken
     once per queue with a row ready now, and ``task_created`` is sent for every row inserted.
+
+    Every row is checked before any is written. Several rows are written in one transaction
+    (the caller's, if there is one), the plain ones (no unique key, no ``replace``) in
+    multi-row ``INSERT`` statements of at most ``batch_size`` rows.
 
     ``robust_signal``: send ``task_created`` so that a raising receiver is only logged (for
     inserts by a worker or an operator, where the row must stand whatever a receiver does);
     otherwise a receiver's exception propagates to the caller, as for a call of a task.
     """
+    if len(rows) == 1:
+        return [_insert_one(rows[0], using, replace, robust_signal)]
+    checked: tuple[int, ...] = ()
     for row in rows:
-        check_row(row)
+        # The rows of a bulk call share these objects: checking them once is enough.
+        shared = (id(row.task_name), id(row.queue), id(row.priority), id(row.verbose_name))
+        if shared != checked:
+            check_row(row)
+            checked = shared
         # The hash finds the pending duplicates ``replace`` deletes, before the row is saved.
         row.task_hash = row.task_hash or params_hash(row.task_name, row.params)
+    if not rows:
+        return []
     require_migrated(using)
-    standing = [_write(row, using, replace=replace) for row in rows]
+    standing = _retried(using, rows, lambda: _write_all(rows, using, replace, batch_size))
     # A row that is not the one standing lost to a pending copy: nothing was created for it.
     created = [row for row, stood in zip(rows, standing, strict=True) if stood is row]
     now = timezone.now()
@@ -131,6 +152,26 @@ def insert_tasks(
     for row in created:
         _send_created(row, using, robust=robust_signal)
     return standing
+
+
+def _insert_one(row: Task, using: str, replace: bool, robust_signal: bool) -> Task:
+    """``insert_tasks()`` of one row, the path of every single call: kept short."""
+    check_row(row)
+    row.task_hash = row.task_hash or params_hash(row.task_name, row.params)
+    require_migrated(using)
+    ready = row.run_at <= timezone.now()
+    # A plain ready row carries its wake-up in its own INSERT: no round trip of its own.
+    clause = (
+        notify_clause(using, row.queue) if ready and not replace and not row.unique_key else None
+    )
+    notifying = _Notifying(*clause) if clause is not None else None
+    stood = _retried(using, (row,), lambda: _write(row, using, replace, notifying))
+    if stood is not row:
+        return stood  # a pending copy stands in its place: nothing was created
+    if ready and (notifying is None or not notifying.sent):
+        notify_ready(using, row.queue)
+    _send_created(row, using, robust=robust_signal)
+    return row
 
 
 def check_row(row: Task) -> None:
@@ -146,7 +187,7 @@ def check_row(row: Task) -> None:
     if problem:
         raise InvalidTaskError(f"Task {name!r}: priority {problem}.")
     if row.verbose_name:
-        _check_text(name, "verbose_name", row.verbose_name, VERBOSE_NAME_LENGTH)
+        check_text(name, "verbose_name", row.verbose_name, VERBOSE_NAME_LENGTH)
 
 
 def _send_created(row: Task, using: str, *, robust: bool) -> None:
@@ -168,106 +209,106 @@ def _send_created(row: Task, using: str, *, robust: bool) -> None:
         pass
 
 
-def build_row(
-    task: TaskFunction[Any, Any],
-    args: tuple[Any, ...] | list[Any],
-    kwargs: dict[str, Any],
-    *,
-    now: datetime,
-    schedule: Any = None,
-    priority: int | None = None,
-    queue: str | None = None,
-    verbose_name: str | None = None,
-    creator: models.Model | None = None,
-    repeat: Any = None,
-    repeat_until: datetime | None = None,
-) -> Task:
-    """Validate a call and return the unsaved Task row it becomes."""
-    from .models import Task
-
-    check_signature(task.name, task.func, args, kwargs)
-    params = encode_params(task.name, task.func, args, kwargs)
-    tz = timezone.get_current_timezone()
-    # The maths is in aware datetimes; the row gets what its columns hold (naive without USE_TZ).
-    clock = aware(now)
-    schedule = task.schedule if schedule is None else schedule
-    run_at = to_db(timing.resolve_run_at(schedule, clock, tz))
-    repeat_spec = timing.encode_repeat(repeat)
-    if repeat_until is not None:
-        repeat_until = (
-            to_db(timing.resolve_run_at(repeat_until, clock, tz))
-            if isinstance(repeat_until, datetime)
-            else _bad_repeat_until(task.name, repeat_until)
-        )
-    defaults = options_of(task)
-    priority = defaults.priority if priority is None else priority
-    problem = priority_problem(priority)
-    if problem:
-        raise InvalidTaskError(f"Task {task.name!r}: priority {problem}.")
-    queue = defaults.queue if queue is None else queue
-    problem = queue_problem(queue)
-    if problem:
-        raise InvalidTaskError(f"Task {task.name!r}: queue {problem}.")
-    if verbose_name is not None:
-        if not isinstance(verbose_name, str):
-            raise InvalidTaskError(
-                f"Task {task.name!r}: verbose_name must be a string, not {verbose_name!r}."
-            )
-        _check_text(task.name, "verbose_name", verbose_name, VERBOSE_NAME_LENGTH)
-
-    row = Task(
-        task_name=task.name,
-        params=params,
-        task_hash=params_hash(task.name, params),
-        verbose_name=verbose_name or "",
-        queue=queue,
-        priority=priority,
-        run_at=run_at,
-        scheduled_at=run_at,
-        max_attempts=task.max_attempts,
-        repeat=repeat_spec,
-        repeat_until=repeat_until,
-        repeat_anchor=run_at if repeat_spec else None,
-    )
-    if creator is not None:
-        _set_creator(task.name, row, creator, router.db_for_write(Task))
-    return row
-
-
 def delete_pending_duplicates(row: Task, using: str) -> None:
     """Delete pending tasks with the same name and arguments as ``row`` (in a transaction)."""
     with transaction.atomic(using=using):
         _delete_pending_duplicates(row, using)
 
 
-def _write(row: Task, using: str, *, replace: bool) -> Task:
-    """Insert ``row``, first deleting pending duplicates if ``replace``; return the row that stands.
+def _retried(using: str, rows: Sequence[Task], write: Callable[[], _T]) -> _T:
+    """Run ``write``, again if MySQL/MariaDB rolled it back to break a deadlock.
 
     On MySQL/MariaDB a worker archiving the same unique task (delete, then insert its follower
-    with the same key) can deadlock with this delete and insert; InnoDB then rolls back one of
-    the two transactions. Outside a caller's transaction that rollback lost nothing else, so
-    the write is retried; inside one, the caller's whole transaction is gone and it must know.
+    with the same key) can deadlock with a delete and insert here; InnoDB then rolls back one
+    of the two transactions. Outside a caller's transaction that rollback lost nothing else,
+    so the write is retried; inside one, the caller's whole transaction is gone and it must
+    know.
     """
-
-    connection = connections[using]
     for attempt in range(1, MYSQL_RETRIES + 1):
         try:
-            # Replacing is a delete and an insert, which must commit together.
-            with transaction.atomic(using=using) if replace else nullcontext():
-                if replace:
-                    _delete_pending_duplicates(row, using)
-                if row.unique_key:
-                    return _insert_unique(row, using)
-                row.save(using=using, force_insert=True)
-                return row
+            return write()
         except OperationalError as exc:
+            connection = connections[using]
             code = exc.args[0] if exc.args else None
             retryable = connection.vendor == "mysql" and code in MYSQL_RETRYABLE_ERRORS
             if not retryable or connection.in_atomic_block or attempt == MYSQL_RETRIES:
                 raise
-            row.pk = None
+            for row in rows:
+                row.pk = None
+                row._state.adding = True
             time.sleep(0.01 * attempt)  # let the transaction that won the deadlock commit
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _write(row: Task, using: str, replace: bool, notifying: _Notifying | None = None) -> Task:
+    """Insert ``row``, first deleting pending duplicates if ``replace``; return the row that stands.
+
+    ``notifying``: the wake-up to add to the row's ``INSERT`` statement.
+    """
+    # Replacing is a delete and an insert, which must commit together.
+    with transaction.atomic(using=using) if replace else nullcontext():
+        if replace:
+            _delete_pending_duplicates(row, using)
+        if row.unique_key:
+            return _insert_unique(row, using)
+        if notifying is None:
+            row.save(using=using, force_insert=True)
+            return row
+        # What ``connection.execute_wrapper()`` does, without a context manager's cost.
+        wrappers = connections[using].execute_wrappers
+        wrappers.append(notifying)
+        try:
+            row.save(using=using, force_insert=True)
+        finally:
+            wrappers.pop()
+        return row
+
+
+class _Notifying:
+    """An execute wrapper adding a wake-up expression to the ``RETURNING`` list of an INSERT.
+
+    PostgreSQL returns the new id in the same statement; the ``pg_notify()`` beside it costs
+    no round trip, and is delivered on commit like one sent on its own.
+    """
+
+    def __init__(self, sql: str, params: list[str]) -> None:
+        self.sql, self.params = sql, params
+        #: Whether an INSERT carried the expression (else the wake-up is still to be sent).
+        self.sent = False
+
+    def __call__(
+        self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        if not many and sql.startswith("INSERT ") and " RETURNING " in sql:
+            sql = f"{sql}, {self.sql}"
+            params = (*params, *self.params)
+            self.sent = True
+        return execute(sql, params, many, context)
+
+
+def _write_all(
+    rows: Sequence[Task], using: str, replace: bool, batch_size: int | None
+) -> list[Task]:
+    """Write ``rows`` in one transaction, runs of plain rows in multi-row INSERTs, in order."""
+    standing = list(rows)
+    plain: list[Task] = []
+    # In a caller's transaction no savepoint: a failure fails the caller's transaction, as the
+    # failure of a single insert would.
+    with transaction.atomic(using=using, savepoint=False):
+        for index, row in enumerate(rows):
+            if replace or row.unique_key:
+                _bulk_insert(plain, using, batch_size)
+                plain = []
+                standing[index] = _write(row, using, replace)
+            else:
+                plain.append(row)
+        _bulk_insert(plain, using, batch_size)
+    return standing
+
+
+def _bulk_insert(rows: list[Task], using: str, batch_size: int | None) -> None:
+    """INSERT ``rows`` in statements of at most ``batch_size`` rows, setting their ids."""
+    insert_rows(rows, using, batch_size or BATCH_SIZE)
 
 
 def _delete_pending_duplicates(row: Task, using: str) -> None:
@@ -307,40 +348,6 @@ def _insert_unique(row: Task, using: str) -> Task:
     raise InvalidTaskError(
         f"Could not enqueue unique task {row.task_name!r}: it kept changing underneath."
     )
-
-
-def _bad_repeat_until(task_name: str, value: object) -> datetime:
-    raise TypeError(f"Task {task_name!r}: repeat_until must be a datetime, not {value!r}.")
-
-
-def _check_text(task_name: str, option: str, value: str, max_length: int) -> None:
-    problem = text_problem(value, max_length)
-    if problem:
-        raise InvalidTaskError(
-            f"Task {task_name!r}: {option} {value[:80]!r} is refused: {problem}."
-        )
-
-
-def _set_creator(task_name: str, row: Task, creator: object, using: str) -> None:
-    # Django's own notion of saved: a primary key set by a default (a UUID) is no proof.
-    if not isinstance(creator, models.Model) or creator._state.adding or creator.pk is None:
-        raise TypeError(
-            f"Task {task_name!r}: creator must be a saved model instance, not {creator!r}."
-        )
-    if creator._state.db != using:
-        raise InvalidTaskError(
-            f"Task {task_name!r}: creator {creator!r} is in database {creator._state.db!r}, "
-            f"but tasks are written to {using!r}, and a task can only point at an object in its "
-            "own database. Leave creator out, or keep the creator's table beside the task tables "
-            "(see the routing section of docs/installation.md)."
-        )
-    object_id = str(creator.pk)
-    if len(object_id) > OBJECT_ID_LENGTH:
-        raise InvalidTaskError(
-            f"Task {task_name!r}: creator's primary key is {len(object_id)} characters long, "
-            f"and the column holds {OBJECT_ID_LENGTH}."
-        )
-    row.creator = creator
 
 
 def new_task(

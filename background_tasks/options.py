@@ -66,4 +66,21 @@ def options_of(task: Task | TaskFunction[Any, Any] | str) -> EffectiveOptions:
     )
 
 
-__all__ = ["EffectiveOptions", "options_of"]
+def call_queue_and_priority(
+    function: TaskFunction[Any, Any], queue: str | None, priority: int | None
+) -> tuple[str, int]:
+    """Return the queue and priority of a call: its own, else the function's, else the settings'.
+
+    The rule of ``options_of()``, reading only the settings the call leaves open: this is on
+    the path of every enqueue.
+    """
+    if queue is None:
+        queue = function.queue or app_settings.DEFAULT_QUEUE
+    if priority is None:
+        priority = function.priority
+        if priority is None:
+            priority = int(app_settings.DEFAULT_PRIORITY)
+    return queue, priority
+
+
+__all__ = ["EffectiveOptions", "call_queue_and_priority", "options_of"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -120,13 +121,63 @@ def json_problem(value: object) -> str | None:
     return problem.reason if problem else None
 
 
-def _argument_names(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[str]:
+#: Values stored as they are: a JSON round trip gives back an equal value of the same type.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _signature(func: Any) -> _Shape | None:
+    """Return the signature of ``func`` (None when it has none), computed once per function.
+
+    Enqueuing checks every call against it; ``inspect.signature()`` is a large part of the
+    cost of a call when computed each time.
+    """
+    try:
+        hash(func)
+    except TypeError:
+        return _uncached_signature(func)
+    return _cached_signature(func)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    signature: inspect.Signature
+    #: The fewest and most positional arguments a call without keywords binds to; (1, 0),
+    #: nothing, where a keyword-only parameter has no default (bind() names the problem).
+    positional: tuple[float, float]
+
+
+def _uncached_signature(func: Any) -> _Shape | None:
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+    return _Shape(signature, _positional_counts(signature))
+
+
+_cached_signature = functools.lru_cache(maxsize=1024)(_uncached_signature)
+
+
+def _positional_counts(signature: inspect.Signature) -> tuple[float, float]:
+    fewest, most = 0, 0.0
+    for param in signature.parameters.values():
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            most += 1
+            if param.default is param.empty:
+                fewest = int(most)
+        elif param.kind is param.VAR_POSITIONAL:
+            most = math.inf
+        elif param.kind is param.KEYWORD_ONLY and param.default is param.empty:
+            return 1, 0
+    return fewest, most
+
+
+def _argument_names(func: Any, args: Sequence[Any]) -> list[str]:
     """Name each positional argument after the parameter it binds to, where that is known."""
     names = [f"positional argument {i}" for i in range(len(args))]
-    try:
-        params = list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):
+    shape = _signature(func)
+    if shape is None:
         return names
+    params = list(shape.signature.parameters.values())
     for i, param in enumerate(params[: len(args)]):
         if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
             names[i] = f"argument {param.name!r}"
@@ -137,12 +188,15 @@ def check_signature(
     task_name: str, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> None:
     """Raise InvalidTaskArguments when the call does not fit the function's signature."""
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError):
+    shape = _signature(func)
+    if shape is None:
         return
+    if not kwargs:
+        fewest, most = shape.positional
+        if fewest <= len(args) <= most:
+            return  # what bind() would say, without its cost (a bulk call checks thousands)
     try:
-        signature.bind(*args, **kwargs)
+        shape.signature.bind(*args, **kwargs)
     except TypeError as exc:
         raise InvalidTaskArguments(
             f"Task {task_name!r} cannot be called with these arguments: {exc}."
@@ -157,17 +211,29 @@ def encode_params(
     Tuples are stored as lists; everything else must come back from JSON exactly as it went in,
     so that the task body sees what the caller passed.
     """
-    named = [*zip(_argument_names(func, args, kwargs), args, strict=True)]
-    named += [(f"argument {key!r}", value) for key, value in kwargs.items()]
-    for name, value in named:
+    for index, value in enumerate(args):
         problem = find_json_problem(value)
         if problem:
+            name = _argument_names(func, args)[index]
             raise InvalidTaskArguments(
                 f"Task {task_name!r}: {name} cannot be stored: {problem.reason}. {problem.advice}"
             )
-    # The round trip turns tuples into lists, exactly as the worker will see them.
-    params: Params = json.loads(json.dumps({"args": list(args), "kwargs": dict(kwargs)}))
-    return params
+    for key, value in kwargs.items():
+        problem = find_json_problem(value)
+        if problem:
+            raise InvalidTaskArguments(
+                f"Task {task_name!r}: argument {key!r} cannot be stored: {problem.reason}. "
+                f"{problem.advice}"
+            )
+    params: Params = {"args": list(args), "kwargs": dict(kwargs)}
+    if all(type(value) in _SCALARS for value in (*args, *kwargs.values())) and all(
+        type(key) is str for key in kwargs
+    ):
+        return params
+    # The round trip turns tuples into lists (and str or int subclasses into str and int),
+    # exactly as the worker will see them.
+    decoded: Params = json.loads(json.dumps(params))
+    return decoded
 
 
 def _quoted(value: object, limit: int = 200) -> str:
@@ -207,7 +273,12 @@ def decode_params(params: object) -> tuple[list[Any], dict[str, Any]]:
     return args, kwargs
 
 
+#: What ``json.dumps(value, sort_keys=True, separators=(",", ":"))`` encodes with, made once:
+#: ``dumps()`` with options builds an encoder per call, which is most of a hash's cost.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def params_hash(task_name: str, params: object) -> str:
     """Return a stable fingerprint of a task name and its parameters."""
-    canonical = json.dumps([task_name, params], sort_keys=True, separators=(",", ":"))
+    canonical = _CANONICAL.encode([task_name, params])
     return hashlib.sha1(canonical.encode(), usedforsecurity=False).hexdigest()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
 
@@ -20,6 +20,7 @@ from .exceptions import (
 from .retry import check_backoff
 
 if TYPE_CHECKING:
+    from .bulk import TaskCall
     from .models import CompletedTask, Task
 
 P = ParamSpec("P")
@@ -148,10 +149,71 @@ class TaskFunction(Generic[P, R]):
                 or the arguments do not fit the function's signature.
             InvalidTaskError: A reserved option is not valid.
         """
-        from .enqueue import enqueue
+        options = {key: kwargs.pop(key) for key in list(kwargs) if key in RESERVED_KWARGS}
+        return _enqueue()(self, args, kwargs, **options)
+
+    def bulk(
+        self,
+        calls: Iterable[Any],
+        *,
+        batch_size: int | None = None,
+        schedule: Any = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        verbose_name: str | None = None,
+        creator: Any = None,
+        repeat: Any = None,
+        repeat_until: Any = None,
+        remove_existing_tasks: bool | None = None,
+        unique: bool | None = None,
+    ) -> list[Task]:
+        """Enqueue many calls at once and return their ``Task`` rows, in the order given.
+
+        Each item of ``calls`` is one call: a tuple (or list) of positional arguments, a dict
+        of keyword arguments, or ``task.call(...)`` for a call with keyword arguments and
+        options of its own. The keyword arguments of ``bulk()`` are call options shared by
+        every item; an item's own options win.
+
+        Every call is checked before anything is written; an error names the item's index and
+        nothing is written. The rows are inserted in the current transaction (else in one
+        transaction of their own), in multi-row INSERTs of at most ``batch_size`` rows. With
+        ``BACKGROUND_TASKS_IMMEDIATE`` each call runs inline instead, in order.
+
+        Raises:
+            InvalidTaskArguments: An item's arguments cannot be stored or do not fit.
+            InvalidTaskError: An item or an option is not valid.
+        """
+        from .bulk import enqueue_many
+
+        given = {
+            "schedule": schedule,
+            "priority": priority,
+            "queue": queue,
+            "verbose_name": verbose_name,
+            "creator": creator,
+            "repeat": repeat,
+            "repeat_until": repeat_until,
+            "remove_existing_tasks": remove_existing_tasks,
+            "unique": unique,
+        }
+        options = {key: value for key, value in given.items() if value is not None}
+        return enqueue_many(self, calls, options, batch_size=batch_size)
+
+    async def abulk(self, calls: Iterable[Any], **options: Any) -> list[Task]:
+        """Enqueue many calls from async code; same arguments as ``bulk()``."""
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(self.bulk)(calls, **options)
+
+    def call(self, *args: Any, **kwargs: Any) -> TaskCall:
+        """Return one call of this task, with its own options, as an item for ``bulk()``.
+
+        Takes the same arguments and call options as calling the task; nothing is enqueued.
+        """
+        from .bulk import TaskCall
 
         options = {key: kwargs.pop(key) for key in list(kwargs) if key in RESERVED_KWARGS}
-        return enqueue(self, args, kwargs, **options)
+        return TaskCall(self.name, args, kwargs, options)
 
     async def aenqueue(self, *args: Any, **kwargs: Any) -> Task:
         """Enqueue a call from async code (an async view or consumer); same options as a call."""
@@ -219,6 +281,14 @@ class TaskFunction(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<TaskFunction {self.name}>"
+
+
+@functools.cache
+def _enqueue() -> Callable[..., Task]:
+    """Return ``enqueue.enqueue``, imported on the first call of a task (it loads the models)."""
+    from .enqueue import enqueue
+
+    return enqueue
 
 
 async def _awaited(awaitable: Any) -> Any:

@@ -55,11 +55,37 @@ class Alarm:
 
 def notify_ready(using: str, queue: str) -> None:
     """Tell listening workers that a task of ``queue`` is ready (delivered on commit)."""
-    connection = connections[using]
-    if connection.vendor != "postgresql" or not app_settings.NOTIFY:
+    clause = notify_clause(using, queue)
+    if clause is None:
         return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, queue])
+    sql, params = clause
+    with connections[using].cursor() as cursor:
+        cursor.execute(f"SELECT {sql}", params)
+
+
+def notify_clause(using: str, queue: str) -> tuple[str, list[str]] | None:
+    """Return the SQL expression (and its parameters) that wakes the workers of ``queue``.
+
+    None where there is nothing to send (another database, or ``NOTIFY`` off). The expression
+    can ride along in a statement that runs anyway, such as the ``RETURNING`` list of the
+    ``INSERT`` of the task, which spares the enqueue a round trip of its own.
+    """
+    if not app_settings.NOTIFY or not _is_postgresql(using):
+        return None
+    return "pg_notify(%s, %s)", [CHANNEL, queue]
+
+
+#: Database alias -> whether it is PostgreSQL; asked on every enqueue, and a lookup in
+#: ``django.db.connections`` costs more than the rest of the answer.
+_postgresql: dict[str, bool] = {}
+
+
+def _is_postgresql(using: str) -> bool:
+    try:
+        return _postgresql[using]
+    except KeyError:
+        answer = _postgresql[using] = connections[using].vendor == "postgresql"
+        return answer
 
 
 class Listener:

@@ -56,6 +56,9 @@ def ceiling(result: Ceiling) -> str:
 
 def enqueue(results: Sequence[EnqueueResult], top: Ceiling | None = None) -> str:
     insert = top.insert_one.rate if top else None
+    insert_batch = top.insert_batch.rate if top else None
+    # A call is compared with the bare ORM insert of the same row, in the same transaction mode.
+    orm = {r.one_transaction: r.rate for r in results if r.kind == "orm"}
     rows = [
         (
             r.mode,
@@ -64,10 +67,22 @@ def enqueue(results: Sequence[EnqueueResult], top: Ceiling | None = None) -> str
             round(r.rate),
             round(r.micros_per_task),
             ratio(r.rate, insert),
+            ratio(r.rate, insert_batch),
+            ratio(r.rate, orm.get(r.one_transaction)) if r.kind == "call" else "-",
         )
         for r in results
     ]
-    return table(["mode", "tasks", "seconds", "tasks/s", "us/task", "of INSERT ceiling"], rows)
+    headers = [
+        "mode",
+        "tasks",
+        "seconds",
+        "tasks/s",
+        "us/task",
+        "of INSERT ceiling",
+        "of bulk INSERT ceiling",
+        "of ORM create()",
+    ]
+    return table(headers, rows)
 
 
 def drain(

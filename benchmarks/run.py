@@ -34,6 +34,7 @@ DEFAULT_URLS = {
 # (full, --quick)
 SIZES = {
     "tasks": (2_000, 200),
+    "bulk_tasks": (10_000, 500),
     "claim_rows": (200_000, 2_000),
     "memory_tasks": (100_000, 2_000),
     "dashboard_rows": (1_000_000, 5_000),
@@ -90,6 +91,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=None,
         help=f"tasks to enqueue and to drain (default {SIZES['tasks'][0]:,}; "
         f"--quick {SIZES['tasks'][1]:,})",
+    )
+    parser.add_argument(
+        "--bulk-tasks",
+        type=positive_int,
+        default=None,
+        help=f"calls of the bulk enqueue, in one call (default {SIZES['bulk_tasks'][0]:,}; "
+        f"--quick {SIZES['bulk_tasks'][1]:,})",
     )
     parser.add_argument(
         "--workers",

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _settings_line(args: argparse.Namespace) -> str:
     return (
-        f"tasks={args.tasks} workers={args.workers} "
+        f"tasks={args.tasks} bulk_tasks={args.bulk_tasks} workers={args.workers} "
         f"conn_max_age={args.conn_max_age or '0 (default)'} "
         f"claim_rows={args.claim_rows} claim_rounds={args.claim_rounds} "
         f"memory_tasks={args.memory_tasks} memory_concurrency={args.memory_concurrency} "
@@ -75,8 +75,11 @@ def _settings_line(args: argparse.Namespace) -> str:
 
 
 def _ceiling(args: argparse.Namespace, measured: dict[str, ceiling.Ceiling | None]) -> Any:
-    _progress(f"ceiling: plain SQL loops through the driver, {args.tasks} rows each")
-    result = ceiling.measure(args.tasks)
+    _progress(
+        f"ceiling: plain SQL loops through the driver, {args.tasks} rows each "
+        f"({args.bulk_tasks} for the multi-row INSERTs)"
+    )
+    result = ceiling.measure(args.tasks, args.bulk_tasks)
     measured["ceiling"] = result
     print(report.heading("0. Ceiling: the same work in plain SQL through the driver, no Django"))
     print(report.ceiling(result), flush=True)
@@ -84,9 +87,12 @@ def _ceiling(args: argparse.Namespace, measured: dict[str, ceiling.Ceiling | Non
 
 
 def _enqueue(args: argparse.Namespace, top: ceiling.Ceiling | None) -> Any:
-    _progress(f"enqueue: {args.tasks} calls of a @background no-op task, twice")
-    results = throughput.measure_enqueue(args.tasks)
-    print(report.heading("1. Enqueue throughput (noop() calls from this process)"))
+    _progress(
+        f"enqueue: {args.tasks} ORM inserts and calls of a @background no-op task, twice each; "
+        f"one bulk call of {args.bulk_tasks}"
+    )
+    results = throughput.measure_enqueue(args.tasks, args.bulk_tasks)
+    print(report.heading("1. Enqueue throughput (from this process)"))
     print(report.enqueue(results, top), flush=True)
     return results
 

@@ -1,4 +1,5 @@
-"""The tasks the benchmarks enqueue: a no-op, so the figures are the queue's, and a time stamp."""
+"""The tasks the benchmarks enqueue and drain: no-ops, so the figures are the queue's, and a
+time stamp for the pickup latency."""
 
 from __future__ import annotations
 
@@ -21,3 +22,8 @@ PICKUP_NAME = "benchmarks.pickup"
 def pickup() -> float:
     """Return when the body started (seconds since the epoch): the latency phase's stamp."""
     return time.time()
+
+
+@background(name="benchmarks.noop_with")
+def noop_with(number: int) -> None:
+    """Do nothing with ``number``: the enqueue figures are for calls with an argument, as most."""

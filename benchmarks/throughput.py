@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -13,9 +15,10 @@ from django.db.models import Max, Min
 from django.utils import timezone
 
 from background_tasks.models import CompletedTask, Task
+from background_tasks.serialization import encode_params, params_hash
 
 from . import db
-from .tasks import noop
+from .tasks import noop_with
 from .workers import children_cpu_seconds, workers
 
 
@@ -24,6 +27,10 @@ class EnqueueResult:
     mode: str
     tasks: int
     seconds: float
+    #: "orm" (a bare Task.objects.create()), "call" (noop_with(i)) or "bulk" (noop_with.bulk()).
+    kind: str = "call"
+    #: Whether all tasks were written in one transaction (else one transaction per statement).
+    one_transaction: bool = False
 
     @property
     def rate(self) -> float:
@@ -69,25 +76,68 @@ class DrainResult:
         return max(work, 0.0) / self.tasks * 1000
 
 
-def measure_enqueue(count: int) -> list[EnqueueResult]:
-    """Time ``noop()`` calls: each in its own autocommit transaction, then all in one."""
-    results = []
-    db.empty()
-    start = time.perf_counter()
-    for _ in range(count):
-        noop()
-    results.append(EnqueueResult("autocommit (1 tx per task)", count, time.perf_counter() - start))
-    _expect_rows(Task, count)
+def measure_enqueue(
+    count: int, bulk_count: int, rounds: int = 20, bulk_repeats: int = 3
+) -> list[EnqueueResult]:
+    """Time enqueuing against a bare ORM insert of the same row.
 
-    db.empty()
-    start = time.perf_counter()
-    with transaction.atomic():
-        for _ in range(count):
-            noop()
-    results.append(EnqueueResult("one transaction", count, time.perf_counter() - start))
-    _expect_rows(Task, count)
+    ``Task.objects.create()`` of the rows ``noop_with(i)`` writes (their parameters and hashes
+    computed before the clock starts), then ``noop_with(i)`` calls, first one transaction per
+    task, then all in one; then ``noop_with.bulk()`` of ``bulk_count`` calls in one call,
+    ``bulk_repeats`` times (the median is kept). The ORM inserts and the calls alternate in
+    ``rounds`` rounds, so that a burst of load on the machine weighs on both alike.
+    """
+    params = [encode_params(noop_with.name, noop_with.func, (i,), {}) for i in range(count)]
+    hashes = [params_hash(noop_with.name, p) for p in params]
+
+    def orm_create(i: int) -> None:
+        now = timezone.now()
+        Task.objects.create(
+            task_name=noop_with.name,
+            params=params[i],
+            task_hash=hashes[i],
+            queue="default",
+            priority=0,
+            run_at=now,
+            scheduled_at=now,
+        )
+
+    results = []
+    for one_transaction in (False, True):
+        seconds = {"orm": 0.0, "call": 0.0}
+        db.empty()
+        for chunk in _chunks(count, rounds):
+            for kind, write in (("orm", orm_create), ("call", noop_with)):
+                start = time.perf_counter()
+                with transaction.atomic() if one_transaction else nullcontext():
+                    for i in chunk:
+                        write(i)
+                seconds[kind] += time.perf_counter() - start
+        _expect_rows(Task, 2 * count)
+        how = "one transaction" if one_transaction else "autocommit (1 tx per task)"
+        for kind, label in (("orm", "Task.objects.create()"), ("call", "noop_with(i)")):
+            results.append(
+                EnqueueResult(f"{label}, {how}", count, seconds[kind], kind, one_transaction)
+            )
+
+    calls = [(i,) for i in range(bulk_count)]
+    timings = []
+    for _ in range(bulk_repeats):
+        db.empty()
+        start = time.perf_counter()
+        noop_with.bulk(calls)
+        timings.append(time.perf_counter() - start)
+        _expect_rows(Task, bulk_count)
+    label = f"noop_with.bulk() of {bulk_count:,} calls (median of {bulk_repeats})"
+    results.append(EnqueueResult(label, bulk_count, statistics.median(timings), "bulk", True))
     db.empty()
     return results
+
+
+def _chunks(count: int, rounds: int) -> list[range]:
+    """Split ``range(count)`` into ``rounds`` consecutive ranges (fewer if count is smaller)."""
+    size = -(-count // rounds)
+    return [range(start, min(start + size, count)) for start in range(0, count, size)]
 
 
 def measure_startup() -> StartupResult:

@@ -183,6 +183,7 @@ def test_enqueue__goes_through_the_insert_path_task_created_and_the_wake_up(
     created: list[Task] = []
     woken: list[str] = []
     monkeypatch.setattr(enqueue, "notify_ready", lambda using, queue: woken.append(queue))
+    monkeypatch.setattr(enqueue, "notify_clause", lambda using, queue: None)  # none in an INSERT
 
     def remember(sender: str, task: Task, **kwargs: object) -> None:
         created.append(task)

@@ -39,6 +39,9 @@ def wakeups(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     """Every (database, queue) the insert path woke workers for."""
     woken: list[tuple[str, str]] = []
     monkeypatch.setattr(enqueue, "notify_ready", lambda using, queue: woken.append((using, queue)))
+    # Every wake-up goes through notify_ready, none rides in an INSERT (tests/test_wakeup.py
+    # checks on PostgreSQL that one riding in an INSERT reaches a listener).
+    monkeypatch.setattr(enqueue, "notify_clause", lambda using, queue: None)
     return woken
 
 
