@@ -37,13 +37,22 @@ def empty_params() -> dict[str, Any]:
     return {"args": [], "kwargs": {}}
 
 
+# The text columns are indexed in ``Meta.indexes`` (and ``unique_key`` made unique in
+# ``Meta.constraints``) rather than with ``db_index=True`` or ``unique=True``: on PostgreSQL those
+# also build a second ``varchar_pattern_ops`` index per column, for ``LIKE 'prefix%'``, which no
+# query of this app makes (the admin's search is ``icontains``, which no B-tree serves). Every
+# task's insert, claim and archive paid for maintaining four such indexes on the queue and two on
+# the history.
+
+
 class TaskBase(models.Model):
     """Fields a task keeps from enqueue to its final record."""
 
     id = models.BigAutoField(primary_key=True)
-    task_name = models.CharField(_("task name"), max_length=TASK_NAME_LENGTH, db_index=True)
+    # Indexed through each model's Meta.indexes, not db_index (see the note above).
+    task_name = models.CharField(_("task name"), max_length=TASK_NAME_LENGTH)
     params = models.JSONField(_("parameters"), default=empty_params, blank=True)
-    task_hash = models.CharField(_("task hash"), max_length=40, db_index=True, editable=False)
+    task_hash = models.CharField(_("task hash"), max_length=40, editable=False)
     verbose_name = models.CharField(
         _("verbose name"), max_length=VERBOSE_NAME_LENGTH, blank=True, default=""
     )
@@ -285,11 +294,10 @@ class Task(TaskBase):
         editable=False,
         help_text=_("Start of the last finished attempt (the running one's is locked_at)."),
     )
-    unique_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    # Unique through Meta.constraints, not unique=True (see the note above TaskBase).
+    unique_key = models.CharField(max_length=64, null=True, blank=True, editable=False)
     # NULL, not "", means "not held": the claim, the fence and the indexes all test IS NULL.
-    locked_by = models.CharField(
-        _("locked by"), max_length=255, null=True, blank=True, db_index=True
-    )
+    locked_by = models.CharField(_("locked by"), max_length=255, null=True, blank=True)
     locked_at = models.DateTimeField(_("locked at"), null=True, blank=True)
     cancel_requested_at = models.DateTimeField(_("cancel requested at"), null=True, blank=True)
 
@@ -307,6 +315,14 @@ class Task(TaskBase):
             models.Index(
                 fields=["queue", "-priority", "run_at", "id"], name="bgtasks_task_queue_claim"
             ),
+            models.Index(fields=["task_name"], name="bgtasks_task_name"),
+            models.Index(fields=["task_hash"], name="bgtasks_task_hash"),
+            # Rescue and the release of lost claims find a worker's rows by it.
+            models.Index(fields=["locked_by"], name="bgtasks_task_locked_by"),
+        ]
+        constraints = [
+            # One pending row per key: unique=True enqueues race on it (enqueue.py).
+            models.UniqueConstraint(fields=["unique_key"], name="bgtasks_task_unique_key"),
         ]
 
     @property
@@ -403,6 +419,8 @@ class CompletedTask(TaskBase):
         # pruning of old rows as index range scans, so none of them reads the whole history.
         indexes = [
             models.Index(fields=["status", "finished_at"], name="bgtasks_completed_status"),
+            models.Index(fields=["task_name"], name="bgtasks_completed_name"),
+            models.Index(fields=["task_hash"], name="bgtasks_completed_hash"),
         ]
 
     @property
