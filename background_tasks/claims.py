@@ -213,11 +213,16 @@ def claim_tasks(
     *,
     now: datetime | None = None,
     using: str | None = None,
+    shared: bool = False,
 ) -> list[Task]:
     """Mark up to ``limit`` ready tasks as held by ``worker_id`` and return them in run order.
 
     A claimed row the database cannot load is quarantined and left out (see isolation.py), and
     its slot claimed again: a bad row never makes the queue look empty.
+
+    ``shared``: the claim is part of the caller's transaction (opened after
+    :func:`prepare_transaction`), which it neither commits nor retries: on MySQL a deadlock rolls
+    back the whole transaction, so the caller must start again.
     """
     from .models import Task
 
@@ -229,7 +234,7 @@ def claim_tasks(
         # One statement claims rows of one priority (see top_level_cte_sql), best first: when
         # it found fewer than asked, the next priority may have more. Claimed rows and rows set
         # aside are no longer claimable, so this loop ends.
-        ids, rows = _claim(using, worker_id, queues, limit, now)
+        ids, rows = _claim(using, worker_id, queues, limit, now, shared)
         if not ids:
             break
         if rows is None:
@@ -248,8 +253,21 @@ def _run_order(task: Task) -> tuple[int, datetime, int]:
     return (priority, task.run_at, task.pk)
 
 
+def prepare_transaction(using: str) -> None:
+    """Prepare the next transaction of this connection for a claim; call it before it begins.
+
+    MySQL/MariaDB: under REPEATABLE READ a locking read keeps locks on every row it examines,
+    matching or not (far-future rows, say); READ COMMITTED releases those at once. The setting
+    applies to the next transaction only, so a task body's own transactions keep the default.
+    """
+    connection = connections[using]
+    if connection.vendor == "mysql" and not connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+
+
 def _claim(
-    using: str, worker_id: str, queues: Sequence[str], limit: int, now: datetime
+    using: str, worker_id: str, queues: Sequence[str], limit: int, now: datetime, shared: bool
 ) -> tuple[list[int], list[Task] | None]:
     """Claim; return the ids, and the rows when the claim statement returned them."""
     connection = connections[using]
@@ -264,6 +282,8 @@ def _claim(
         sql = sqlite_claim_sql(table, queues, descending, returning)
         stamp = connection.ops.adapt_datetimefield_value(now)
         params = sqlite_claim_params(worker_id, queues, limit, stamp)
+    elif connection.vendor == "mysql" and shared:
+        return _claim_generic(using, worker_id, queues, limit, now, descending), None
     elif connection.vendor == "mysql":
         return _claim_mysql(using, worker_id, queues, limit, now, descending), None
     else:
@@ -329,13 +349,9 @@ def _claim_generic(
 
     connection = connections[using]
     table = _table(connection)
-    if connection.vendor == "mysql" and not connection.in_atomic_block:
-        # Under REPEATABLE READ a locking read keeps locks on every row it examines, matching or
-        # not (far-future rows, say); READ COMMITTED releases those at once. Applies to the next
-        # transaction only.
-        with connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-    with transaction.atomic(using=using):
+    prepare_transaction(using)
+    # Inside the caller's transaction no savepoint: nothing here can be retried in it anyway.
+    with transaction.atomic(using=using, savepoint=False):
         with connection.cursor() as cursor:
             found = _lock_best_level(cursor, table, queues, limit, now, descending)
         ids = [task_id for _, task_id in sorted(found)[:limit]]
