@@ -272,14 +272,11 @@ def _claim(
     """Claim; return the ids, and the rows when the claim statement returned them."""
     connection = connections[using]
     descending = app_settings.priority_descending
-    table = _table(connection)
     if connection.vendor == "postgresql":
-        returning = claimed_rows.returning_sql(connection, qualify=True)
-        sql = postgresql_claim_sql(table, queues, descending, returning)
+        sql = _returning_claim_sql(connection, tuple(queues), descending)
         params = postgresql_claim_params(worker_id, queues, limit, now)
     elif connection.vendor == "sqlite":
-        returning = claimed_rows.returning_sql(connection, qualify=False)
-        sql = sqlite_claim_sql(table, queues, descending, returning)
+        sql = _returning_claim_sql(connection, tuple(queues), descending)
         stamp = connection.ops.adapt_datetimefield_value(now)
         params = sqlite_claim_params(worker_id, queues, limit, stamp)
     elif connection.vendor == "mysql" and shared:
@@ -305,6 +302,28 @@ def _claim(
         if is_outage(exc):
             raise
         return ids, None
+
+
+#: Claim statements by (database alias, vendor, queues, order): built once, run for every task.
+_claim_statements: dict[tuple[str, str, tuple[str, ...], bool], str] = {}
+
+
+def _returning_claim_sql(
+    connection: BaseDatabaseWrapper, queues: tuple[str, ...], descending: bool
+) -> str:
+    """Return the PostgreSQL or SQLite claim statement returning every column."""
+    key = (connection.alias, connection.vendor, queues, descending)
+    sql = _claim_statements.get(key)
+    if sql is None:
+        table = _table(connection)
+        if connection.vendor == "postgresql":
+            returning = claimed_rows.returning_sql(connection, qualify=True)
+            sql = postgresql_claim_sql(table, queues, descending, returning)
+        else:
+            returning = claimed_rows.returning_sql(connection, qualify=False)
+            sql = sqlite_claim_sql(table, queues, descending, returning)
+        _claim_statements[key] = sql
+    return sql
 
 
 def _held_since(using: str, worker_id: str, now: datetime) -> list[int]:
