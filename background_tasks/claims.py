@@ -10,8 +10,8 @@ rows scheduled ahead.
   ``UPDATE … RETURNING`` of the claimed rows (the CTE keeps the planner from updating more rows
   than ``LIMIT``).
 - MySQL 8 / MariaDB 10.6+: a plain read of the priority, ``SELECT ... FOR UPDATE SKIP LOCKED``
-  then ``UPDATE ... WHERE id IN`` in one transaction, retried on deadlock (1213) and lock wait
-  timeout (1205); the rows are read by id afterwards.
+  (of every column: no second read) then ``UPDATE ... WHERE id IN`` in one transaction, retried
+  on deadlock (1213) and lock wait timeout (1205).
 - SQLite: no row locks and one writer at a time, so one ``UPDATE ... WHERE id IN (SELECT ...
   LIMIT n) RETURNING`` statement in autocommit mode: a write statement takes the database
   write lock before it reads, waiting up to the busy timeout, so two workers can never pick
@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from django.db import OperationalError, connections, router, transaction
@@ -279,12 +280,10 @@ def _claim(
         sql = _returning_claim_sql(connection, tuple(queues), descending)
         stamp = connection.ops.adapt_datetimefield_value(now)
         params = sqlite_claim_params(worker_id, queues, limit, stamp)
-    elif connection.vendor == "mysql" and shared:
-        return _claim_generic(using, worker_id, queues, limit, now, descending), None
-    elif connection.vendor == "mysql":
-        return _claim_mysql(using, worker_id, queues, limit, now, descending), None
+    elif connection.vendor == "mysql" and not shared:
+        return _claim_mysql(using, worker_id, queues, limit, now, descending)
     else:
-        return _claim_generic(using, worker_id, queues, limit, now, descending), None
+        return _claim_generic(using, worker_id, queues, limit, now, descending)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         try:
@@ -345,7 +344,7 @@ def _table(connection: BaseDatabaseWrapper) -> str:
 
 def _claim_mysql(
     using: str, worker_id: str, queues: Sequence[str], limit: int, now: datetime, descending: bool
-) -> list[int]:
+) -> tuple[list[int], list[Task] | None]:
     for attempt in range(MYSQL_RETRIES):
         try:
             return _claim_generic(using, worker_id, queues, limit, now, descending)
@@ -354,42 +353,69 @@ def _claim_mysql(
             if code not in MYSQL_RETRYABLE_ERRORS or attempt == MYSQL_RETRIES - 1:
                 raise
             time.sleep(0.01 * (attempt + 1))  # brief pause before retrying a deadlocked claim
-    return []
+    return [], None
 
 
 def _claim_generic(
     using: str, worker_id: str, queues: Sequence[str], limit: int, now: datetime, descending: bool
-) -> list[int]:
+) -> tuple[list[int], list[Task] | None]:
     """Claim in one transaction: read the best ready priority, lock rows of it with
-    SELECT ... FOR UPDATE SKIP LOCKED (one SELECT per queue), then UPDATE them."""
-    from django.db.models import Case, F, PositiveIntegerField, When
+    SELECT ... FOR UPDATE SKIP LOCKED (one SELECT per queue), then UPDATE them.
 
-    from .models import Task
-
+    The locking read returns every column, so the claimed rows need no second read: what the
+    UPDATE changes (holder, claim time, attempts) is set on them as it sets it in the table.
+    Return the ids and the rows (None if they could not be loaded as read).
+    """
     connection = connections[using]
     table = _table(connection)
+    returning = claimed_rows.returning_sql(connection, qualify=False)
     prepare_transaction(using)
     # Inside the caller's transaction no savepoint: nothing here can be retried in it anyway.
-    with transaction.atomic(using=using, savepoint=False):
-        with connection.cursor() as cursor:
-            found = _lock_best_level(cursor, table, queues, limit, now, descending)
-        ids = [task_id for _, task_id in sorted(found)[:limit]]
+    with transaction.atomic(using=using, savepoint=False), connection.cursor() as cursor:
+        found = _lock_best_level(cursor, table, queues, limit, now, descending, returning)
+        picked = sorted(found, key=_row_run_order)[:limit]
+        ids = [row[0] for row in picked]
         if ids:
-            Task.objects.using(using).filter(id__in=ids).update(
-                locked_by=worker_id,
-                locked_at=now,
-                attempts=Case(
-                    When(attempts__lt=ATTEMPTS_CEILING, then=F("attempts") + 1),
-                    default=F("attempts"),
-                    output_field=PositiveIntegerField(),
-                ),
+            stamp = connection.ops.adapt_datetimefield_value(now)
+            cursor.execute(
+                f"UPDATE {table} SET locked_by = %s, locked_at = %s, {COUNT_ATTEMPT_SQL} "
+                f"WHERE id IN ({', '.join(['%s'] * len(ids))})",
+                [worker_id, stamp, *ids],
             )
-    return ids
+    try:
+        tasks = claimed_rows.build(connection, using, picked)
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        return ids, None
+    for task in tasks:
+        task.locked_by, task.locked_at = worker_id, now
+        if task.attempts < ATTEMPTS_CEILING:
+            task.attempts += 1
+    return ids, tasks
+
+
+@cache
+def _run_at_position() -> int:
+    from .models import Task
+
+    return [f.attname for f in Task._meta.concrete_fields].index("run_at")
+
+
+def _row_run_order(row: Sequence[Any]) -> tuple[Any, Any]:
+    """Sort key of a row read in ``returning_sql`` order: run_at, then id."""
+    return (row[_run_at_position()], row[0])
 
 
 def _lock_best_level(
-    cursor: Any, table: str, queues: Sequence[str], limit: int, now: datetime, descending: bool
-) -> list[tuple[datetime, int]]:
+    cursor: Any,
+    table: str,
+    queues: Sequence[str],
+    limit: int,
+    now: datetime,
+    descending: bool,
+    columns: str,
+) -> list[tuple[Any, ...]]:
     """Lock up to ``limit`` ready rows of the best priority that has unlocked ones.
 
     A priority whose ready rows other transactions hold (all skipped) is passed over for the
@@ -406,12 +432,12 @@ def _lock_best_level(
         level, ready = row
         if ready is None:
             continue
-        found: list[tuple[datetime, int]] = []
+        found: list[tuple[Any, ...]] = []
         # One locking read per queue, merged by the caller: rows beyond the limit stay locked
         # until this short transaction ends, as on PostgreSQL.
         for one in [[queue] for queue in queues] or [[]]:
             sql = candidates_sql(table, one, " FOR UPDATE SKIP LOCKED", False, "%s")
-            sql = sql.replace("SELECT id FROM", "SELECT run_at, id FROM", 1)
+            sql = sql.replace("SELECT id FROM", f"SELECT {columns} FROM", 1)
             cursor.execute(sql, [now, *one, level, limit])
             found.extend(cursor.fetchall())
         if found:
