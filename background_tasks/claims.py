@@ -260,9 +260,15 @@ def prepare_transaction(using: str) -> None:
     MySQL/MariaDB: under REPEATABLE READ a locking read keeps locks on every row it examines,
     matching or not (far-future rows, say); READ COMMITTED releases those at once. The setting
     applies to the next transaction only, so a task body's own transactions keep the default.
+    Nothing is sent when the connection's own level is READ COMMITTED already (Django's
+    default ``isolation_level`` on MySQL).
     """
     connection = connections[using]
-    if connection.vendor == "mysql" and not connection.in_atomic_block:
+    if (
+        connection.vendor == "mysql"
+        and not connection.in_atomic_block
+        and getattr(connection, "isolation_level", None) != "read committed"
+    ):
         with connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
