@@ -2,13 +2,14 @@
 
 The main thread claims only as many tasks as there are idle runner threads (a demand-sized
 batch), hands them over, heartbeats and rescues tasks of lost workers. Each runner thread has
-its own database connection. Signal handlers only set flags the loop reads.
+its own database connection and, while busy, claims its own next task in the transaction of
+the outcome of the last (runner.py). Signal handlers only set flags the loop reads.
 
 Over 400 lines on purpose: it is one class whose loop, runner threads and shutdown share the
-same state (free slots, the inbox, the running set, the stop flags), and cutting the class
-would spread that state over modules. What is not that state is elsewhere: the start-up wait
-(database_wait.py), exit codes (exit_codes.py), outage policy (outage.py), recording
-(recording.py).
+same state (free slots, the inbox, the running set, the claim budget, the stop flags), and
+cutting the class would spread that state over modules. What is not that state is elsewhere:
+a runner thread's work (runner.py), the start-up wait (database_wait.py), exit codes
+(exit_codes.py), outage policy (outage.py), recording (recording.py).
 """
 
 from __future__ import annotations
@@ -318,7 +319,11 @@ class Worker:
         """
         with self._gate:
             self._releasing = True
-            self._gate.wait_for(lambda: self._runner_claims == 0)
+            if not self._gate.wait_for(lambda: self._runner_claims == 0, timeout=1.0):
+                # A runner's claim is still in flight (a slow database): look again next loop.
+                self._releasing = False
+                self._gate.notify_all()
+                return
             self._claims_uncertain = False
             running = list(self._running)
         try:
