@@ -16,6 +16,8 @@ from django.db import DataError, OperationalError
 
 from background_tasks import archive_sql, lifecycle, signals
 from background_tasks import runner as runner_module
+from background_tasks import worker as worker_module
+from background_tasks.exit_codes import EXIT_MEMORY_LIMIT
 from background_tasks.isolation import QUARANTINED
 from background_tasks.models import CompletedTask, Task
 from background_tasks.worker import Worker
@@ -177,3 +179,49 @@ def test_outage_in_the_shared_transaction__no_task_runs_twice_and_none_is_lost(
     # After a lost reply the claim was found and released uncounted before it ran.
     assert CompletedTask.objects.get(task_id=second.pk).attempts == 1
     assert not Task.objects.exists()
+
+
+def test_claimed_as_the_worker_begins_to_stop__the_next_task_is_handed_back_unstarted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tasks.record("first")
+    second = tasks.record("second")
+    worker = Worker(sleep=60)
+    claim = runner_module.claim_tasks
+
+    def claim_then_stop(*args: Any, **kwargs: Any) -> list[Task]:
+        claimed = claim(*args, **kwargs)
+        worker.request_stop()  # arrives after the claim, before the task starts
+        return claimed
+
+    monkeypatch.setattr(runner_module, "claim_tasks", claim_then_stop)
+
+    assert worker.run() == 0
+
+    assert runs("first") == 1
+    assert runs("second") == 0
+    handed_back = Task.objects.get(pk=second.pk)
+    assert (handed_back.locked_by, handed_back.attempts) == (None, 0)
+
+
+def test_over_max_memory__the_runner_claims_nothing_more(
+    monkeypatch: pytest.MonkeyPatch, runner_claims: list[list[int]]
+) -> None:
+    tasks.record("first")
+    left = [tasks.record(f"left-{i}").pk for i in range(2)]
+    resident = [10.0]
+    monkeypatch.setattr(worker_module, "resident_mb", lambda: resident[0])
+
+    def grow(sender: str, task: Task, **kwargs: Any) -> None:
+        resident[0] = 1000.0
+
+    signals.task_started.connect(grow, dispatch_uid="test-grow")
+    try:
+        assert Worker(sleep=60, max_memory=100).run() == EXIT_MEMORY_LIMIT
+    finally:
+        signals.task_started.disconnect(dispatch_uid="test-grow")
+
+    assert runner_claims == []
+    assert runs("first") == 1
+    waiting = Task.objects.filter(pk__in=left)
+    assert [(t.locked_by, t.attempts) for t in waiting] == [(None, 0)] * 2
