@@ -7,6 +7,7 @@ then the field's), so a task built here equals one loaded by ``Task.objects.get`
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,20 +32,37 @@ def returning_sql(connection: BaseDatabaseWrapper, qualify: bool) -> str:
     return ", ".join(prefix + quote(field.column) for field in Task._meta.concrete_fields)
 
 
+_Converters = tuple[list[str], list[Any], list[list[Callable[..., Any]]]]
+
+#: Per connection (each thread has its own): what converting a row takes, worked out once.
+_converters: weakref.WeakKeyDictionary[BaseDatabaseWrapper, _Converters] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _converters_of(connection: BaseDatabaseWrapper) -> _Converters:
+    found = _converters.get(connection)
+    if found is None:
+        from .models import Task
+
+        fields = Task._meta.concrete_fields
+        converters: list[list[Callable[..., Any]]] = []
+        columns = []
+        for field in fields:
+            column = field.get_col(Task._meta.db_table)
+            columns.append(column)
+            converters.append(
+                [*connection.ops.get_db_converters(column), *column.get_db_converters(connection)]
+            )
+        found = _converters[connection] = ([field.attname for field in fields], columns, converters)
+    return found
+
+
 def build(connection: BaseDatabaseWrapper, using: str, rows: Sequence[Sequence[Any]]) -> list[Task]:
     """Return a Task per row (columns in ``returning_sql`` order); raise if a value cannot load."""
     from .models import Task
 
-    fields = Task._meta.concrete_fields
-    converters: list[list[Callable[..., Any]]] = []
-    columns = []
-    for field in fields:
-        column = field.get_col(Task._meta.db_table)
-        columns.append(column)
-        converters.append(
-            [*connection.ops.get_db_converters(column), *column.get_db_converters(connection)]
-        )
-    names = [field.attname for field in fields]
+    names, columns, converters = _converters_of(connection)
     tasks = []
     for row in rows:
         values = list(row)

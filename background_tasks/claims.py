@@ -10,8 +10,8 @@ rows scheduled ahead.
   ``UPDATE … RETURNING`` of the claimed rows (the CTE keeps the planner from updating more rows
   than ``LIMIT``).
 - MySQL 8 / MariaDB 10.6+: a plain read of the priority, ``SELECT ... FOR UPDATE SKIP LOCKED``
-  then ``UPDATE ... WHERE id IN`` in one transaction, retried on deadlock (1213) and lock wait
-  timeout (1205); the rows are read by id afterwards.
+  (of every column: no second read) then ``UPDATE ... WHERE id IN`` in one transaction, retried
+  on deadlock (1213) and lock wait timeout (1205).
 - SQLite: no row locks and one writer at a time, so one ``UPDATE ... WHERE id IN (SELECT ...
   LIMIT n) RETURNING`` statement in autocommit mode: a write statement takes the database
   write lock before it reads, waiting up to the busy timeout, so two workers can never pick
@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from django.db import OperationalError, connections, router, transaction
@@ -213,11 +214,16 @@ def claim_tasks(
     *,
     now: datetime | None = None,
     using: str | None = None,
+    shared: bool = False,
 ) -> list[Task]:
     """Mark up to ``limit`` ready tasks as held by ``worker_id`` and return them in run order.
 
     A claimed row the database cannot load is quarantined and left out (see isolation.py), and
     its slot claimed again: a bad row never makes the queue look empty.
+
+    ``shared``: the claim is part of the caller's transaction (opened after
+    :func:`prepare_transaction`), which it neither commits nor retries: on MySQL a deadlock rolls
+    back the whole transaction, so the caller must start again.
     """
     from .models import Task
 
@@ -229,7 +235,7 @@ def claim_tasks(
         # One statement claims rows of one priority (see top_level_cte_sql), best first: when
         # it found fewer than asked, the next priority may have more. Claimed rows and rows set
         # aside are no longer claimable, so this loop ends.
-        ids, rows = _claim(using, worker_id, queues, limit, now)
+        ids, rows = _claim(using, worker_id, queues, limit, now, shared)
         if not ids:
             break
         if rows is None:
@@ -248,26 +254,42 @@ def _run_order(task: Task) -> tuple[int, datetime, int]:
     return (priority, task.run_at, task.pk)
 
 
+def prepare_transaction(using: str) -> None:
+    """Prepare the next transaction of this connection for a claim; call it before it begins.
+
+    MySQL/MariaDB: under REPEATABLE READ a locking read keeps locks on every row it examines,
+    matching or not (far-future rows, say); READ COMMITTED releases those at once. The setting
+    applies to the next transaction only, so a task body's own transactions keep the default.
+    Nothing is sent when the connection's own level is READ COMMITTED already (Django's
+    default ``isolation_level`` on MySQL).
+    """
+    connection = connections[using]
+    if (
+        connection.vendor == "mysql"
+        and not connection.in_atomic_block
+        and getattr(connection, "isolation_level", None) != "read committed"
+    ):
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+
+
 def _claim(
-    using: str, worker_id: str, queues: Sequence[str], limit: int, now: datetime
+    using: str, worker_id: str, queues: Sequence[str], limit: int, now: datetime, shared: bool
 ) -> tuple[list[int], list[Task] | None]:
     """Claim; return the ids, and the rows when the claim statement returned them."""
     connection = connections[using]
     descending = app_settings.priority_descending
-    table = _table(connection)
     if connection.vendor == "postgresql":
-        returning = claimed_rows.returning_sql(connection, qualify=True)
-        sql = postgresql_claim_sql(table, queues, descending, returning)
+        sql = _returning_claim_sql(connection, tuple(queues), descending)
         params = postgresql_claim_params(worker_id, queues, limit, now)
     elif connection.vendor == "sqlite":
-        returning = claimed_rows.returning_sql(connection, qualify=False)
-        sql = sqlite_claim_sql(table, queues, descending, returning)
+        sql = _returning_claim_sql(connection, tuple(queues), descending)
         stamp = connection.ops.adapt_datetimefield_value(now)
         params = sqlite_claim_params(worker_id, queues, limit, stamp)
-    elif connection.vendor == "mysql":
-        return _claim_mysql(using, worker_id, queues, limit, now, descending), None
+    elif connection.vendor == "mysql" and not shared:
+        return _claim_mysql(using, worker_id, queues, limit, now, descending)
     else:
-        return _claim_generic(using, worker_id, queues, limit, now, descending), None
+        return _claim_generic(using, worker_id, queues, limit, now, descending)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         try:
@@ -285,6 +307,28 @@ def _claim(
         if is_outage(exc):
             raise
         return ids, None
+
+
+#: Claim statements by (database alias, vendor, queues, order): built once, run for every task.
+_claim_statements: dict[tuple[str, str, tuple[str, ...], bool], str] = {}
+
+
+def _returning_claim_sql(
+    connection: BaseDatabaseWrapper, queues: tuple[str, ...], descending: bool
+) -> str:
+    """Return the PostgreSQL or SQLite claim statement returning every column."""
+    key = (connection.alias, connection.vendor, queues, descending)
+    sql = _claim_statements.get(key)
+    if sql is None:
+        table = _table(connection)
+        if connection.vendor == "postgresql":
+            returning = claimed_rows.returning_sql(connection, qualify=True)
+            sql = postgresql_claim_sql(table, queues, descending, returning)
+        else:
+            returning = claimed_rows.returning_sql(connection, qualify=False)
+            sql = sqlite_claim_sql(table, queues, descending, returning)
+        _claim_statements[key] = sql
+    return sql
 
 
 def _held_since(using: str, worker_id: str, now: datetime) -> list[int]:
@@ -306,7 +350,7 @@ def _table(connection: BaseDatabaseWrapper) -> str:
 
 def _claim_mysql(
     using: str, worker_id: str, queues: Sequence[str], limit: int, now: datetime, descending: bool
-) -> list[int]:
+) -> tuple[list[int], list[Task] | None]:
     for attempt in range(MYSQL_RETRIES):
         try:
             return _claim_generic(using, worker_id, queues, limit, now, descending)
@@ -315,46 +359,69 @@ def _claim_mysql(
             if code not in MYSQL_RETRYABLE_ERRORS or attempt == MYSQL_RETRIES - 1:
                 raise
             time.sleep(0.01 * (attempt + 1))  # brief pause before retrying a deadlocked claim
-    return []
+    return [], None
 
 
 def _claim_generic(
     using: str, worker_id: str, queues: Sequence[str], limit: int, now: datetime, descending: bool
-) -> list[int]:
+) -> tuple[list[int], list[Task] | None]:
     """Claim in one transaction: read the best ready priority, lock rows of it with
-    SELECT ... FOR UPDATE SKIP LOCKED (one SELECT per queue), then UPDATE them."""
-    from django.db.models import Case, F, PositiveIntegerField, When
+    SELECT ... FOR UPDATE SKIP LOCKED (one SELECT per queue), then UPDATE them.
 
-    from .models import Task
-
+    The locking read returns every column, so the claimed rows need no second read: what the
+    UPDATE changes (holder, claim time, attempts) is set on them as it sets it in the table.
+    Return the ids and the rows (None if they could not be loaded as read).
+    """
     connection = connections[using]
     table = _table(connection)
-    if connection.vendor == "mysql" and not connection.in_atomic_block:
-        # Under REPEATABLE READ a locking read keeps locks on every row it examines, matching or
-        # not (far-future rows, say); READ COMMITTED releases those at once. Applies to the next
-        # transaction only.
-        with connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-    with transaction.atomic(using=using):
-        with connection.cursor() as cursor:
-            found = _lock_best_level(cursor, table, queues, limit, now, descending)
-        ids = [task_id for _, task_id in sorted(found)[:limit]]
+    returning = claimed_rows.returning_sql(connection, qualify=False)
+    prepare_transaction(using)
+    # Inside the caller's transaction no savepoint: nothing here can be retried in it anyway.
+    with transaction.atomic(using=using, savepoint=False), connection.cursor() as cursor:
+        found = _lock_best_level(cursor, table, queues, limit, now, descending, returning)
+        picked = sorted(found, key=_row_run_order)[:limit]
+        ids = [row[0] for row in picked]
         if ids:
-            Task.objects.using(using).filter(id__in=ids).update(
-                locked_by=worker_id,
-                locked_at=now,
-                attempts=Case(
-                    When(attempts__lt=ATTEMPTS_CEILING, then=F("attempts") + 1),
-                    default=F("attempts"),
-                    output_field=PositiveIntegerField(),
-                ),
+            stamp = connection.ops.adapt_datetimefield_value(now)
+            cursor.execute(
+                f"UPDATE {table} SET locked_by = %s, locked_at = %s, {COUNT_ATTEMPT_SQL} "
+                f"WHERE id IN ({', '.join(['%s'] * len(ids))})",
+                [worker_id, stamp, *ids],
             )
-    return ids
+    try:
+        tasks = claimed_rows.build(connection, using, picked)
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        return ids, None
+    for task in tasks:
+        task.locked_by, task.locked_at = worker_id, now
+        if task.attempts < ATTEMPTS_CEILING:
+            task.attempts += 1
+    return ids, tasks
+
+
+@cache
+def _run_at_position() -> int:
+    from .models import Task
+
+    return [f.attname for f in Task._meta.concrete_fields].index("run_at")
+
+
+def _row_run_order(row: Sequence[Any]) -> tuple[Any, Any]:
+    """Sort key of a row read in ``returning_sql`` order: run_at, then id."""
+    return (row[_run_at_position()], row[0])
 
 
 def _lock_best_level(
-    cursor: Any, table: str, queues: Sequence[str], limit: int, now: datetime, descending: bool
-) -> list[tuple[datetime, int]]:
+    cursor: Any,
+    table: str,
+    queues: Sequence[str],
+    limit: int,
+    now: datetime,
+    descending: bool,
+    columns: str,
+) -> list[tuple[Any, ...]]:
     """Lock up to ``limit`` ready rows of the best priority that has unlocked ones.
 
     A priority whose ready rows other transactions hold (all skipped) is passed over for the
@@ -371,12 +438,12 @@ def _lock_best_level(
         level, ready = row
         if ready is None:
             continue
-        found: list[tuple[datetime, int]] = []
+        found: list[tuple[Any, ...]] = []
         # One locking read per queue, merged by the caller: rows beyond the limit stay locked
         # until this short transaction ends, as on PostgreSQL.
         for one in [[queue] for queue in queues] or [[]]:
             sql = candidates_sql(table, one, " FOR UPDATE SKIP LOCKED", False, "%s")
-            sql = sql.replace("SELECT id FROM", "SELECT run_at, id FROM", 1)
+            sql = sql.replace("SELECT id FROM", f"SELECT {columns} FROM", 1)
             cursor.execute(sql, [now, *one, level, limit])
             found.extend(cursor.fetchall())
         if found:

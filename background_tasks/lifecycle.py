@@ -11,14 +11,18 @@ helpers, and one module keeps "what can happen to a claimed row" readable in one
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DataError, IntegrityError, router, transaction
+from django.db import DataError, IntegrityError, connections, router, transaction
 from django.db.models import F
+from django.dispatch import Signal
 from django.utils import timezone
 
-from . import isolation, signals, timing
+from . import archive_sql, isolation, signals, timing
 from .charsets import storable_for
 from .conf import app_settings
 from .exceptions import TaskCancelled, TaskInterrupted
@@ -36,6 +40,45 @@ _COPIED_FIELDS = [f.name for f in TaskBase._meta.concrete_fields if f.name != "i
 CARRIED_FIELDS = [name for name in _COPIED_FIELDS if not name.startswith("progress_")]
 
 
+class _Shared(threading.local):
+    """This thread's :func:`shared_transaction`, if one is open: the signals it holds back."""
+
+    pending: list[tuple[Signal, str, dict[str, Any]]] | None = None
+
+
+_shared = _Shared()
+
+
+@contextmanager
+def shared_transaction(using: str) -> Iterator[None]:
+    """Open one transaction for an outcome and what the caller adds to it (the next claim).
+
+    The outcome's writes take no savepoint of their own: whatever fails inside rolls the whole
+    transaction back, outcome and all, and the caller records the outcome again alone. The
+    outcome's signals are sent once the transaction has committed, and never if it rolled back,
+    as they are after an outcome's own transaction.
+    """
+    if _shared.pending is not None:
+        raise RuntimeError("shared_transaction() does not nest")
+    _shared.pending = []
+    try:
+        with transaction.atomic(using=using):
+            yield
+        pending = _shared.pending
+    finally:
+        _shared.pending = None
+    for signal, sender, kwargs in pending:
+        signals.emit(signal, sender=sender, **kwargs)
+
+
+def _emit(signal: Signal, sender: str, **kwargs: Any) -> None:
+    """Send an outcome's signal now, or once the shared transaction it is part of commits."""
+    if _shared.pending is not None:
+        _shared.pending.append((signal, sender, kwargs))
+    else:
+        signals.emit(signal, sender=sender, **kwargs)
+
+
 def max_attempts_of(task: Task) -> int:
     """Return the attempt budget: the row's, else its task function's, else the setting."""
     return options_of(task).max_attempts
@@ -50,14 +93,15 @@ def _held(task: Task, worker_id: str | None) -> Any:
 
 
 def _record(
-    task: Task, status: str, worker_id: str | None, now: datetime, *, save: bool, **fields: Any
+    task: Task, status: str, worker_id: str | None, now: datetime, **fields: Any
 ) -> CompletedTask:
+    """Return the (unsaved) history record of ``task``'s outcome."""
     values = _copied(task, _COPIED_FIELDS)
     if task.locked_at is not None:  # this attempt ran (a cancel of a waiting task did not)
         values["first_started_at"] = task.first_started_at or task.locked_at
         values["worker_ids"] = [*task.worker_ids, worker_id or ""]
     values.update(fields)
-    completed = CompletedTask(
+    return CompletedTask(
         task_id=task.pk,
         status=status,
         worker=worker_id or "",
@@ -66,9 +110,6 @@ def _record(
         finished_at=now,
         **values,
     )
-    if save:
-        completed.save(using=_using(), force_insert=True)
-    return completed
 
 
 def reset_attempts(row: Task) -> None:
@@ -175,26 +216,76 @@ def archive(
     """
     now = now or timezone.now()
     follower, no_follower = _plan_next_occurrence(task, now) if schedule_next else (None, "")
-    with transaction.atomic(using=_using()):
+    using = _using()
+    if archive_sql.orm_signals_connected():
+        return _archive_with_orm(task, status, worker_id, now, follower, no_follower, keep, fields)
+    connection = connections[using]
+    # Inside a shared transaction no savepoint: a failure rolls the caller's transaction back.
+    with transaction.atomic(using=using, savepoint=_shared.pending is None):
+        if follower is None and not no_follower:
+            # The common case: one fenced move (one statement on PostgreSQL).
+            completed = _record(task, status, worker_id, now, **fields)
+            if not archive_sql.move_held(
+                connection, task.pk, worker_id, completed if keep else None
+            ):
+                _log_dropped(task, worker_id)
+                return None
+            return completed
         # The fenced delete comes first: it is the write that proves we still own the row.
+        if not archive_sql.move_held(connection, task.pk, worker_id, None):
+            _log_dropped(task, worker_id)
+            return None
+        completed = _finish_record(task, status, worker_id, now, follower, no_follower, fields)
+        if keep:
+            archive_sql.insert(connection, completed)
+    return completed
+
+
+def _archive_with_orm(
+    task: Task,
+    status: str,
+    worker_id: str | None,
+    now: datetime,
+    follower: Task | None,
+    no_follower: str,
+    keep: bool,
+    fields: dict[str, Any],
+) -> CompletedTask | None:
+    """Archive through the ORM, so that the project's model signals are sent."""
+    with transaction.atomic(using=_using(), savepoint=_shared.pending is None):
         deleted, _ = _held(task, worker_id).delete()
         if not deleted:
             _log_dropped(task, worker_id)
             return None
-        if follower is not None:
-            no_follower = _insert_follower(follower)
-        if no_follower:
-            logger.error(
-                "event=repeat_stopped task=%s task_id=%s reason=%s",
-                shown(task.task_name),
-                task.pk,
-                shown(no_follower),
-            )
-            note = _storable(task, f"No next occurrence was scheduled: {no_follower}", "last_error")
-            earlier = fields.get("last_error", task.last_error)
-            fields["last_error"] = f"{earlier}\n\n{note}" if earlier else note
-        completed = _record(task, status, worker_id, now, save=keep, **fields)
+        completed = _finish_record(task, status, worker_id, now, follower, no_follower, fields)
+        if keep:
+            completed.save(using=_using(), force_insert=True)
     return completed
+
+
+def _finish_record(
+    task: Task,
+    status: str,
+    worker_id: str | None,
+    now: datetime,
+    follower: Task | None,
+    no_follower: str,
+    fields: dict[str, Any],
+) -> CompletedTask:
+    """Insert the next occurrence, if any, and return the (unsaved) record saying how it went."""
+    if follower is not None:
+        no_follower = _insert_follower(follower)
+    if no_follower:
+        logger.error(
+            "event=repeat_stopped task=%s task_id=%s reason=%s",
+            shown(task.task_name),
+            task.pk,
+            shown(no_follower),
+        )
+        note = _storable(task, f"No next occurrence was scheduled: {no_follower}", "last_error")
+        earlier = fields.get("last_error", task.last_error)
+        fields["last_error"] = f"{earlier}\n\n{note}" if earlier else note
+    return _record(task, status, worker_id, now, **fields)
 
 
 def record_success(
@@ -242,7 +333,7 @@ def record_success(
         )
         result = None
     if completed is not None:
-        signals.emit(
+        _emit(
             signals.task_succeeded,
             sender=task.task_name,
             task=task,
@@ -288,7 +379,7 @@ def record_failure(
         if completed is None:
             return None
         _emit_failed(task, exception, error, will_retry=False)
-        signals.emit(
+        _emit(
             signals.task_gave_up,
             sender=task.task_name,
             task=task,
@@ -337,7 +428,7 @@ def class_path(cls: type) -> str:
 def _emit_failed(
     task: Task, exception: BaseException | None, error: str, *, will_retry: bool
 ) -> None:
-    signals.emit(
+    _emit(
         signals.task_failed,
         sender=task.task_name,
         task=task,
@@ -371,7 +462,7 @@ def record_cancelled(task: Task, worker_id: str | None, reason: str = "") -> Com
         schedule_next=False,
     )
     if completed is not None:
-        signals.emit(signals.task_cancelled, sender=task.task_name, task=task, completed=completed)
+        _emit(signals.task_cancelled, sender=task.task_name, task=task, completed=completed)
     return completed
 
 
@@ -460,4 +551,5 @@ __all__ = [
     "record_failure",
     "record_success",
     "release",
+    "shared_transaction",
 ]

@@ -2,13 +2,14 @@
 
 The main thread claims only as many tasks as there are idle runner threads (a demand-sized
 batch), hands them over, heartbeats and rescues tasks of lost workers. Each runner thread has
-its own database connection. Signal handlers only set flags the loop reads.
+its own database connection and, while busy, claims its own next task in the transaction of
+the outcome of the last (runner.py). Signal handlers only set flags the loop reads.
 
 Over 400 lines on purpose: it is one class whose loop, runner threads and shutdown share the
-same state (free slots, the inbox, the running set, the stop flags), and cutting the class
-would spread that state over modules. What is not that state is elsewhere: the start-up wait
-(database_wait.py), exit codes (exit_codes.py), outage policy (outage.py), recording
-(recording.py).
+same state (free slots, the inbox, the running set, the claim budget, the stop flags), and
+cutting the class would spread that state over modules. What is not that state is elsewhere:
+a runner thread's work (runner.py), the start-up wait (database_wait.py), exit codes
+(exit_codes.py), outage policy (outage.py), recording (recording.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import queue
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TypeVar
@@ -32,11 +32,10 @@ from django.db import (
     router,
 )
 
-from . import __version__, isolation, lifecycle, liveness, logs, periodic, recording, retention
+from . import __version__, lifecycle, liveness, logs, periodic, retention
 from .claims import claim_tasks
 from .conf import app_settings
 from .connection_reuse import refresh_connections
-from .execution import execute
 from .exit_codes import (
     BURST_HINT,
     EXIT_DATABASE_UNAVAILABLE,
@@ -45,10 +44,10 @@ from .exit_codes import (
     EXIT_NOT_MIGRATED,
     EXIT_OK,
 )
-from .logs import shown
 from .memory import resident_mb
 from .models import Task
 from .outage import Outage, is_missing_table, is_outage, pause_before_try
+from .runner import Runner
 from .wakeup import Alarm, Listener
 
 logger = logging.getLogger("background_tasks")
@@ -101,6 +100,12 @@ class Worker:
         self._inbox: queue.Queue[Task | None] = queue.Queue()
         self._running: dict[int, Task] = {}
         self._lock = threading.Lock()
+        # Runner threads claim their next task themselves (runner.py): the main thread's
+        # release of lost claims waits for the claims in flight, and holds new ones back.
+        self._gate = threading.Condition(self._lock)
+        self._runner_claims = 0
+        self._releasing = False
+        self._closing = False
         self._wake = Alarm()
         self._stop_requested = False
         self._force_requested = False
@@ -151,7 +156,9 @@ class Worker:
         # (or by nobody) are released before this worker claims, not one interval later.
         self._next_beat = self.clock()
         self._threads = [
-            threading.Thread(target=self._runner, name=f"background_tasks-runner-{i}", daemon=True)
+            threading.Thread(
+                target=Runner(self).run, name=f"background_tasks-runner-{i}", daemon=True
+            )
             for i in range(self.concurrency)
         ]
         for thread in self._threads:
@@ -285,18 +292,23 @@ class Worker:
         """Claim for the free slots; return (filled every slot, nothing running nor ready)."""
         if self._exit_code == EXIT_MEMORY_LIMIT:
             return False, False  # over --max-memory: claim nothing, wait for the running tasks
-        free = self._free_slots()
-        if self.max_tasks is not None:
-            free = min(free, self.max_tasks - self.claimed)
-        if free <= 0:
-            return True, False
-        tasks = claim_tasks(self.id, self.queues, free)
         with self._lock:
-            for task in tasks:
-                self._running[task.pk] = task
+            free = self.concurrency - len(self._running)
+            if self.max_tasks is not None:
+                free = min(free, self.max_tasks - self.claimed)
+            if free <= 0:
+                return True, False
+            self.claimed += free  # reserved: runner threads claim too
+        tasks: list[Task] = []
+        try:
+            tasks = claim_tasks(self.id, self.queues, free)
+        finally:
+            with self._lock:
+                self.claimed -= free - len(tasks)
+                for task in tasks:
+                    self._running[task.pk] = task
         for task in tasks:
             self._inbox.put(task)
-        self.claimed += len(tasks)
         return len(tasks) == free, not tasks and not self._busy()
 
     def _release_lost_claims(self) -> None:
@@ -305,13 +317,68 @@ class Worker:
         After a database error the worker cannot tell whether its last claim committed. Rows it
         holds without running them would stay held by a live worker, so never be rescued.
         """
-        with self._lock:
+        with self._gate:
+            self._releasing = True
+            if not self._gate.wait_for(lambda: self._runner_claims == 0, timeout=1.0):
+                # A runner's claim is still in flight (a slow database): look again next loop.
+                self._releasing = False
+                self._gate.notify_all()
+                return
+            self._claims_uncertain = False
             running = list(self._running)
-        held = Task.objects.using(router.db_for_write(Task)).filter(locked_by=self.id)
-        released = lifecycle.release(list(held.exclude(pk__in=running)), self.id)
+        try:
+            held = Task.objects.using(router.db_for_write(Task)).filter(locked_by=self.id)
+            released = lifecycle.release(list(held.exclude(pk__in=running)), self.id)
+        except BaseException:
+            self._claims_uncertain = True
+            raise
+        finally:
+            with self._gate:
+                self._releasing = False
+                self._gate.notify_all()
         if released:
             logger.warning("event=lost_claims_released worker=%s count=%s", self.id, released)
-        self._claims_uncertain = False
+
+    # -- what runner threads ask (runner.py) ------------------------------------------------
+
+    def _claiming(self) -> bool:
+        """Return True while the worker takes new tasks: not stopping, under --max-memory."""
+        return not (
+            self._stop_requested
+            or self._closing
+            or self._force_requested
+            or self._exit_code == EXIT_MEMORY_LIMIT
+        )
+
+    def _reserve_claim(self) -> bool:
+        """Let a runner claim its next task, if the worker may; then ``_claimed_by_runner``."""
+        if self.max_memory is not None and self._over_memory_limit():
+            return False
+        with self._gate:
+            if not self._claiming() or self._releasing:
+                return False
+            if self.max_tasks is not None and self.claimed >= self.max_tasks:
+                return False
+            self.claimed += 1
+            self._runner_claims += 1
+            return True
+
+    def _claimed_by_runner(self, tasks: list[Task]) -> None:
+        """Take note of what a reserved runner claim got (nothing if it failed)."""
+        with self._gate:
+            self.claimed -= 1 - len(tasks)
+            for task in tasks:
+                self._running[task.pk] = task
+            self._runner_claims -= 1
+            self._gate.notify_all()
+
+    def _finished(self, task: Task, following: Task | None) -> None:
+        """A runner is done with ``task``; ``following`` is the next one it claimed, if any."""
+        with self._lock:
+            if following is None or following.pk != task.pk:  # not claimed again at once
+                self._running.pop(task.pk, None)
+        if following is None:
+            self._wake.ring()  # a slot is free
 
     def _free_slots(self) -> int:
         with self._lock:
@@ -355,64 +422,6 @@ class Worker:
         wait = self.sleep if wait is None else min(wait, self.sleep)
         self._next_schedule_check = self.clock() + max(wait, 0.01)
 
-    # -- runner threads ---------------------------------------------------------------------
-
-    def _runner(self) -> None:
-        outages_seen = self._outage.generation
-        try:
-            while True:
-                task = self._inbox.get()
-                if task is None:
-                    return
-                try:
-                    if not self._force_requested:
-                        if outages_seen != self._outage.generation:
-                            # Opened before an outage: likely to a server that restarted since.
-                            outages_seen = self._outage.generation
-                            self._reset_connection()
-                        # Kept from task to task: see connection_reuse.py.
-                        refresh_connections()
-                        self._execute(task)
-                finally:
-                    with self._lock:
-                        self._running.pop(task.pk, None)
-                    self._wake.ring()
-        finally:
-            connections.close_all()
-
-    def _execute(self, task: Task) -> None:
-        try:
-            execute(task, self.id, persist=self._until_db_ok)
-        except Exception as raised:
-            exc: Exception = raised
-            # An error outside the task body: a value in the row that its outcome cannot be
-            # written with (a database error other than a lost connection), or a bug in the
-            # library or a custom hook. The attempt is recorded as failed, so the row is not
-            # left held by a live worker, and the thread goes on. A database error would fail
-            # the same way again, and the body may have finished: that attempt is the last.
-            logger.exception("event=runner_error worker=%s task_id=%s", shown(self.id), task.pk)
-            error = "".join(traceback.format_exception(exc))
-            final = isinstance(exc, DatabaseError)
-
-            def record() -> str | None:
-                return lifecycle.record_failure(task, self.id, error, exc, permanent=final)
-
-            try:
-                self._until_db_ok(
-                    lambda: recording.record_or_quarantine(
-                        task,
-                        self.id,
-                        record,
-                        f"The failure of this attempt ({isolation.describe(exc)})",
-                    )
-                )
-            except Exception:
-                # Left held: once this worker exits, rescue releases the row.
-                logger.exception(
-                    "event=outcome_not_recorded worker=%s task_id=%s", shown(self.id), task.pk
-                )
-        self.processed += 1
-
     def _until_db_ok(self, action: Callable[[], T], *, waiting: bool = False) -> T:
         """Run a database action, retrying through outages so that no outcome is lost.
 
@@ -449,6 +458,8 @@ class Worker:
 
     def _shut_down(self) -> int:
         """Let running tasks finish up to the grace period, release the rest, unregister."""
+        with self._lock:
+            self._closing = True  # runner threads claim no more
         unstarted = self._drain_inbox()
         if self._stop_requested and not self._force_requested:
             with self._lock:

@@ -124,8 +124,22 @@ def drain(
     ]
     return (
         f"start-up + shutdown of one worker on an empty queue: {startup.wall_seconds:.2f} s wall, "
-        f"{startup.cpu_seconds:.2f} s CPU\n\n" + table(headers, rows)
+        f"{startup.cpu_seconds:.2f} s CPU\n\n" + table(headers, rows) + _scaling(results)
     )
+
+
+def _scaling(results: Sequence[DrainResult]) -> str:
+    """Busy rates of the other runs as multiples of run (a): 1 process, 1 thread."""
+    one = next((r for r in results if r.processes == 1 and r.concurrency == 1), None)
+    if one is None:
+        return ""
+    lines = [
+        f"{r.label} {r.processes} process(es) x {r.concurrency} thread(s): "
+        f"{r.busy_rate / one.busy_rate:.2f}x {one.label}"
+        for r in results
+        if r is not one and r.conn_max_age == one.conn_max_age
+    ]
+    return "\n\nbusy rate as a multiple of 1 process x 1 thread:\n" + "\n".join(lines)
 
 
 def claims(results: Sequence[ClaimResult]) -> str:

@@ -102,6 +102,8 @@ def _drain(args: argparse.Namespace, top: ceiling.Ceiling | None) -> Any:
     if args.conn_max_age is None:
         # The same as (a) with persistent connections: what Django's default CONN_MAX_AGE costs.
         runs.append(("c", 1, 1, "none"))
+    # The scaling the targets name, as ratios to (a): threads of one process, and processes.
+    runs += [("d", 1, 4, None), ("e", 2, 1, None)]
     _progress("drain: start-up cost of one worker on an empty queue")
     startup = throughput.measure_startup()
     results = []

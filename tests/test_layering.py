@@ -54,6 +54,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "states",
             "claims",
             "claimed_rows",
+            "archive_sql",
             "connection_reuse",
             "charsets",
             "isolation",
@@ -84,7 +85,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "operations",
         },
     ),
-    ("worker", {"worker", "database_wait", "supervisor", "child"}),
+    ("worker", {"worker", "runner", "database_wait", "supervisor", "child"}),
     (
         "interfaces",
         {

@@ -1,4 +1,4 @@
-"""What a worker pays per task: its statements and its connections, counted per database.
+"""What a worker pays per task: its statements, transactions and connections, per database.
 
 The counts are exact on purpose: a change that adds a round trip per task must show up here,
 and be argued for (docs/worker.md lists what the statements are).
@@ -20,12 +20,21 @@ from background_tasks.models import Task
 from background_tasks.worker import Worker
 from tests.testapp.tasks import no_arguments
 
-#: Statements per no-op task at Django's default CONN_MAX_AGE (0), one runner thread:
-#: the claim (returning the rows where the database can), then the outcome (delete the row,
-#: insert its history row, in one transaction; SQLite's BEGIN IMMEDIATE is a statement).
-#: MySQL/MariaDB: SET TRANSACTION, the priority read, the locking read, the UPDATE, the read
-#: of the claimed rows, then the outcome.
-QUERIES_PER_TASK = {"sqlite": 4, "postgresql": 3, "mysql": 7}
+#: Statements per no-op task at Django's default CONN_MAX_AGE (0), one runner thread, in one
+#: transaction: the outcome of a task and the claim of the next (runner.py).
+#: PostgreSQL: the move to the history (the fenced DELETE feeding the INSERT, one statement),
+#: then the claim, which returns the claimed rows.
+#: SQLite: BEGIN IMMEDIATE (a statement there), the fenced DELETE, the INSERT, the claim.
+#: MySQL/MariaDB: the DELETE, the INSERT, the priority read, the locking read (which returns
+#: the whole rows), the UPDATE. (Plus SET TRANSACTION ISOLATION LEVEL READ COMMITTED where the
+#: connection's isolation_level is not that already, as Django's default is.)
+QUERIES_PER_TASK = {"sqlite": 4, "postgresql": 2, "mysql": 5}
+
+#: Transactions per no-op task: one, whatever the database. The outcome of a task and the claim
+#: of the next commit together (before: the claim committed on its own, then the outcome).
+TRANSACTIONS_PER_TASK = 1
+
+_WRITES = ("INSERT", "UPDATE", "DELETE", "WITH")
 
 
 @dataclass
@@ -34,14 +43,23 @@ class Tally:
 
     statements: list[str] = field(default_factory=list)
     connects: int = 0
+    #: Transactions: each COMMIT, and each write run in autocommit mode (its own transaction).
+    transactions: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __call__(
         self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
     ) -> Any:
+        conn = context["connection"]
+        own_transaction = not conn.in_atomic_block and sql.lstrip().upper().startswith(_WRITES)
         with self.lock:
             self.statements.append(sql)
+            self.transactions += own_transaction
         return execute(sql, params, many, context)
+
+    def committed(self) -> None:
+        with self.lock:
+            self.transactions += 1
 
     def watch(self, sender: object, connection: Any, **kwargs: object) -> None:
         with self.lock:
@@ -53,12 +71,21 @@ class Tally:
 @contextmanager
 def tallied() -> Iterator[Tally]:
     tally = Tally()
+    wrapper = type(connections["default"])
+    commit = wrapper.commit
+
+    def counted_commit(self: Any) -> None:
+        tally.committed()
+        commit(self)
+
+    wrapper.commit = counted_commit  # type: ignore[method-assign]
     connection_created.connect(tally.watch)
     for conn in connections.all(initialized_only=True):
         conn.execute_wrappers.append(tally)
     try:
         yield tally
     finally:
+        wrapper.commit = commit  # type: ignore[method-assign]
         connection_created.disconnect(tally.watch)
         for conn in connections.all(initialized_only=True):
             if tally in conn.execute_wrappers:
@@ -85,6 +112,8 @@ def test_worker__a_no_op_task_costs_a_fixed_number_of_statements_and_no_connecti
     # Rounded: the fixed cost of a run (start-up, the last empty claim, the shutdown) varies
     # by a statement or two between runs; one more statement per task would still show.
     assert round(per_task) == QUERIES_PER_TASK[connection.vendor], (per_task, extra)
+    transactions = (many.transactions - few.transactions) / 10
+    assert round(transactions) == TRANSACTIONS_PER_TASK, transactions
     # The worker's connections are opened once, not once per task, at Django's default
     # CONN_MAX_AGE = 0.
     assert many.connects == few.connects

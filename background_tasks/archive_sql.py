@@ -1,0 +1,162 @@
+"""Moving a held task to the history: the fenced delete and the history insert, as plain SQL.
+
+These two statements run for every task a worker finishes. Through the ORM
+(``QuerySet.delete()``, ``Model.save()``) they cost more Python than the database takes to run
+them, so their SQL is built once per database from the models' metadata and only the values
+are converted per task, with each field's own ``get_db_prep_save`` (what ``save()`` does).
+
+On PostgreSQL one statement does both, the delete feeding the insert::
+
+    WITH moved AS (DELETE FROM task WHERE id = %s AND locked_by = %s RETURNING id)
+    INSERT INTO completed (...) SELECT CAST(%s AS ...), ... FROM moved RETURNING id
+
+so that the history row is written only if the fenced delete matched. Elsewhere the delete
+comes first and the insert follows it only if it matched, in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models import Field
+
+    from .models import CompletedTask
+
+
+@cache
+def _fields() -> tuple[Field[Any, Any], ...]:
+    from .models import CompletedTask
+
+    return tuple(f for f in CompletedTask._meta.concrete_fields if not f.primary_key)
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The SQL of one connection, built once (it depends on the vendor and its version)."""
+
+    delete: str  # fenced by ``locked_by = %s``
+    delete_unheld: str  # fenced by ``locked_by IS NULL``
+    insert: str  # the head: INSERT INTO table (columns)
+    returning: str  # " RETURNING id", or "" where the database cannot
+    casts: str  # PostgreSQL: the SELECT list of the move, each value cast to its column's type
+
+
+_statements: weakref.WeakKeyDictionary[BaseDatabaseWrapper, _Statements] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _statements_of(connection: BaseDatabaseWrapper) -> _Statements:
+    found = _statements.get(connection)
+    if found is None:
+        found = _statements[connection] = _build(connection)
+    return found
+
+
+def _build(connection: BaseDatabaseWrapper) -> _Statements:
+    from .models import CompletedTask, Task
+
+    quote = connection.ops.quote_name
+    task_table = quote(Task._meta.db_table)
+    locked_by = quote(Task._meta.get_field("locked_by").column)
+    delete = f"DELETE FROM {task_table} WHERE {quote(Task._meta.pk.column)} = %s AND "
+    table = quote(CompletedTask._meta.db_table)
+    columns = ", ".join(quote(f.column) for f in _fields())
+    pk = quote(CompletedTask._meta.pk.column)
+    returning = f" RETURNING {pk}" if connection.features.can_return_columns_from_insert else ""
+    return _Statements(
+        delete=f"{delete}{locked_by} = %s",
+        delete_unheld=f"{delete}{locked_by} IS NULL",
+        insert=f"INSERT INTO {table} ({columns})",
+        returning=returning,
+        casts=", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in _fields()),
+    )
+
+
+def _values(connection: BaseDatabaseWrapper, record: CompletedTask) -> list[Any]:
+    return [f.get_db_prep_save(f.pre_save(record, True), connection) for f in _fields()]
+
+
+def move_held(
+    connection: BaseDatabaseWrapper, task_id: int, holder: str | None, record: CompletedTask | None
+) -> bool:
+    """Delete task ``task_id`` if ``holder`` holds it, and insert ``record`` if it did.
+
+    Return True if the row was held (and so deleted). ``record`` (None: no history kept) gets
+    its primary key. Run inside a transaction: off PostgreSQL these are two statements.
+    """
+    sql = _statements_of(connection)
+    fence: list[Any] = [task_id] if holder is None else [task_id, holder]
+    delete = sql.delete_unheld if holder is None else sql.delete
+    with connection.cursor() as cursor:
+        if record is not None and connection.vendor == "postgresql":
+            cursor.execute(
+                f"WITH moved AS ({delete} RETURNING 1) {sql.insert} SELECT {sql.casts} "
+                f"FROM moved{sql.returning}",
+                [*fence, *_values(connection, record)],
+            )
+            row = cursor.fetchone()
+            if row is None:
+                return False
+            _saved(connection, record, row[0])
+            return True
+        cursor.execute(delete, fence)
+        if cursor.rowcount == 0:
+            return False
+        if record is not None:
+            _insert(connection, cursor, record)
+    return True
+
+
+def insert(connection: BaseDatabaseWrapper, record: CompletedTask) -> None:
+    """Insert a history row; set its primary key."""
+    with connection.cursor() as cursor:
+        _insert(connection, cursor, record)
+
+
+def _insert(connection: BaseDatabaseWrapper, cursor: Any, record: CompletedTask) -> None:
+    from .models import CompletedTask
+
+    sql = _statements_of(connection)
+    values = _values(connection, record)
+    placeholders = ", ".join(["%s"] * len(values))
+    cursor.execute(f"{sql.insert} VALUES ({placeholders}){sql.returning}", values)
+    if sql.returning:
+        pk = cursor.fetchone()[0]
+    else:
+        meta = CompletedTask._meta
+        pk = connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column)
+    _saved(connection, record, pk)
+
+
+def _saved(connection: BaseDatabaseWrapper, record: CompletedTask, pk: Any) -> None:
+    """Mark ``record`` as a saved row, as ``save()`` would."""
+    record.pk = pk
+    record._state.adding = False
+    record._state.db = connection.alias
+
+
+def orm_signals_connected() -> bool:
+    """Return True if a project listens to the saves or deletes these statements stand for.
+
+    Then the ORM does the work instead, so that its ``pre_delete``/``post_delete`` (Task) and
+    ``pre_save``/``post_save`` (CompletedTask) signals are sent as before.
+    """
+    from django.db.models import signals
+
+    from .models import CompletedTask, Task
+
+    return (
+        signals.pre_delete.has_listeners(Task)
+        or signals.post_delete.has_listeners(Task)
+        or signals.pre_save.has_listeners(CompletedTask)
+        or signals.post_save.has_listeners(CompletedTask)
+    )
+
+
+__all__ = ["insert", "move_held", "orm_signals_connected"]

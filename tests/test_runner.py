@@ -1,0 +1,227 @@
+"""A busy runner thread records an outcome and claims its next task in one transaction.
+
+In process, on the database of the run, with a real ``Worker`` in burst mode. Each test names
+what the shared transaction must not change: fencing, stopping, ``--max-tasks``, a value the
+database refuses, and a database failure at any point of the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from django.db import DataError, OperationalError
+
+from background_tasks import archive_sql, lifecycle, signals
+from background_tasks import runner as runner_module
+from background_tasks import worker as worker_module
+from background_tasks.exit_codes import EXIT_MEMORY_LIMIT
+from background_tasks.isolation import QUARANTINED
+from background_tasks.models import CompletedTask, Task
+from background_tasks.worker import Worker
+from tests.testapp import tasks
+from tests.testapp.models import TaskRun
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def runner_claims(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Record the ids each runner-side claim (the one in the outcome's transaction) returned."""
+    claims: list[list[int]] = []
+    claim = runner_module.claim_tasks
+
+    def recorded(*args: Any, **kwargs: Any) -> list[Task]:
+        claimed = claim(*args, **kwargs)
+        claims.append([task.pk for task in claimed])
+        return claimed
+
+    monkeypatch.setattr(runner_module, "claim_tasks", recorded)
+    return claims
+
+
+def runs(key: str) -> int:
+    return TaskRun.objects.filter(key=key).count()
+
+
+def test_busy_runner__claims_and_runs_each_next_task_itself(
+    runner_claims: list[list[int]],
+) -> None:
+    first, second, third = (tasks.record(key) for key in ("one", "two", "three"))
+
+    assert Worker(burst=True, sleep=60).run() == 0
+
+    # The main thread claimed the first; each outcome's transaction claimed the next.
+    assert runner_claims == [[second.pk], [third.pk], []]
+    assert [runs(key) for key in ("one", "two", "three")] == [1, 1, 1]
+    assert CompletedTask.objects.succeeded().count() == 3
+    assert not Task.objects.exists()
+    assert first.pk not in {pk for claim in runner_claims for pk in claim}
+
+
+def test_fencing__an_outcome_is_dropped_when_the_row_was_taken_and_the_next_task_still_runs(
+    runner_claims: list[list[int]],
+) -> None:
+    lost = tasks.loses_its_row("succeed")
+    after = tasks.record("after")
+
+    assert Worker(burst=True, sleep=60).run() == 0
+
+    assert runner_claims[0] == [after.pk]  # claimed in the transaction whose outcome was dropped
+    assert not CompletedTask.objects.filter(task_id=lost.pk).exists()
+    assert Task.objects.get(pk=lost.pk).locked_by == "tests:rescuer"
+    assert runs("after") == 1
+    assert CompletedTask.objects.get(task_id=after.pk).attempts == 1
+
+
+@contextmanager
+def stop_when_started(worker: Worker, key: str) -> Iterator[None]:
+    def stop(sender: str, task: Task, **kwargs: Any) -> None:
+        if task.params.get("args") == [key]:
+            worker.request_stop()
+
+    signals.task_started.connect(stop, dispatch_uid="test-stop-when-started")
+    try:
+        yield
+    finally:
+        signals.task_started.disconnect(dispatch_uid="test-stop-when-started")
+
+
+def test_stop_requested_while_a_task_runs__the_runner_claims_nothing_more(
+    runner_claims: list[list[int]],
+) -> None:
+    tasks.record("stopper")
+    left = [tasks.record(f"left-{i}") for i in range(3)]
+    worker = Worker(sleep=60)
+
+    with stop_when_started(worker, "stopper"):
+        assert worker.run() == 0
+
+    assert runner_claims == []
+    assert runs("stopper") == 1
+    waiting = Task.objects.filter(pk__in=[task.pk for task in left])
+    assert [(t.locked_by, t.attempts) for t in waiting] == [(None, 0)] * 3
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_max_tasks__is_respected_exactly_when_runners_claim_too(concurrency: int) -> None:
+    for i in range(6):
+        tasks.record(f"budget-{i}")
+
+    assert Worker(sleep=60, max_tasks=4, concurrency=concurrency).run() == 0
+
+    assert CompletedTask.objects.succeeded().count() == 4
+    left = Task.objects.all()
+    assert [(t.locked_by, t.attempts) for t in left] == [(None, 0)] * 2
+
+
+def test_refused_outcome__is_failed_or_quarantined_alone_and_the_next_task_runs_once(
+    monkeypatch: pytest.MonkeyPatch, runner_claims: list[list[int]]
+) -> None:
+    bad = tasks.record("bad")
+    good = tasks.record("good")
+    move = archive_sql.move_held
+
+    def refuse_bad(connection: Any, task_id: int, *args: Any) -> bool:
+        if task_id == bad.pk:
+            raise DataError("value out of range (as the database would say)")
+        return move(connection, task_id, *args)
+
+    monkeypatch.setattr(archive_sql, "move_held", refuse_bad)
+
+    assert Worker(burst=True, sleep=60).run() == 0
+
+    # The transaction shared with the claim rolled back: nothing claimed by it was kept.
+    quarantined = Task.objects.get(pk=bad.pk)
+    assert quarantined.locked_by == QUARANTINED
+    assert "could not be recorded" in quarantined.last_error
+    assert runs("bad") == 1
+    assert runs("good") == 1
+    assert CompletedTask.objects.get(task_id=good.pk).attempts == 1
+    assert not Task.objects.filter(locked_by__contains=":").exists()  # no worker holds a row
+
+
+@pytest.mark.parametrize("when", ["before_commit", "after_commit"])
+def test_outage_in_the_shared_transaction__no_task_runs_twice_and_none_is_lost(
+    monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """A lost reply at COMMIT: the commit may have happened. Neither case runs a task twice."""
+    first = tasks.record("first")
+    second = tasks.record("second")
+    real = lifecycle.shared_transaction
+    failures: list[str] = []
+
+    @contextmanager
+    def fails_once(using: str) -> Iterator[None]:
+        if failures:
+            with real(using):
+                yield
+            return
+        failures.append(when)
+        if when == "before_commit":
+            with real(using):
+                yield
+                raise OperationalError("server closed the connection unexpectedly")
+        with real(using):
+            yield
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(runner_module.lifecycle, "shared_transaction", fails_once)
+
+    assert Worker(burst=True, sleep=60).run() == 0
+
+    assert failures == [when]
+    assert runs("first") == 1
+    assert runs("second") == 1
+    assert CompletedTask.objects.get(task_id=first.pk).attempts == 1
+    # After a lost reply the claim was found and released uncounted before it ran.
+    assert CompletedTask.objects.get(task_id=second.pk).attempts == 1
+    assert not Task.objects.exists()
+
+
+def test_claimed_as_the_worker_begins_to_stop__the_next_task_is_handed_back_unstarted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tasks.record("first")
+    second = tasks.record("second")
+    worker = Worker(sleep=60)
+    claim = runner_module.claim_tasks
+
+    def claim_then_stop(*args: Any, **kwargs: Any) -> list[Task]:
+        claimed = claim(*args, **kwargs)
+        worker.request_stop()  # arrives after the claim, before the task starts
+        return claimed
+
+    monkeypatch.setattr(runner_module, "claim_tasks", claim_then_stop)
+
+    assert worker.run() == 0
+
+    assert runs("first") == 1
+    assert runs("second") == 0
+    handed_back = Task.objects.get(pk=second.pk)
+    assert (handed_back.locked_by, handed_back.attempts) == (None, 0)
+
+
+def test_over_max_memory__the_runner_claims_nothing_more(
+    monkeypatch: pytest.MonkeyPatch, runner_claims: list[list[int]]
+) -> None:
+    tasks.record("first")
+    left = [tasks.record(f"left-{i}").pk for i in range(2)]
+    resident = [10.0]
+    monkeypatch.setattr(worker_module, "resident_mb", lambda: resident[0])
+
+    def grow(sender: str, task: Task, **kwargs: Any) -> None:
+        resident[0] = 1000.0
+
+    signals.task_started.connect(grow, dispatch_uid="test-grow")
+    try:
+        assert Worker(sleep=60, max_memory=100).run() == EXIT_MEMORY_LIMIT
+    finally:
+        signals.task_started.disconnect(dispatch_uid="test-grow")
+
+    assert runner_claims == []
+    assert runs("first") == 1
+    waiting = Task.objects.filter(pk__in=left)
+    assert [(t.locked_by, t.attempts) for t in waiting] == [(None, 0)] * 2
