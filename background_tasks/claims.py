@@ -26,12 +26,13 @@ from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from django.db import OperationalError, connections, router, transaction
+from django.db import OperationalError, connections, router
 from django.utils import timezone
 
 from . import claimed_rows
 from .conf import app_settings
 from .isolation import ATTEMPTS_CEILING, is_outage, keep_complete, load_held
+from .short_transactions import short_transaction
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -377,7 +378,7 @@ def _claim_generic(
     returning = claimed_rows.returning_sql(connection, qualify=False)
     prepare_transaction(using)
     # Inside the caller's transaction no savepoint: nothing here can be retried in it anyway.
-    with transaction.atomic(using=using, savepoint=False), connection.cursor() as cursor:
+    with short_transaction(using, savepoint=False), connection.cursor() as cursor:
         found = _lock_best_level(cursor, table, queues, limit, now, descending, returning)
         picked = sorted(found, key=_row_run_order)[:limit]
         ids = [row[0] for row in picked]
