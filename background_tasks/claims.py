@@ -197,8 +197,9 @@ def mysql_level_sql(table: str, queues: Sequence[str], descending: bool, below: 
     MySQL/MariaDB get the loose index scan one priority per statement, not as a recursive CTE:
     MariaDB does not seek an index on a value from an outer query (it scans the index from its
     start, over every scheduled row of a better priority), while a parameter is a range seek.
-    It is also a separate statement from the locking read, because rows read by a subquery of
-    a locking read may be locked too.
+    It is also a separate statement from the locking read, which needs its result as a
+    parameter for the same reason. A busy worker mostly does without it: see
+    :func:`_lock_at_last_level`.
     """
     beyond, order = ("<", "DESC") if descending else (">", "ASC")
     where, _ = ready_where_sql(queues)
