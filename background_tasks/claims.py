@@ -477,6 +477,10 @@ def _lock_best_level(
             return found
 
 
+#: The locking reads by (table, columns, question, queue): built once, run for every claim.
+_lock_statements: dict[tuple[str, ...], str] = {}
+
+
 def _lock_level(
     cursor: Any,
     table: str,
@@ -497,9 +501,12 @@ def _lock_level(
     # One locking read per queue, merged by the caller: rows beyond the limit stay locked
     # until this short transaction ends, as on PostgreSQL.
     for one in [[queue] for queue in queues] or [[]]:
-        sql = candidates_sql(table, one, " FOR UPDATE SKIP LOCKED", False, "%s")
-        head = f"SELECT {columns}{', ' + better if better else ''} FROM"
-        sql = sql.replace("SELECT id FROM", head, 1)
+        key = (table, columns, better, *one)
+        sql = _lock_statements.get(key)
+        if sql is None:
+            sql = candidates_sql(table, one, " FOR UPDATE SKIP LOCKED", False, "%s")
+            head = f"SELECT {columns}{', ' + better if better else ''} FROM"
+            sql = _lock_statements[key] = sql.replace("SELECT id FROM", head, 1)
         cursor.execute(sql, [*([level] if better else []), now, *one, level, limit])
         rows = cursor.fetchall()
         if better:
