@@ -23,13 +23,23 @@ def returning_sql(connection: BaseDatabaseWrapper, qualify: bool) -> str:
     The primary key comes first (``id`` is the model's first field): callers read the ids
     from the first column even when the rest cannot be loaded.
     """
-    from .models import Task
+    found = _returning.get(connection, {}).get(qualify)
+    if found is None:
+        from .models import Task
 
-    assert Task._meta.concrete_fields[0].primary_key
+        assert Task._meta.concrete_fields[0].primary_key
 
-    quote = connection.ops.quote_name
-    prefix = f"{quote(Task._meta.db_table)}." if qualify else ""
-    return ", ".join(prefix + quote(field.column) for field in Task._meta.concrete_fields)
+        quote = connection.ops.quote_name
+        prefix = f"{quote(Task._meta.db_table)}." if qualify else ""
+        found = ", ".join(prefix + quote(field.column) for field in Task._meta.concrete_fields)
+        _returning.setdefault(connection, {})[qualify] = found
+    return found
+
+
+#: Per connection: the column lists, built once (the MySQL claim asks for one per claim).
+_returning: weakref.WeakKeyDictionary[BaseDatabaseWrapper, dict[bool, str]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 _Converters = tuple[list[str], list[Any], list[list[Callable[..., Any]]]]

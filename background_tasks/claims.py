@@ -21,17 +21,19 @@ rows scheduled ahead.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from django.db import OperationalError, connections, router, transaction
+from django.db import OperationalError, connections, router
 from django.utils import timezone
 
 from . import claimed_rows
 from .conf import app_settings
 from .isolation import ATTEMPTS_CEILING, is_outage, keep_complete, load_held
+from .short_transactions import short_transaction
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -195,8 +197,9 @@ def mysql_level_sql(table: str, queues: Sequence[str], descending: bool, below: 
     MySQL/MariaDB get the loose index scan one priority per statement, not as a recursive CTE:
     MariaDB does not seek an index on a value from an outer query (it scans the index from its
     start, over every scheduled row of a better priority), while a parameter is a range seek.
-    It is also a separate statement from the locking read, because rows read by a subquery of
-    a locking read may be locked too.
+    It is also a separate statement from the locking read, which needs its result as a
+    parameter for the same reason. A busy worker mostly does without it: see
+    :func:`_lock_at_last_level`.
     """
     beyond, order = ("<", "DESC") if descending else (">", "ASC")
     where, _ = ready_where_sql(queues)
@@ -205,6 +208,15 @@ def mysql_level_sql(table: str, queues: Sequence[str], descending: bool, below: 
         f"SELECT lvl.p, (SELECT 1 FROM {table} WHERE priority = lvl.p AND {where} LIMIT 1) "
         f"FROM (SELECT priority AS p FROM {table}{bound} ORDER BY priority {order} LIMIT 1) lvl"
     )
+
+
+def mysql_better_sql(table: str, descending: bool) -> str:
+    """Return the subquery asking whether any row has a better priority than its parameter.
+
+    Returns 1 or NULL: one index seek, whatever the rows (see ``_lock_at_last_level``).
+    """
+    beyond = ">" if descending else "<"
+    return f"(SELECT 1 FROM {table} WHERE priority {beyond} %s LIMIT 1)"
 
 
 def claim_tasks(
@@ -377,8 +389,10 @@ def _claim_generic(
     returning = claimed_rows.returning_sql(connection, qualify=False)
     prepare_transaction(using)
     # Inside the caller's transaction no savepoint: nothing here can be retried in it anyway.
-    with transaction.atomic(using=using, savepoint=False), connection.cursor() as cursor:
-        found = _lock_best_level(cursor, table, queues, limit, now, descending, returning)
+    with short_transaction(using, savepoint=False), connection.cursor() as cursor:
+        found = _lock_best_level(
+            cursor, table, queues, limit, now, descending, returning, _last_levels, connection
+        )
         picked = sorted(found, key=_row_run_order)[:limit]
         ids = [row[0] for row in picked]
         if ids:
@@ -413,6 +427,13 @@ def _row_run_order(row: Sequence[Any]) -> tuple[Any, Any]:
     return (row[_run_at_position()], row[0])
 
 
+#: The priority each connection's last MySQL claim took rows from, with the queues and the order
+#: it was for (see :func:`_lock_at_last_level`).
+_last_levels: weakref.WeakKeyDictionary[Any, tuple[tuple[str, ...], bool, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _lock_best_level(
     cursor: Any,
     table: str,
@@ -421,12 +442,21 @@ def _lock_best_level(
     now: datetime,
     descending: bool,
     columns: str,
+    last_levels: weakref.WeakKeyDictionary[Any, tuple[tuple[str, ...], bool, Any]] | None = None,
+    connection: Any = None,
 ) -> list[tuple[Any, ...]]:
     """Lock up to ``limit`` ready rows of the best priority that has unlocked ones.
 
     A priority whose ready rows other transactions hold (all skipped) is passed over for the
-    next one, as the PostgreSQL claim does.
+    next one, as the PostgreSQL claim does. With ``last_levels``, the priority the connection's
+    last claim took rows from is tried first (:func:`_lock_at_last_level`).
     """
+    key = (tuple(queues), descending)
+    last = last_levels.get(connection) if last_levels is not None else None
+    if last is not None and last[:2] == key:
+        found = _lock_at_last_level(cursor, table, queues, limit, now, descending, columns, last[2])
+        if found:
+            return found
     level: Any = None
     while True:
         below = level is not None
@@ -434,17 +464,85 @@ def _lock_best_level(
         cursor.execute(sql, [now, *queues, *([level] if below else [])])
         row = cursor.fetchone()
         if row is None:
+            if last_levels is not None:
+                last_levels.pop(connection, None)
             return []
         level, ready = row
         if ready is None:
             continue
-        found: list[tuple[Any, ...]] = []
-        # One locking read per queue, merged by the caller: rows beyond the limit stay locked
-        # until this short transaction ends, as on PostgreSQL.
-        for one in [[queue] for queue in queues] or [[]]:
-            sql = candidates_sql(table, one, " FOR UPDATE SKIP LOCKED", False, "%s")
-            sql = sql.replace("SELECT id FROM", f"SELECT {columns} FROM", 1)
-            cursor.execute(sql, [now, *one, level, limit])
-            found.extend(cursor.fetchall())
+        found, _ = _lock_level(cursor, table, queues, limit, now, columns, level)
         if found:
+            if last_levels is not None:
+                last_levels[connection] = (*key, level)
             return found
+
+
+#: The locking reads by (table, columns, question, queue): built once, run for every claim.
+_lock_statements: dict[tuple[str, ...], str] = {}
+
+
+def _lock_level(
+    cursor: Any,
+    table: str,
+    queues: Sequence[str],
+    limit: int,
+    now: datetime,
+    columns: str,
+    level: Any,
+    better: str = "",
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """Lock up to ``limit`` ready rows of priority ``level`` in each queue (all when none).
+
+    ``better``: a subquery to ask in the first queue's read (its parameter comes first).
+    Return the rows, and whether that first read returned rows on which it answered NULL.
+    """
+    found: list[tuple[Any, ...]] = []
+    none_better = False
+    # One locking read per queue, merged by the caller: rows beyond the limit stay locked
+    # until this short transaction ends, as on PostgreSQL.
+    for one in [[queue] for queue in queues] or [[]]:
+        key = (table, columns, better, *one)
+        sql = _lock_statements.get(key)
+        if sql is None:
+            sql = candidates_sql(table, one, " FOR UPDATE SKIP LOCKED", False, "%s")
+            head = f"SELECT {columns}{', ' + better if better else ''} FROM"
+            sql = _lock_statements[key] = sql.replace("SELECT id FROM", head, 1)
+        cursor.execute(sql, [*([level] if better else []), now, *one, level, limit])
+        rows = cursor.fetchall()
+        if better:
+            none_better = bool(rows) and rows[0][-1] is None
+            rows = [row[:-1] for row in rows]
+            better = ""
+        found.extend(rows)
+    return found, none_better
+
+
+def _lock_at_last_level(
+    cursor: Any,
+    table: str,
+    queues: Sequence[str],
+    limit: int,
+    now: datetime,
+    descending: bool,
+    columns: str,
+    level: Any,
+) -> list[tuple[Any, ...]]:
+    """Lock ready rows of the priority the last claim took rows from, if it is still the best.
+
+    Return no row when it is not known to be: the caller then reads the priorities.
+
+    A busy worker claims from the same priority task after task, so its last priority is
+    tried at once, with the question the priority read would answer asked in the same
+    statement: is there any row at all of a better priority? If not, and ready rows of this
+    one were locked, these are the rows the priority read and the locking read would have
+    claimed, in one round trip instead of two. Any row of a better priority (even one
+    scheduled for later, or held) sends the claim the long way: one index seek answers the
+    question whatever the number of rows, where asking for a ready unlocked one would walk
+    over every scheduled row of those priorities. The question is a plain subquery of the
+    locking read: run at READ COMMITTED (see :func:`prepare_transaction`), it locks nothing
+    (MySQL locks a subquery's rows only with a locking clause of its own; MariaDB reads them
+    without a lock at that level), so it neither blocks nor is blocked.
+    """
+    better = mysql_better_sql(table, descending)
+    found, none_better = _lock_level(cursor, table, queues, limit, now, columns, level, better)
+    return found if none_better else []

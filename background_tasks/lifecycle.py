@@ -31,6 +31,7 @@ from .models import CompletedTask, Task, TaskBase, empty_params
 from .options import options_of
 from .outcomes import Outcome
 from .retry import retry_delay
+from .short_transactions import short_transaction
 from .timezones import aware, to_db
 
 logger = logging.getLogger("background_tasks")
@@ -62,7 +63,7 @@ def shared_transaction(using: str) -> Iterator[None]:
         raise RuntimeError("shared_transaction() does not nest")
     _shared.pending = []
     try:
-        with transaction.atomic(using=using):
+        with short_transaction(using):
             yield
         pending = _shared.pending
     finally:

@@ -190,6 +190,39 @@ def test_claim__fills_the_limit_from_several_priorities_best_first() -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("queues", [[], ["default"], ["default", "other"]])
+def test_claim__a_better_priority_that_became_ready_since_the_last_claim_goes_first(
+    queues: list[str],
+) -> None:
+    # On MySQL/MariaDB a claim tries the priority of the last one first (claims.py
+    # _lock_at_last_level): a better priority that became ready since must still go first.
+    make("first")
+    make("second")
+    make("third")
+    assert [key(t) for t in claim_tasks("w", queues, 1, now=NOW)] == ["first"]
+    assert [key(t) for t in claim_tasks("w", queues, 1, now=NOW)] == ["second"]
+
+    make("urgent", priority=5)
+
+    assert [key(t) for t in claim_tasks("w", queues, 1, now=NOW)] == ["urgent"]
+    assert [key(t) for t in claim_tasks("w", queues, 1, now=NOW)] == ["third"]
+
+
+@pytest.mark.django_db
+def test_claim__a_better_priority_scheduled_later_leaves_the_last_claims_priority_claimable() -> (
+    None
+):
+    make("first", priority=1)
+    make("second", priority=1)
+    make("low", priority=-1)
+    assert [key(t) for t in claim_tasks("w", [], 1, now=NOW)] == ["first"]
+
+    make("later", priority=5, run_at=NOW + timedelta(hours=1))
+
+    assert claim_one_by_one() == ["second", "low"]
+
+
+@pytest.mark.django_db
 def test_claim__several_queues_are_merged_in_run_order() -> None:
     make("a-old", queue="a", run_at=NOW - timedelta(minutes=9))
     make("b-older", queue="b", run_at=NOW - timedelta(minutes=10))
@@ -345,6 +378,23 @@ def test_claim__skips_a_row_locked_by_another_transaction_instead_of_waiting() -
 
 @row_locking
 @pytest.mark.django_db(transaction=True)
+def test_claim__after_a_claim_a_held_row_of_a_better_priority_is_neither_waited_for_nor_taken() -> (
+    None
+):
+    make("first")
+    make("second")
+    assert [key(t) for t in claim_tasks("w", [], 1, now=NOW)] == ["first"]
+    busy = make("busy", priority=10)
+
+    # The next claim asks whether a row of a better priority exists: the question takes no
+    # lock, so a row another transaction holds makes it read the priorities, not wait.
+    with short_lock_waits(), row_locked_elsewhere(busy.pk):
+        assert [key(t) for t in claim_tasks("w", [], 1, now=NOW)] == ["second"]
+    assert [key(t) for t in claim_tasks("w", [], 1, now=NOW)] == ["busy"]
+
+
+@row_locking
+@pytest.mark.django_db(transaction=True)
 def test_cancel_waiting__skips_a_row_locked_by_another_transaction_instead_of_waiting() -> None:
     busy = make("busy")
     free = make("free")
@@ -493,3 +543,23 @@ def test_mysql_claim_plan__reads_one_priority_by_index_range_without_filesort(
     task_reads = [r for r in top_rows if r["table"] == Task._meta.db_table]
     assert len(task_reads) == 2, top_rows
     assert all(r["type"] in ("range", "ref") for r in task_reads), top_rows
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "mysql", reason="MySQL/MariaDB's planner only")
+def test_mysql_claim_plan__the_better_priority_question_is_an_index_range_seek() -> None:
+    _fill_far_future(500)
+    make("ready")
+    table = connection.ops.quote_name(Task._meta.db_table)
+    select = claims.candidates_sql(table, [], " FOR UPDATE SKIP LOCKED", False, "%s")
+    better = claims.mysql_better_sql(table, descending=True)
+    select = select.replace("SELECT id FROM", f"SELECT id, {better} FROM", 1)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + select, [0, NOW, 0, 1])
+        columns = [c[0] for c in cursor.description]
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+    # Both reads seek the claim index: the question reads one entry past the priority, never
+    # the far-future rows of the better priorities.
+    assert [(r["type"], r["key"]) for r in rows] == [("range", "bgtasks_task_claim")] * 2, rows
+    assert "filesort" not in str(rows), rows

@@ -55,6 +55,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "claims",
             "claimed_rows",
             "archive_sql",
+            "short_transactions",
             "connection_reuse",
             "charsets",
             "isolation",

@@ -25,10 +25,19 @@ from tests.testapp.tasks import no_arguments
 #: PostgreSQL: the move to the history (the fenced DELETE feeding the INSERT, one statement),
 #: then the claim, which returns the claimed rows.
 #: SQLite: BEGIN IMMEDIATE (a statement there), the fenced DELETE, the INSERT, the claim.
-#: MySQL/MariaDB: the DELETE, the INSERT, the priority read, the locking read (which returns
-#: the whole rows), the UPDATE. (Plus SET TRANSACTION ISOLATION LEVEL READ COMMITTED where the
-#: connection's isolation_level is not that already, as Django's default is.)
+#: MySQL/MariaDB: START TRANSACTION, the DELETE, the INSERT, the locking read (which returns
+#: the whole rows, and asks whether any row of a better priority exists: a busy worker tries
+#: the priority of its last claim first and reads the priorities only when that finds nothing
+#: or a better priority exists), the UPDATE. (Plus SET TRANSACTION ISOLATION LEVEL READ
+#: COMMITTED where the connection's isolation_level is not that already, as Django's default
+#: is.) START TRANSACTION stands for the two autocommit switches (SET autocommit=0, then =1
+#: after the COMMIT) that the driver sends for Django's atomic(), which no execute wrapper
+#: sees: one round trip where there were two (short_transactions.py).
 QUERIES_PER_TASK = {"sqlite": 4, "postgresql": 2, "mysql": 5}
+
+#: Autocommit switches the MySQL driver sends to the server per no-op task (each a round trip
+#: no execute wrapper sees): none, the worker's transactions begin with START TRANSACTION.
+AUTOCOMMIT_SWITCHES_PER_TASK = 0
 
 #: Transactions per no-op task: one, whatever the database. The outcome of a task and the claim
 #: of the next commit together (before: the claim committed on its own, then the outcome).
@@ -45,6 +54,8 @@ class Tally:
     connects: int = 0
     #: Transactions: each COMMIT, and each write run in autocommit mode (its own transaction).
     transactions: int = 0
+    #: MySQL: the driver's autocommit switches that reach the server.
+    switches: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __call__(
@@ -60,6 +71,10 @@ class Tally:
     def committed(self) -> None:
         with self.lock:
             self.transactions += 1
+
+    def switched(self) -> None:
+        with self.lock:
+            self.switches += 1
 
     def watch(self, sender: object, connection: Any, **kwargs: object) -> None:
         with self.lock:
@@ -79,6 +94,7 @@ def tallied() -> Iterator[Tally]:
         commit(self)
 
     wrapper.commit = counted_commit  # type: ignore[method-assign]
+    restore_driver = _count_switches(tally) if connection.vendor == "mysql" else None
     connection_created.connect(tally.watch)
     for conn in connections.all(initialized_only=True):
         conn.execute_wrappers.append(tally)
@@ -86,10 +102,35 @@ def tallied() -> Iterator[Tally]:
         yield tally
     finally:
         wrapper.commit = commit  # type: ignore[method-assign]
+        if restore_driver is not None:
+            restore_driver()
         connection_created.disconnect(tally.watch)
         for conn in connections.all(initialized_only=True):
             if tally in conn.execute_wrappers:
                 conn.execute_wrappers.remove(tally)
+
+
+def _count_switches(tally: Tally) -> Callable[[], None]:
+    """Count the autocommit switches mysqlclient sends; return what undoes the counting.
+
+    Its ``autocommit()`` sends ``SET autocommit`` only when the server's last reply showed the
+    other mode, so a switch is counted only then.
+    """
+    from MySQLdb.connections import Connection
+
+    switch = Connection.autocommit
+
+    def counted_switch(self: Any, on: bool) -> None:
+        if self.get_autocommit() != bool(on):
+            tally.switched()
+        switch(self, on)
+
+    Connection.autocommit = counted_switch  # type: ignore[method-assign]
+
+    def restore() -> None:
+        Connection.autocommit = switch  # type: ignore[method-assign]
+
+    return restore
 
 
 def drain(tasks: int) -> Tally:
@@ -114,6 +155,9 @@ def test_worker__a_no_op_task_costs_a_fixed_number_of_statements_and_no_connecti
     assert round(per_task) == QUERIES_PER_TASK[connection.vendor], (per_task, extra)
     transactions = (many.transactions - few.transactions) / 10
     assert round(transactions) == TRANSACTIONS_PER_TASK, transactions
+    if connection.vendor == "mysql":
+        switches = (many.switches - few.switches) / 10
+        assert round(switches) == AUTOCOMMIT_SWITCHES_PER_TASK, switches
     # The worker's connections are opened once, not once per task, at Django's default
     # CONN_MAX_AGE = 0.
     assert many.connects == few.connects
