@@ -188,26 +188,23 @@ def sqlite_claim_params(worker_id: str, queues: Sequence[str], limit: int, stamp
     return [worker_id, stamp, stamp, *queues, *candidates_params(stamp, queues, limit)]
 
 
-def mysql_level_sql(table: str, queues: Sequence[str], descending: bool, below: bool) -> str:
-    """Return the plain read of the next priority and whether it has a ready row.
+def mysql_level_sql(table: str, descending: bool, below: bool) -> str:
+    """Return the plain read of the next priority that has any row.
 
-    Params: now, the queues, then (only when ``below``) the priority to go beyond. Returns one
-    row (priority, 1 or NULL), or none when no priority is left.
+    Params: (only when ``below``) the priority to go beyond. Returns one row (the priority), or
+    none when no priority is left.
 
-    MySQL/MariaDB get the loose index scan one priority per statement, not as a recursive CTE:
-    MariaDB does not seek an index on a value from an outer query (it scans the index from its
-    start, over every scheduled row of a better priority), while a parameter is a range seek.
-    It is also a separate statement from the locking read, which needs its result as a
-    parameter for the same reason. A busy worker mostly does without it: see
-    :func:`_lock_at_last_level`.
+    MySQL/MariaDB get the loose index scan one priority per statement, not as a recursive CTE,
+    and whether that priority has a ready row is asked by the locking read that follows, with
+    the priority as a parameter: MariaDB does not seek an index on a value from an outer query.
+    A subquery ``priority = lvl.p AND run_at <= now`` here would read every row of that
+    priority (every scheduled row, when the rows scheduled ahead have a better priority than
+    the ready ones), where the parameter makes it one range seek. A busy worker mostly does
+    without this read: see :func:`_lock_at_last_level`.
     """
     beyond, order = ("<", "DESC") if descending else (">", "ASC")
-    where, _ = ready_where_sql(queues)
     bound = f" WHERE priority {beyond} %s" if below else ""
-    return (
-        f"SELECT lvl.p, (SELECT 1 FROM {table} WHERE priority = lvl.p AND {where} LIMIT 1) "
-        f"FROM (SELECT priority AS p FROM {table}{bound} ORDER BY priority {order} LIMIT 1) lvl"
-    )
+    return f"SELECT priority FROM {table}{bound} ORDER BY priority {order} LIMIT 1"
 
 
 def mysql_better_sql(table: str, descending: bool) -> str:
@@ -460,16 +457,15 @@ def _lock_best_level(
     level: Any = None
     while True:
         below = level is not None
-        sql = mysql_level_sql(table, queues, descending, below)
-        cursor.execute(sql, [now, *queues, *([level] if below else [])])
+        cursor.execute(mysql_level_sql(table, descending, below), [level] if below else [])
         row = cursor.fetchone()
         if row is None:
             if last_levels is not None:
                 last_levels.pop(connection, None)
             return []
-        level, ready = row
-        if ready is None:
-            continue
+        # A priority with no ready row (only scheduled ones, or all held) costs this one more
+        # short statement: a range seek that finds nothing.
+        level = row[0]
         found, _ = _lock_level(cursor, table, queues, limit, now, columns, level)
         if found:
             if last_levels is not None:

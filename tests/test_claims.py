@@ -523,10 +523,7 @@ def test_mysql_claim_plan__reads_one_priority_by_index_range_without_filesort(
     table = connection.ops.quote_name(Task._meta.db_table)
     select = claims.candidates_sql(table, queues, " FOR UPDATE SKIP LOCKED", False, "%s")
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            "EXPLAIN " + claims.mysql_level_sql(table, queues, True, below=True),
-            [NOW, *queues, 10],
-        )
+        cursor.execute("EXPLAIN " + claims.mysql_level_sql(table, True, below=True), [10])
         top = cursor.fetchall()
         columns = [c[0] for c in cursor.description]
         cursor.execute("EXPLAIN " + select, [NOW, *queues, 0, 1])
@@ -538,11 +535,32 @@ def test_mysql_claim_plan__reads_one_priority_by_index_range_without_filesort(
         [("range", "bgtasks_task_queue_claim")],
     ), read
     assert "filesort" not in str(read[0]["Extra"]), read
-    # The next priority below the far-future rows' and its readiness are found by index seeks
-    # (range, ref), never by scanning the index or the table from its start.
-    task_reads = [r for r in top_rows if r["table"] == Task._meta.db_table]
-    assert len(task_reads) == 2, top_rows
-    assert all(r["type"] in ("range", "ref") for r in task_reads), top_rows
+    # The next priority below the far-future rows' is found by one index seek, never by
+    # scanning the index or the table from its start.
+    assert [(r["type"], r["key"]) for r in top_rows] == [("range", "bgtasks_task_claim")], top_rows
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "mysql", reason="MySQL/MariaDB's claim only")
+@pytest.mark.parametrize("queues", [[], ["default"], ["default", "other"]])
+def test_mysql_claim__examines_a_few_index_entries_however_many_rows_a_better_priority_holds(
+    queues: list[str],
+) -> None:
+    if not connection.mysql_is_mariadb:
+        pytest.skip("MariaDB's Handler_icp_attempts counts the index entries a statement read")
+    # Rows scheduled ahead at a better priority than the ready one: a claim that read every
+    # row of that priority to learn that none is ready would examine all of them.
+    _fill_far_future(3000)
+    ready = make("ready")
+
+    with connection.cursor() as cursor:
+        cursor.execute("FLUSH STATUS")
+        claimed = claims.claim_tasks("w1", queues, 1, now=NOW)
+        cursor.execute("SHOW SESSION STATUS LIKE 'Handler_icp_attempts'")
+        examined = int(cursor.fetchone()[1])
+
+    assert [task.pk for task in claimed] == [ready.pk]
+    assert examined < 50, examined
 
 
 @pytest.mark.django_db
