@@ -19,7 +19,7 @@ from django.db.models import CASCADE, SET_NULL, ForeignKey, Model
 from background_tasks import archive_sql, lifecycle, signals
 from background_tasks import runner as runner_module
 from background_tasks import worker as worker_module
-from background_tasks.exit_codes import EXIT_MEMORY_LIMIT
+from background_tasks.exit_codes import EXIT_DATABASE_UNAVAILABLE, EXIT_MEMORY_LIMIT
 from background_tasks.isolation import QUARANTINED
 from background_tasks.models import CompletedTask, Task
 from background_tasks.worker import Worker
@@ -407,3 +407,21 @@ def test_claimed_next_task__is_the_worker_s_before_the_outcome_s_signals_run(
 
     assert runner_claims[0] == [second.pk]  # claimed in the first outcome's transaction
     assert seen == [True]
+
+
+def test_over_max_memory_while_stopping_for_the_database__the_exit_code_says_the_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A runner asking to claim as the worker stops (its database gone) must not turn the exit
+    code into the memory limit's: a supervisor would restart it for the wrong reason."""
+    monkeypatch.setattr(worker_module, "resident_mb", lambda: 1000.0)
+    worker = Worker(sleep=60, max_memory=100)
+    worker._exit_code = EXIT_DATABASE_UNAVAILABLE
+    worker._closing = True
+
+    assert not worker._reserve_claim()
+    assert worker._exit_code == EXIT_DATABASE_UNAVAILABLE
+
+    worker._closing = False  # even when the limit is checked
+    assert worker._over_memory_limit()
+    assert worker._exit_code == EXIT_DATABASE_UNAVAILABLE
