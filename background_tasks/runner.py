@@ -159,7 +159,7 @@ class Runner:
             # not be taken for one that failed.
             worker._claims_uncertain = True
             if not isinstance(exc, _DB_ERRORS):
-                logger.exception("event=runner_claim_error worker=%s", shown(worker.id))
+                logger.exception("event=shared_transaction_error worker=%s", shown(worker.id))
             elif isolation.is_outage(exc):
                 worker._reset_connection()
             worker._claimed_by_runner([])
