@@ -21,7 +21,11 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from .serialization import params_hash
+
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.models import Field
 
@@ -39,8 +43,9 @@ def _fields() -> tuple[Field[Any, Any], ...]:
 class _Statements:
     """The SQL of one connection, built once (it depends on the vendor and its version)."""
 
-    delete: str  # fenced by ``locked_by = %s``
-    delete_unheld: str  # fenced by ``locked_by IS NULL``
+    delete: str  # fenced by ``locked_by = %s AND locked_at = %s``
+    delete_unstamped: str  # fenced by ``locked_by = %s AND locked_at IS NULL`` (made by hand)
+    delete_unheld: str  # fenced by ``locked_by IS NULL`` (a task no worker claimed)
     insert: str  # the head: INSERT INTO table (columns)
     returning: str  # " RETURNING id", or "" where the database cannot
     casts: str  # PostgreSQL: the SELECT list of the move, each value cast to its column's type
@@ -64,35 +69,61 @@ def _build(connection: BaseDatabaseWrapper) -> _Statements:
     quote = connection.ops.quote_name
     task_table = quote(Task._meta.db_table)
     locked_by = quote(Task._meta.get_field("locked_by").column)
+    locked_at = quote(Task._meta.get_field("locked_at").column)
     delete = f"DELETE FROM {task_table} WHERE {quote(Task._meta.pk.column)} = %s AND "
     table = quote(CompletedTask._meta.db_table)
     columns = ", ".join(quote(f.column) for f in _fields())
     pk = quote(CompletedTask._meta.pk.column)
     returning = f" RETURNING {pk}" if connection.features.can_return_columns_from_insert else ""
     return _Statements(
-        delete=f"{delete}{locked_by} = %s",
+        delete=f"{delete}{locked_by} = %s AND {locked_at} = %s",
+        delete_unstamped=f"{delete}{locked_by} = %s AND {locked_at} IS NULL",
         delete_unheld=f"{delete}{locked_by} IS NULL",
         insert=f"INSERT INTO {table} ({columns})",
         returning=returning,
-        casts=", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in _fields()),
+        casts=", ".join(f"CAST(%s AS {_cast_type(connection, f)})" for f in _fields()),
     )
 
 
+def _cast_type(connection: BaseDatabaseWrapper, field: Field[Any, Any]) -> str:
+    """The type a value is cast to in the move's SELECT list.
+
+    A text column is cast without its length: ``CAST(.. AS varchar(255))`` would cut a longer
+    value silently, where the column refuses it (as it does the ORM's insert).
+    """
+    if field.get_internal_type() == "CharField":
+        return str(connection.ops.cast_char_field_without_max_length)
+    return str(field.db_type(connection))
+
+
 def _values(connection: BaseDatabaseWrapper, record: CompletedTask) -> list[Any]:
+    if not record.task_hash:  # as TaskBase.save() fills it
+        record.task_hash = params_hash(record.task_name, record.params)
     return [f.get_db_prep_save(f.pre_save(record, True), connection) for f in _fields()]
 
 
 def move_held(
-    connection: BaseDatabaseWrapper, task_id: int, holder: str | None, record: CompletedTask | None
+    connection: BaseDatabaseWrapper,
+    task_id: int,
+    holder: str | None,
+    locked_at: datetime | None,
+    record: CompletedTask | None,
 ) -> bool:
-    """Delete task ``task_id`` if ``holder`` holds it, and insert ``record`` if it did.
+    """Delete task ``task_id`` if ``holder`` holds it from the claim that set ``locked_at``, and
+    insert ``record`` if it did (``holder`` None: if no worker holds it).
 
     Return True if the row was held (and so deleted). ``record`` (None: no history kept) gets
     its primary key. Run inside a transaction: off PostgreSQL these are two statements.
     """
     sql = _statements_of(connection)
-    fence: list[Any] = [task_id] if holder is None else [task_id, holder]
-    delete = sql.delete_unheld if holder is None else sql.delete
+    fence: list[Any] = [task_id]
+    if holder is None:
+        delete = sql.delete_unheld
+    elif locked_at is None:
+        delete, fence = sql.delete_unstamped, [task_id, holder]
+    else:
+        stamp = connection.ops.adapt_datetimefield_value(locked_at)
+        delete, fence = sql.delete, [task_id, holder, stamp]
     with connection.cursor() as cursor:
         if record is not None and connection.vendor == "postgresql":
             cursor.execute(
@@ -141,22 +172,26 @@ def _saved(connection: BaseDatabaseWrapper, record: CompletedTask, pk: Any) -> N
     record._state.db = connection.alias
 
 
-def orm_signals_connected() -> bool:
-    """Return True if a project listens to the saves or deletes these statements stand for.
+def orm_needed(using: str) -> bool:
+    """Return True if deleting a task or saving a record must go through the ORM.
 
-    Then the ORM does the work instead, so that its ``pre_delete``/``post_delete`` (Task) and
-    ``pre_save``/``post_save`` (CompletedTask) signals are sent as before.
+    That is when Django could not delete a task with one plain ``DELETE`` (a project listens to
+    its deletes, or a model has a foreign key to it whose ``on_delete`` Django carries out), or
+    a project listens to the saves of CompletedTask. The ORM then sends those signals and
+    nulls or deletes the referencing rows as it always did. Asked for each outcome (a receiver
+    or a model may appear at any time); Django answers from cached metadata.
     """
     from django.db.models import signals
+    from django.db.models.deletion import Collector
 
     from .models import CompletedTask, Task
 
     return (
-        signals.pre_delete.has_listeners(Task)
-        or signals.post_delete.has_listeners(Task)
-        or signals.pre_save.has_listeners(CompletedTask)
+        signals.pre_save.has_listeners(CompletedTask)
         or signals.post_save.has_listeners(CompletedTask)
+        # The model stands for its rows: Django reads only ``_meta`` from what it is given.
+        or not Collector(using=using).can_fast_delete(Task)  # type: ignore[arg-type]
     )
 
 
-__all__ = ["insert", "move_held", "orm_signals_connected"]
+__all__ = ["insert", "move_held", "orm_needed"]

@@ -258,9 +258,11 @@ def claim_tasks(
     return claimed
 
 
-def _run_order(task: Task) -> tuple[int, datetime, int]:
+def _run_order(task: Task) -> tuple[Any, ...]:
+    """Sort key of claimed tasks; a zero date (None, see ``_row_run_order``) sorts first."""
     priority = -task.priority if app_settings.priority_descending else task.priority
-    return (priority, task.run_at, task.pk)
+    run_at = task.run_at
+    return (priority, run_at is not None, run_at if run_at is not None else 0, task.pk)
 
 
 def prepare_transaction(using: str) -> None:
@@ -419,9 +421,14 @@ def _run_at_position() -> int:
     return [f.attname for f in Task._meta.concrete_fields].index("run_at")
 
 
-def _row_run_order(row: Sequence[Any]) -> tuple[Any, Any]:
-    """Sort key of a row read in ``returning_sql`` order: run_at, then id."""
-    return (row[_run_at_position()], row[0])
+def _row_run_order(row: Sequence[Any]) -> tuple[Any, ...]:
+    """Sort key of a row read in ``returning_sql`` order: run_at, then id.
+
+    A zero date reads as None on MySQL and MariaDB: such a row sorts first, as the database
+    sorts it, and is quarantined once claimed (isolation rules); it must not fail the claim.
+    """
+    run_at = row[_run_at_position()]
+    return (run_at is not None, run_at if run_at is not None else 0, row[0])
 
 
 #: The priority each connection's last MySQL claim took rows from, with the queues and the order

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 from django.db import InterfaceError, OperationalError, connections, router, transaction
 from django.db.models import JSONField
@@ -62,17 +63,23 @@ def describe(exc: BaseException) -> str:
     return short(f"{type(exc).__name__}: {exc}")
 
 
-def quarantine(task_id: int, holder: str | None, reason: str) -> bool:
+_ANY_CLAIM: Any = object()
+
+
+def quarantine(
+    task_id: int, holder: str | None, reason: str, *, locked_at: Any = _ANY_CLAIM
+) -> bool:
     """Set a held row aside for good: no claim or rescue takes it again. Return True if done.
 
-    Fenced by the holder, like every outcome: a row handed on meanwhile is left alone.
+    Fenced by the holder, like every outcome: a row handed on meanwhile is left alone. With
+    ``locked_at`` (the claim's, as read) also by the claim: an outcome of an attempt whose row
+    its worker has claimed again since matches nothing.
     """
     using = router.db_for_write(Task)
-    updated = (
-        Task.objects.using(using)
-        .filter(pk=task_id, locked_by=holder)
-        .update(locked_by=QUARANTINED, locked_at=timezone.now(), last_error=reason)
-    )
+    rows = Task.objects.using(using).filter(pk=task_id, locked_by=holder)
+    if locked_at is not _ANY_CLAIM:
+        rows = rows.filter(locked_at=locked_at)
+    updated = rows.update(locked_by=QUARANTINED, locked_at=timezone.now(), last_error=reason)
     if updated:
         logger.error(
             "event=task_quarantined task_id=%s worker=%s reason=%s",

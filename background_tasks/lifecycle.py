@@ -1,8 +1,9 @@
-"""State changes of a task after it is claimed, each one transaction, fenced by the worker id.
+"""State changes of a task after it is claimed, each one transaction, fenced by the claim.
 
-A worker records an outcome only while it still holds the row (``WHERE id = .. AND locked_by
-= <worker>``): if the row was rescued and handed on meanwhile, the stale worker's write matches
-nothing and is dropped, so every attempt is finalised once.
+A worker records an outcome only while it still holds the row from the claim it ran (``WHERE
+id = .. AND locked_by = <worker> AND locked_at = <that claim's>``): if the row was rescued and
+handed on meanwhile, or claimed again by the same worker, the stale write matches nothing and
+is dropped, so every attempt is finalised once.
 
 Over 400 lines on purpose: every state change here uses the same fence, archive and signal
 helpers, and one module keeps "what can happen to a claimed row" readable in one place.
@@ -12,13 +13,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DataError, IntegrityError, connections, router, transaction
-from django.db.models import F
+from django.db.models import F, Q, QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -42,42 +43,55 @@ CARRIED_FIELDS = [name for name in _COPIED_FIELDS if not name.startswith("progre
 
 
 class _Shared(threading.local):
-    """This thread's :func:`shared_transaction`, if one is open: the signals it holds back."""
+    """This thread's :func:`shared_transaction`, if one is open: what waits for its commit."""
 
-    pending: list[tuple[Signal, str, dict[str, Any]]] | None = None
+    pending: list[Callable[[], None]] | None = None
 
 
 _shared = _Shared()
 
 
 @contextmanager
-def shared_transaction(using: str) -> Iterator[None]:
+def shared_transaction(using: str) -> Iterator[list[Callable[[], None]]]:
     """Open one transaction for an outcome and what the caller adds to it (the next claim).
 
     The outcome's writes take no savepoint of their own: whatever fails inside rolls the whole
-    transaction back, outcome and all, and the caller records the outcome again alone. The
-    outcome's signals are sent once the transaction has committed, and never if it rolled back,
-    as they are after an outcome's own transaction.
+    transaction back, outcome and all, and the caller records the outcome again alone. What an
+    outcome does once written (its signals, the task object's new state) waits for the commit:
+    the list yielded holds it, and the caller passes it to :func:`after_commit` once the
+    transaction has committed (after taking note of its claim), never if it rolled back.
     """
     if _shared.pending is not None:
         raise RuntimeError("shared_transaction() does not nest")
-    _shared.pending = []
+    pending: list[Callable[[], None]] = []
+    _shared.pending = pending
     try:
         with short_transaction(using):
-            yield
-        pending = _shared.pending
+            yield pending
+    except BaseException:
+        pending.clear()  # rolled back: none of it happened
+        raise
     finally:
         _shared.pending = None
-    for signal, sender, kwargs in pending:
-        signals.emit(signal, sender=sender, **kwargs)
+
+
+def after_commit(pending: list[Callable[[], None]]) -> None:
+    """Do what a committed shared transaction's outcome held back, in order."""
+    for step in pending:
+        step()
+
+
+def _later(step: Callable[[], None]) -> None:
+    """Do ``step`` now, or once the shared transaction it is part of commits."""
+    if _shared.pending is not None:
+        _shared.pending.append(step)
+    else:
+        step()
 
 
 def _emit(signal: Signal, sender: str, **kwargs: Any) -> None:
     """Send an outcome's signal now, or once the shared transaction it is part of commits."""
-    if _shared.pending is not None:
-        _shared.pending.append((signal, sender, kwargs))
-    else:
-        signals.emit(signal, sender=sender, **kwargs)
+    _later(lambda: signals.emit(signal, sender=sender, **kwargs))
 
 
 def max_attempts_of(task: Task) -> int:
@@ -90,7 +104,14 @@ def _using() -> str:
 
 
 def _held(task: Task, worker_id: str | None) -> Any:
-    return Task.objects.using(_using()).filter(pk=task.pk, locked_by=worker_id)
+    """The row of ``task`` if ``worker_id`` still holds it from the claim ``task`` was read at.
+
+    ``locked_at`` is set afresh by each claim, so (holder, locked_at) names one claim: a write
+    for an attempt whose row the same worker has claimed again since matches nothing.
+    """
+    return Task.objects.using(_using()).filter(
+        pk=task.pk, locked_by=worker_id, locked_at=task.locked_at
+    )
 
 
 def _record(
@@ -218,7 +239,7 @@ def archive(
     now = now or timezone.now()
     follower, no_follower = _plan_next_occurrence(task, now) if schedule_next else (None, "")
     using = _using()
-    if archive_sql.orm_signals_connected():
+    if archive_sql.orm_needed(using):
         return _archive_with_orm(task, status, worker_id, now, follower, no_follower, keep, fields)
     connection = connections[using]
     # Inside a shared transaction no savepoint: a failure rolls the caller's transaction back.
@@ -227,13 +248,13 @@ def archive(
             # The common case: one fenced move (one statement on PostgreSQL).
             completed = _record(task, status, worker_id, now, **fields)
             if not archive_sql.move_held(
-                connection, task.pk, worker_id, completed if keep else None
+                connection, task.pk, worker_id, task.locked_at, completed if keep else None
             ):
                 _log_dropped(task, worker_id)
                 return None
             return completed
         # The fenced delete comes first: it is the write that proves we still own the row.
-        if not archive_sql.move_held(connection, task.pk, worker_id, None):
+        if not archive_sql.move_held(connection, task.pk, worker_id, task.locked_at, None):
             _log_dropped(task, worker_id)
             return None
         completed = _finish_record(task, status, worker_id, now, follower, no_follower, fields)
@@ -410,9 +431,15 @@ def record_failure(
     if not updated:
         _log_dropped(task, worker_id)
         return None
-    task.locked_by, task.locked_at = None, None
-    for name, value in attempt_fields.items():
-        setattr(task, name, value)
+
+    def written() -> None:
+        # Not before the commit: should a shared transaction roll back, the outcome is written
+        # again alone, from the task as it was claimed.
+        task.locked_by, task.locked_at = None, None
+        for name, value in attempt_fields.items():
+            setattr(task, name, value)
+
+    _later(written)
     _emit_failed(task, exception, error, will_retry=True)
     return Outcome.RETRY
 
@@ -469,14 +496,22 @@ def record_cancelled(task: Task, worker_id: str | None, reason: str = "") -> Com
 
 def release(tasks: list[Task], worker_id: str) -> int:
     """Hand tasks that never started back to the queue without counting the attempt."""
-    ids = [t.pk for t in tasks]
-    if not ids:
+    if not tasks:
         return 0
-    return (
-        Task.objects.using(_using())
-        .filter(pk__in=ids, locked_by=worker_id)
-        .update(locked_by=None, locked_at=None, attempts=F("attempts") - 1)
+    return _claimed_as_read(tasks, worker_id).update(
+        locked_by=None, locked_at=None, attempts=F("attempts") - 1
     )
+
+
+def _claimed_as_read(tasks: list[Task], worker_id: str) -> QuerySet[Task]:
+    """The rows of ``tasks`` that ``worker_id`` still holds from the claims they were read at."""
+    by_claim: dict[datetime | None, list[int]] = {}
+    for task in tasks:  # one claim stamps all its rows alike: one condition per claim
+        by_claim.setdefault(task.locked_at, []).append(task.pk)
+    claims = Q()
+    for locked_at, ids in by_claim.items():
+        claims |= Q(pk__in=ids, locked_at=locked_at)
+    return Task.objects.using(_using()).filter(claims, locked_by=worker_id)
 
 
 HANDED_BACK_TOO_OFTEN = (
@@ -496,15 +531,11 @@ def hand_back(tasks: list[Task], worker_id: str) -> int:
     free = [t for t in tasks if t.handbacks < limit]
     handed_back = 0
     if free:
-        handed_back = (
-            Task.objects.using(_using())
-            .filter(pk__in=[t.pk for t in free], locked_by=worker_id)
-            .update(
-                locked_by=None,
-                locked_at=None,
-                attempts=F("attempts") - 1,
-                handbacks=F("handbacks") + 1,
-            )
+        handed_back = _claimed_as_read(free, worker_id).update(
+            locked_by=None,
+            locked_at=None,
+            attempts=F("attempts") - 1,
+            handbacks=F("handbacks") + 1,
         )
     for task in tasks:
         if task.handbacks < limit:

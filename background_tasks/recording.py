@@ -51,4 +51,5 @@ def record_or_quarantine(
         if is_outage(exc):
             raise
         detail = f"{reason}\n\nRecording it as failed was refused too: {describe(exc)}"
-        return Outcome.QUARANTINED if quarantine(task.pk, holder, detail) else None
+        quarantined = quarantine(task.pk, holder, detail, locked_at=task.locked_at)
+        return Outcome.QUARANTINED if quarantined else None

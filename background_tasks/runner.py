@@ -9,13 +9,17 @@ polls for it again.
 
 The shared transaction changes no guarantee:
 
-- the outcome is fenced as always (written only while this worker holds the row);
-- it commits or rolls back as a whole: any error inside it rolls the outcome back with the
-  claim, and the outcome is then recorded alone, as the worker always did (retried through
-  outages; a value the database refuses is failed or quarantined). A failure at ``COMMIT``
-  may hide a commit that happened: the claimed rows are then held by nobody running them, so
-  the worker's main thread looks for such rows and releases them (``_release_lost_claims``);
-- the outcome's signals are sent after the commit.
+- the outcome is fenced as always (written only while this worker holds the row from the
+  claim that attempt ran under);
+- it commits or rolls back as a whole: any error inside it (a database's or not) rolls the
+  outcome back with the claim, and the outcome is then recorded alone from the task as it was
+  claimed (nothing is applied to the task object before the commit), as the worker always did
+  (retried through outages; a value the database refuses is failed or quarantined). A failure
+  at ``COMMIT`` may hide a commit that happened: the claimed rows are then held by nobody
+  running them, so the worker's main thread looks for such rows and releases them
+  (``_release_lost_claims``); the outcome written again names the earlier claim, so it cannot
+  undo a claim of the same row;
+- the claimed task is registered with the worker, then the outcome's signals are sent.
 """
 
 from __future__ import annotations
@@ -145,23 +149,50 @@ class Runner:
         claimed: list[Task] = []
         try:
             prepare_transaction(self.using)
-            with lifecycle.shared_transaction(self.using):
+            with lifecycle.shared_transaction(self.using) as pending:
                 result = action()
                 claimed = claim_tasks(worker.id, worker.queues, 1, using=self.using, shared=True)
-        except _DB_ERRORS as exc:
+        except Exception as exc:
             # Rolled back, unless the error hid a commit that happened: the main thread then
-            # releases what this transaction claimed.
+            # releases what this transaction claimed. Whatever the error (a database's, or a
+            # bug in the claim), the outcome is then recorded alone: the attempt ran, and must
+            # not be taken for one that failed.
             worker._claims_uncertain = True
-            if isolation.is_outage(exc):
+            if not isinstance(exc, _DB_ERRORS):
+                logger.exception("event=shared_transaction_error worker=%s", shown(worker.id))
+            elif isolation.is_outage(exc):
                 worker._reset_connection()
             worker._claimed_by_runner([])
             return worker._until_db_ok(action)
         except BaseException:
             worker._claimed_by_runner([])
             raise
+        # Registered before the outcome's signals run: while a slow receiver runs, the claimed
+        # row is known to the worker (a stop waits for it, a shutdown hands it back).
         worker._claimed_by_runner(claimed)
         self._next = claimed[0] if claimed else None
+        try:
+            lifecycle.after_commit(pending)
+        except BaseException:
+            # A receiver raised past signals.emit (KeyboardInterrupt, SystemExit): the thread
+            # ends, and the task it claimed must not stay held by a live worker.
+            self._give_back_next()
+            raise
         return result
+
+    def _give_back_next(self) -> None:
+        following = self._take_next()
+        if following is None:
+            return
+        worker = self.worker
+        try:
+            lifecycle.release([following], worker.id)
+        except Exception:
+            logger.exception(
+                "event=release_failed worker=%s task_id=%s", shown(worker.id), following.pk
+            )
+            worker._claims_uncertain = True  # the main thread looks for it again
+        worker._finished(following, None)
 
 
 __all__ = ["Runner"]

@@ -276,7 +276,8 @@ class Worker:
             used,
             self.max_memory,
         )
-        self._exit_code = EXIT_MEMORY_LIMIT
+        if self._exit_code == EXIT_OK:  # a database or migration problem says more
+            self._exit_code = EXIT_MEMORY_LIMIT
         return True
 
     def _start_listener(self) -> Listener | None:
@@ -352,6 +353,8 @@ class Worker:
 
     def _reserve_claim(self) -> bool:
         """Let a runner claim its next task, if the worker may; then ``_claimed_by_runner``."""
+        if not self._claiming():
+            return False
         if self.max_memory is not None and self._over_memory_limit():
             return False
         with self._gate:
@@ -481,7 +484,11 @@ class Worker:
         if self._force_requested:
             logger.warning("event=worker_forced_exit worker=%s", self.id)
             return EXIT_FORCED
-        with self._lock:
+        with self._gate:
+            # A runner's claim still in flight (begun before _closing) registers its task when
+            # it ends: wait for it, or that row would be left held by nobody.
+            while self._runner_claims and not self._force_requested:
+                self._gate.wait(1.0)
             leftovers = list(self._running.values())
         unstarted_ids = {task.pk for task in unstarted}
         try:

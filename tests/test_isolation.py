@@ -310,3 +310,19 @@ def test_shown__cuts_a_huge_value_short_with_a_note() -> None:
 
     assert len(text) < 3_000
     assert text.endswith('...(9998000 more characters)"')
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["alone", "in_an_outcome_transaction"])
+def test_claim__on_two_queues_quarantines_a_row_it_cannot_load(shared: bool) -> None:
+    # Rows of several queues are sorted by run_at in Python: one that reads as None (a zero
+    # date on MySQL/MariaDB) must not fail the claim.
+    bad = make_unloadable(queue="a")
+    good = make(queue="b", run_at=timezone.now() - timedelta(seconds=1))
+
+    with transaction.atomic():
+        claimed = claim_tasks("w:1:a", ["a", "b"], 2, shared=shared)
+
+    assert [task.pk for task in claimed] == [good.pk]
+    holder, error = held_by(bad)
+    assert holder == QUARANTINED
+    assert "cannot be run" in error

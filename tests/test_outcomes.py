@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import DataError, transaction
 from django.dispatch import Signal
 from django.test import override_settings
 from django.utils import timezone
@@ -21,6 +22,7 @@ from background_tasks.claims import claim_tasks
 from background_tasks.execution import execute
 from background_tasks.models import CompletedTask, Task
 from background_tasks.outcomes import Outcome
+from background_tasks.serialization import params_hash
 from background_tasks.testing import run_tasks
 from tests.testapp import tasks
 from tests.testapp.models import TaskRun
@@ -555,3 +557,53 @@ def test_signals__nothing_is_sent_for_an_outcome_that_was_dropped(sent: list[Sen
     run_one(tasks.loses_its_row("succeed"))
 
     assert [s.signal for s in sent] == ["task_created", "task_started"]
+
+
+@pytest.mark.parametrize("through", ["plain_sql", "orm"])
+def test_archive__a_record_without_task_hash_gets_it_and_an_overlong_value_is_not_cut(
+    through: str,
+) -> None:
+    """The plain statements store what the ORM would: they fill an empty task_hash, as
+    ``save()`` does, and leave an overlong text value to the column (refused, or kept whole
+    where the column does not check its length), never cut short."""
+    from django.db.models.signals import pre_save
+
+    def noop(**kwargs: object) -> None:
+        pass
+
+    if through == "orm":
+        pre_save.connect(noop, sender=CompletedTask, dispatch_uid="test-orm-path")
+    try:
+        task = Task.objects.create(
+            task_name="tests.testapp.tasks.record",
+            params={"args": ["k"], "kwargs": {}},
+            run_at=timezone.now(),
+            locked_by="w:1:a",
+            locked_at=timezone.now(),
+        )
+        Task.objects.filter(pk=task.pk).update(task_hash="")
+        task.task_hash = ""
+        record = lifecycle.archive(task, CompletedTask.Status.SUCCEEDED, "w:1:a")
+        assert record is not None
+        saved = CompletedTask.objects.get(pk=record.pk)
+        assert saved.task_hash == params_hash(task.task_name, task.params)
+
+        long = Task.objects.create(
+            task_name="tests.testapp.tasks.record",
+            params={"args": ["k"], "kwargs": {}},
+            run_at=timezone.now(),
+            locked_by="w:1:a",
+            locked_at=timezone.now(),
+        )
+        try:
+            with transaction.atomic():
+                kept = lifecycle.archive(
+                    long, CompletedTask.Status.FAILED, "w:1:a", error_class="x" * 300
+                )
+        except DataError:
+            assert Task.objects.filter(pk=long.pk).exists()  # refused: nothing written
+        else:
+            assert kept is not None
+            assert len(CompletedTask.objects.get(pk=kept.pk).error_class) == 300
+    finally:
+        pre_save.disconnect(sender=CompletedTask, dispatch_uid="test-orm-path")

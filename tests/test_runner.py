@@ -7,17 +7,19 @@ database refuses, and a database failure at any point of the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from django.db import DataError, OperationalError
+from django.apps import apps
+from django.db import DataError, OperationalError, connection
+from django.db.models import CASCADE, SET_NULL, ForeignKey, Model
 
 from background_tasks import archive_sql, lifecycle, signals
 from background_tasks import runner as runner_module
 from background_tasks import worker as worker_module
-from background_tasks.exit_codes import EXIT_MEMORY_LIMIT
+from background_tasks.exit_codes import EXIT_DATABASE_UNAVAILABLE, EXIT_MEMORY_LIMIT
 from background_tasks.isolation import QUARANTINED
 from background_tasks.models import CompletedTask, Task
 from background_tasks.worker import Worker
@@ -154,18 +156,18 @@ def test_outage_in_the_shared_transaction__no_task_runs_twice_and_none_is_lost(
     failures: list[str] = []
 
     @contextmanager
-    def fails_once(using: str) -> Iterator[None]:
+    def fails_once(using: str) -> Iterator[list[Callable[[], None]]]:
         if failures:
-            with real(using):
-                yield
+            with real(using) as pending:
+                yield pending
             return
         failures.append(when)
         if when == "before_commit":
-            with real(using):
-                yield
+            with real(using) as pending:
+                yield pending
                 raise OperationalError("server closed the connection unexpectedly")
-        with real(using):
-            yield
+        with real(using) as pending:
+            yield pending
         raise OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(runner_module.lifecycle, "shared_transaction", fails_once)
@@ -225,3 +227,201 @@ def test_over_max_memory__the_runner_claims_nothing_more(
     assert runs("first") == 1
     waiting = Task.objects.filter(pk__in=left)
     assert [(t.locked_by, t.attempts) for t in waiting] == [(None, 0)] * 2
+
+
+# -- what the shared transaction must not change ------------------------------------------------
+
+
+@pytest.fixture
+def task_references(transactional_db: None) -> Iterator[tuple[type[Model], type[Model]]]:
+    """Two project models with a foreign key to Task: one SET_NULL, one CASCADE.
+
+    Made for the test only and removed after it: with them, every delete of a task goes through
+    Django's deletion collector, and the other tests must keep the plain statements.
+    """
+
+    class TaskReport(Model):
+        task = ForeignKey(Task, null=True, on_delete=SET_NULL, related_name="+")
+
+        class Meta:
+            app_label = "testapp"
+
+        def __str__(self) -> str:
+            return f"report of {self.task_id}"
+
+    class TaskAttachment(Model):
+        task = ForeignKey(Task, on_delete=CASCADE, related_name="+")
+
+        class Meta:
+            app_label = "testapp"
+
+        def __str__(self) -> str:
+            return f"attachment of {self.task_id}"
+
+    models = (TaskReport, TaskAttachment)
+    with connection.schema_editor() as editor:
+        for model in models:
+            editor.create_model(model)
+    try:
+        yield models
+    finally:
+        for model in models:
+            model.objects.all().delete()
+        with connection.schema_editor() as editor:
+            for model in reversed(models):
+                editor.delete_model(model)
+        for model in models:
+            del apps.all_models["testapp"][model._meta.model_name]
+        apps.clear_cache()
+
+
+def test_foreign_key_to_task__an_outcome_is_recorded_and_the_references_follow_django_rules(
+    task_references: tuple[type[Model], type[Model]],
+) -> None:
+    report_model, attachment_model = task_references
+    first = tasks.record("first")
+    second = tasks.always_fails()
+    report = report_model.objects.create(task_id=first.pk)
+    attachment_model.objects.create(task_id=second.pk)
+
+    assert Worker(burst=True, sleep=60).run() == 0
+
+    assert CompletedTask.objects.get(task_id=first.pk).status == CompletedTask.Status.SUCCEEDED
+    assert CompletedTask.objects.get(task_id=second.pk).status == CompletedTask.Status.FAILED
+    assert not Task.objects.exists()  # none quarantined
+    report.refresh_from_db()
+    assert report.task_id is None  # SET_NULL
+    assert not attachment_model.objects.exists()  # CASCADE
+
+
+def _claim_failing_once(monkeypatch: pytest.MonkeyPatch, error: Exception) -> list[int]:
+    """Make the first runner-side claim raise ``error``, after the outcome was written."""
+    calls: list[int] = []
+    claim = runner_module.claim_tasks
+
+    def fails_once(*args: Any, **kwargs: Any) -> list[Task]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise error
+        return claim(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "claim_tasks", fails_once)
+    return calls
+
+
+def test_retry_rolled_back_with_its_claim__is_recorded_again_as_the_claim_left_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failing = tasks.always_fails()  # 3 attempts, no backoff
+    _claim_failing_once(monkeypatch, OperationalError("deadlock found (as MySQL would say)"))
+    after_first: list[tuple[Any, ...]] = []
+
+    def read_row(sender: str, task: Task, **kwargs: Any) -> None:
+        if not after_first:
+            row = Task.objects.filter(pk=task.pk)
+            after_first.append(row.values_list("last_attempted_at", "worker_ids").get())
+
+    signals.task_failed.connect(read_row, dispatch_uid="test-read-row")
+    worker = Worker(burst=True, sleep=60)
+    try:
+        assert worker.run() == 0
+    finally:
+        signals.task_failed.disconnect(dispatch_uid="test-read-row")
+
+    last_attempted_at, worker_ids = after_first[0]
+    assert last_attempted_at is not None
+    assert worker_ids == [worker.id]
+    done = CompletedTask.objects.get(task_id=failing.pk)
+    assert (done.attempts, done.worker_ids) == (3, [worker.id] * 3)
+
+
+def test_error_other_than_the_database_in_the_claim__a_success_is_not_run_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = tasks.record("first")
+    second = tasks.record("second")
+    _claim_failing_once(monkeypatch, TypeError("a bug in the claim"))
+
+    assert Worker(burst=True, sleep=60).run() == 0
+
+    assert (runs("first"), runs("second")) == (1, 1)
+    for task in (first, second):
+        done = CompletedTask.objects.get(task_id=task.pk)
+        assert (done.status, done.attempts) == (CompletedTask.Status.SUCCEEDED, 1)
+    assert not Task.objects.exists()
+
+
+def test_commit_reported_failed_after_a_retry_reclaimed_its_row__every_attempt_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No backoff: the retry's own transaction claims the row again. Its COMMIT happens, but
+    is reported failed: writing the retry again must not undo the new claim unrun."""
+    failing = tasks.always_fails()
+    real = lifecycle.shared_transaction
+    failures: list[int] = []
+
+    @contextmanager
+    def fails_once_after_commit(using: str) -> Iterator[list[Callable[[], None]]]:
+        with real(using) as pending:
+            yield pending
+        if not failures:
+            failures.append(1)
+            raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(runner_module.lifecycle, "shared_transaction", fails_once_after_commit)
+    started: list[int] = []
+
+    def count(sender: str, task: Task, **kwargs: Any) -> None:
+        started.append(task.attempts)
+
+    signals.task_started.connect(count, dispatch_uid="test-count-starts")
+    try:
+        assert Worker(burst=True, sleep=60).run() == 0
+    finally:
+        signals.task_started.disconnect(dispatch_uid="test-count-starts")
+
+    assert failures == [1]
+    assert started == [1, 2, 3]
+    done = CompletedTask.objects.get(task_id=failing.pk)
+    assert (done.status, done.attempts) == (CompletedTask.Status.FAILED, 3)
+
+
+def test_claimed_next_task__is_the_worker_s_before_the_outcome_s_signals_run(
+    runner_claims: list[list[int]],
+) -> None:
+    first = tasks.record("first")
+    second = tasks.record("second")
+    worker = Worker(burst=True, sleep=60)
+    seen: list[bool] = []
+
+    def look(sender: str, task: Task, **kwargs: Any) -> None:
+        if task.pk == first.pk:
+            with worker._lock:
+                seen.append(second.pk in worker._running)
+
+    signals.task_succeeded.connect(look, dispatch_uid="test-look")
+    try:
+        assert worker.run() == 0
+    finally:
+        signals.task_succeeded.disconnect(dispatch_uid="test-look")
+
+    assert runner_claims[0] == [second.pk]  # claimed in the first outcome's transaction
+    assert seen == [True]
+
+
+def test_over_max_memory_while_stopping_for_the_database__the_exit_code_says_the_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A runner asking to claim as the worker stops (its database gone) must not turn the exit
+    code into the memory limit's: a supervisor would restart it for the wrong reason."""
+    monkeypatch.setattr(worker_module, "resident_mb", lambda: 1000.0)
+    worker = Worker(sleep=60, max_memory=100)
+    worker._exit_code = EXIT_DATABASE_UNAVAILABLE
+    worker._closing = True
+
+    assert not worker._reserve_claim()
+    assert worker._exit_code == EXIT_DATABASE_UNAVAILABLE
+
+    worker._closing = False  # even when the limit is checked
+    assert worker._over_memory_limit()
+    assert worker._exit_code == EXIT_DATABASE_UNAVAILABLE
