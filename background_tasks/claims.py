@@ -98,15 +98,22 @@ def top_level_cte_sql(
     # row it finds, skipping locked ones, so that a priority whose ready rows other transactions
     # hold is passed over (that row is the first the claim then takes, under its own lock), and
     # ``top`` has no ORDER BY: the recursive CTE yields the priorities best first and is read
-    # only as far as the first claimable one, so no row of a worse priority gets locked.
+    # only as far as the first claimable one, so no row of a worse priority gets locked. There
+    # the check reads in run order (ORDER BY run_at, id: the claim index's order within a
+    # priority) so that the row it locks is the claim's first, and so that the planner keeps
+    # walking the index: without it PostgreSQL may pick a sequential scan once the table holds
+    # many dead rows, which reads the whole heap (production.md: keep autovacuum on). SQLite
+    # needs neither, and would sort for it when several queues are claimed.
     lock, top_order = (" FOR UPDATE SKIP LOCKED", "") if vendor == "postgresql" else ("", order)
+    in_run_order = "ORDER BY run_at ASC, id ASC " if vendor == "postgresql" else ""
     return (
         f"levels (p) AS ({anchor} "
         f"UNION ALL SELECT (SELECT nxt.priority FROM {table} nxt "
         f"WHERE nxt.priority {beyond} levels.p ORDER BY nxt.priority {order} LIMIT 1) "
         f"FROM levels WHERE levels.p IS NOT NULL), "
         f"top (p) AS (SELECT p FROM levels WHERE p IS NOT NULL AND "
-        f"(SELECT 1 FROM {table} WHERE priority = levels.p AND {where} LIMIT 1{lock}) "
+        f"(SELECT 1 FROM {table} WHERE priority = levels.p AND {where} "
+        f"{in_run_order}LIMIT 1{lock}) "
         f"IS NOT NULL{' ORDER BY p ' + top_order if top_order else ''} LIMIT 1)"
     )
 
