@@ -33,6 +33,8 @@ _NUMBERS = {
     "MAX_HANDBACKS": 0,
     "PRUNE_INTERVAL": 0.001,
     "PRUNE_BATCH_SIZE": 1,
+    "BATCH_SIZE": 1,
+    "BATCH_WINDOW": 0.0,
 }
 #: Settings that are a number of days >= 0, or None.
 _OPTIONAL_DAYS = ("RETAIN_SUCCEEDED_DAYS", "RETAIN_FAILED_DAYS", "RETAIN_CANCELLED_DAYS")
@@ -92,14 +94,15 @@ def check_settings(
                 id="background_tasks.E004",
             )
         )
-    handbacks = app_settings.MAX_HANDBACKS
-    if _is_number(handbacks) and math.isfinite(handbacks) and handbacks != int(handbacks):
-        errors.append(
-            Error(
-                f"{PREFIX}MAX_HANDBACKS must be a whole number, not {handbacks!r}.",
-                id="background_tasks.E004",
+    for name in ("MAX_HANDBACKS", "BATCH_SIZE"):
+        whole = getattr(app_settings, name)
+        if _is_number(whole) and math.isfinite(whole) and whole != int(whole):
+            errors.append(
+                Error(
+                    f"{PREFIX}{name} must be a whole number, not {whole!r}.",
+                    id="background_tasks.E004",
+                )
             )
-        )
     first, cap = app_settings.OUTAGE_BACKOFF_FIRST, app_settings.OUTAGE_BACKOFF_MAX
     if _is_number(first) and _is_number(cap) and first > cap:
         errors.append(

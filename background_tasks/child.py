@@ -29,7 +29,9 @@ def run_child(
         configure_logging(log_std=log_std, verbosity=verbosity)
     elif log_std:
         log_to_std_streams()
-    worker = Worker(worker_id=worker_id, concurrency=1, **options)
+    # One task at a time, never a batch: a child killed for overrunning its time limit must not
+    # take with it the outcomes of other tasks held for a batch's commit.
+    worker = Worker(worker_id=worker_id, **{**options, "concurrency": 1, "batch_size": 1})
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.request_stop())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _stop_when_orphaned(worker)

@@ -80,9 +80,13 @@ T = TypeVar("T")
 
 
 class Persist(Protocol):
-    """Runs a database write of an outcome (the worker's version retries through outages)."""
+    """Runs a database write of an outcome (the worker's version retries through outages).
 
-    def __call__(self, action: Callable[[], T]) -> T: ...
+    It returns what the write returned, or None if it holds the write back for a later commit
+    (a worker's batch, ``BATCH_SIZE`` > 1).
+    """
+
+    def __call__(self, action: Callable[[], T]) -> T | None: ...
 
 
 def _once(action: Callable[[], T]) -> T:

@@ -20,12 +20,19 @@ The shared transaction changes no guarantee:
   (``_release_lost_claims``); the outcome written again names the earlier claim, so it cannot
   undo a claim of the same row;
 - the claimed task is registered with the worker, then the outcome's signals are sent.
+
+With ``BATCH_SIZE`` > 1 the runner claims up to that many tasks at once and runs them one after
+the other; each finished task's outcome is held (held_outcomes.py) until the last of the batch
+is done, and all of them are written in the transaction that claims the next batch. An outcome
+waits at most ``BATCH_WINDOW``: past that the runner writes what it holds at its next outcome,
+or the worker's main thread writes it while the runner is still busy with a longer task.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -35,6 +42,7 @@ from . import isolation, lifecycle, recording
 from .claims import claim_tasks, prepare_transaction
 from .connection_reuse import refresh_connections
 from .execution import execute
+from .held_outcomes import HeldOutcome, HeldOutcomes
 from .logs import shown
 from .models import Task
 
@@ -54,7 +62,10 @@ class Runner:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.using = router.db_for_write(Task)
-        self._next: Task | None = None
+        #: Tasks this runner claimed itself and has not started, in claim order.
+        self._queued: deque[Task] = deque()
+        self._current: Task | None = None
+        self.held = HeldOutcomes(worker.clock)
 
     def run(self) -> None:
         worker = self.worker
@@ -62,7 +73,7 @@ class Runner:
         try:
             task, own = worker._inbox.get(), False
             while task is not None:
-                self._next = None
+                self._current = task
                 try:
                     if self._may_start(task, own):
                         if outages_seen != worker._outage.generation:
@@ -73,18 +84,24 @@ class Runner:
                         refresh_connections()
                         self._execute(task)
                 finally:
-                    worker._finished(task, self._next)
+                    self._current = None
+                    if not self.held.holds(task):
+                        worker._finished(task)
                 following = self._take_next()
                 if following is not None:
                     task, own = following, True
                 else:
+                    worker._runner_idle()
                     task, own = worker._inbox.get(), False
         finally:
             connections.close_all()
 
+    def queued(self) -> list[Task]:
+        """The tasks this runner claimed and has not started (read by the main thread)."""
+        return list(self._queued)
+
     def _take_next(self) -> Task | None:
-        following, self._next = self._next, None
-        return following
+        return self._queued.popleft() if self._queued else None
 
     def _may_start(self, task: Task, own: bool) -> bool:
         """Return True to run ``task``; a task this runner claimed is released if it may not."""
@@ -105,94 +122,157 @@ class Runner:
         return True
 
     def _execute(self, task: Task) -> None:
-        worker = self.worker
         try:
-            execute(task, worker.id, persist=self._finish)
-        except Exception as raised:
-            exc: Exception = raised
-            # An error outside the task body: a value in the row that its outcome cannot be
-            # written with (a database error other than a lost connection), or a bug in the
-            # library or a custom hook. The attempt is recorded as failed, so the row is not
-            # left held by a live worker, and the thread goes on. A database error would fail
-            # the same way again, and the body may have finished: that attempt is the last.
-            logger.exception("event=runner_error worker=%s task_id=%s", shown(worker.id), task.pk)
-            error = "".join(traceback.format_exception(exc))
-            final = isinstance(exc, DatabaseError)
+            execute(task, self.worker.id, persist=self._finish)
+        except Exception as exc:
+            record_runner_error(self.worker, task, exc)
+        self.worker.processed += 1
 
-            def record() -> str | None:
-                return lifecycle.record_failure(task, worker.id, error, exc, permanent=final)
+    def _finish(self, action: Callable[[], T]) -> T | None:
+        """Write an outcome (``action``) and, when the worker may claim, claim the next tasks.
 
-            try:
-                worker._until_db_ok(
-                    lambda: recording.record_or_quarantine(
-                        task,
-                        worker.id,
-                        record,
-                        f"The failure of this attempt ({isolation.describe(exc)})",
-                    )
-                )
-            except Exception:
-                # Left held: once this worker exits, rescue releases the row.
-                logger.exception(
-                    "event=outcome_not_recorded worker=%s task_id=%s", shown(worker.id), task.pk
-                )
-        worker.processed += 1
-
-    def _finish(self, action: Callable[[], T]) -> T:
-        """Write an outcome (``action``) and, when the worker may claim, claim the next task.
-
-        Run once per task, by ``execute``, for whichever outcome it writes.
+        Run once per task, by ``execute``, for whichever outcome it writes. Within a batch the
+        outcome is held instead, to be written with the last of the batch.
         """
         worker = self.worker
-        if self._next is not None or not worker._reserve_claim():
+        if (
+            self._queued
+            and worker.batch_size > 1
+            and worker._claiming()
+            and not self.held.overdue(worker.batch_window)
+            and self._current is not None
+        ):
+            if self.held.hold(self._current, action):
+                worker._wake.ring()  # the main thread writes them should the window close first
+            return None
+        held = self.held.take()
+        wanted = 0 if self._queued else worker._reserve_claims(worker.batch_size)
+        if not held and not wanted:
             return worker._until_db_ok(action)
         claimed: list[Task] = []
         try:
-            prepare_transaction(self.using)
+            if wanted:
+                prepare_transaction(self.using)
             with lifecycle.shared_transaction(self.using) as pending:
+                for outcome in held:
+                    outcome.write()
                 result = action()
-                claimed = claim_tasks(worker.id, worker.queues, 1, using=self.using, shared=True)
+                if wanted:
+                    claimed = claim_tasks(
+                        worker.id, worker.queues, wanted, using=self.using, shared=True
+                    )
         except Exception as exc:
             # Rolled back, unless the error hid a commit that happened: the main thread then
             # releases what this transaction claimed. Whatever the error (a database's, or a
-            # bug in the claim), the outcome is then recorded alone: the attempt ran, and must
-            # not be taken for one that failed.
-            worker._claims_uncertain = True
-            if not isinstance(exc, _DB_ERRORS):
-                logger.exception("event=shared_transaction_error worker=%s", shown(worker.id))
-            elif isolation.is_outage(exc):
-                worker._reset_connection()
-            worker._claimed_by_runner([])
+            # bug in the claim), each outcome is then recorded alone: the attempts ran, and
+            # must not be taken for ones that failed.
+            _log_rolled_back(worker, exc)
+            if wanted:
+                worker._claims_uncertain = True
+                worker._claimed_by_runner([], wanted)
+            write_each(worker, held)
             return worker._until_db_ok(action)
         except BaseException:
-            worker._claimed_by_runner([])
+            if wanted:
+                worker._claimed_by_runner([], wanted)
             raise
         # Registered before the outcome's signals run: while a slow receiver runs, the claimed
-        # row is known to the worker (a stop waits for it, a shutdown hands it back).
-        worker._claimed_by_runner(claimed)
-        self._next = claimed[0] if claimed else None
+        # rows are known to the worker (a stop waits for them, a shutdown hands them back).
+        if wanted:
+            worker._claimed_by_runner(claimed, wanted)
+            self._queued.extend(claimed)
+        worker._outcomes_written([outcome.task for outcome in held])
         try:
             lifecycle.after_commit(pending)
         except BaseException:
             # A receiver raised past signals.emit (KeyboardInterrupt, SystemExit): the thread
-            # ends, and the task it claimed must not stay held by a live worker.
-            self._give_back_next()
+            # ends, and the tasks it claimed must not stay held by a live worker.
+            self._give_back_queued()
             raise
         return result
 
-    def _give_back_next(self) -> None:
-        following = self._take_next()
-        if following is None:
+    def _give_back_queued(self) -> None:
+        queued = list(self._queued)
+        self._queued.clear()
+        if not queued:
             return
         worker = self.worker
         try:
-            lifecycle.release([following], worker.id)
+            lifecycle.release(queued, worker.id)
         except Exception:
             logger.exception(
-                "event=release_failed worker=%s task_id=%s", shown(worker.id), following.pk
+                "event=release_failed worker=%s task_ids=%s",
+                shown(worker.id),
+                ",".join(str(task.pk) for task in queued),
             )
-            worker._claims_uncertain = True  # the main thread looks for it again
-        worker._finished(following, None)
+            worker._claims_uncertain = True  # the main thread looks for them again
+        for task in queued:
+            worker._finished(task)
 
 
-__all__ = ["Runner"]
+def write_held(worker: Worker, held: list[HeldOutcome], using: str) -> None:
+    """Write outcomes a runner held, in one transaction (by the main thread, or at shutdown)."""
+    if not held:
+        return
+    try:
+        with lifecycle.shared_transaction(using) as pending:
+            for outcome in held:
+                outcome.write()
+    except Exception as exc:
+        _log_rolled_back(worker, exc)
+        write_each(worker, held)
+        return
+    worker._outcomes_written([outcome.task for outcome in held])
+    lifecycle.after_commit(pending)
+
+
+def write_each(worker: Worker, held: list[HeldOutcome]) -> None:
+    """Write held outcomes one by one, as a runner writes an outcome outside any batch."""
+    for outcome in held:
+        try:
+            worker._until_db_ok(outcome.write)
+        except Exception as exc:
+            record_runner_error(worker, outcome.task, exc)
+        worker._outcomes_written([outcome.task])
+
+
+def _log_rolled_back(worker: Worker, exc: Exception) -> None:
+    if not isinstance(exc, _DB_ERRORS):
+        logger.exception("event=shared_transaction_error worker=%s", shown(worker.id))
+    elif isolation.is_outage(exc):
+        worker._reset_connection()
+
+
+def record_runner_error(worker: Worker, task: Task, exc: Exception) -> None:
+    """Record as failed an attempt whose outcome could not be written (an error outside its body).
+
+    A value in the row that its outcome cannot be written with (a database error other than a
+    lost connection), or a bug in the library or a custom hook. The attempt is recorded as
+    failed, so the row is not left held by a live worker, and the thread goes on. A database
+    error would fail the same way again, and the body may have finished: that attempt is the
+    last.
+    """
+    logger.exception("event=runner_error worker=%s task_id=%s", shown(worker.id), task.pk)
+    error = "".join(traceback.format_exception(exc))
+    final = isinstance(exc, DatabaseError)
+
+    def record() -> str | None:
+        return lifecycle.record_failure(task, worker.id, error, exc, permanent=final)
+
+    try:
+        worker._until_db_ok(
+            lambda: recording.record_or_quarantine(
+                task,
+                worker.id,
+                record,
+                f"The failure of this attempt ({isolation.describe(exc)})",
+            )
+        )
+    except Exception:
+        # Left held: once this worker exits, rescue releases the row.
+        logger.exception(
+            "event=outcome_not_recorded worker=%s task_id=%s", shown(worker.id), task.pk
+        )
+
+
+__all__ = ["Runner", "record_runner_error", "write_each", "write_held"]

@@ -47,7 +47,7 @@ from .exit_codes import (
 from .memory import resident_mb
 from .models import Task
 from .outage import Outage, is_missing_table, is_outage, pause_before_try
-from .runner import Runner
+from .runner import Runner, write_held
 from .wakeup import Alarm, Listener
 
 logger = logging.getLogger("background_tasks")
@@ -82,6 +82,8 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         worker_id: str | None = None,
         max_memory: float | None = None,
+        batch_size: int | None = None,
+        batch_window: float | None = None,
     ) -> None:
         self.id = worker_id or liveness.new_worker_id()
         self.queues = list(queues)
@@ -95,10 +97,17 @@ class Worker:
         )
         self.clock = clock
         self.max_memory = app_settings.MAX_MEMORY if max_memory is None else max_memory
+        self.batch_size = int(app_settings.BATCH_SIZE if batch_size is None else batch_size)
+        self.batch_window = float(
+            app_settings.BATCH_WINDOW if batch_window is None else batch_window
+        )
         self.claimed = 0
         self.processed = 0
         self._inbox: queue.Queue[Task | None] = queue.Queue()
         self._running: dict[int, Task] = {}
+        #: Runner threads waiting for a task from the main thread (its claims are for them).
+        self._idle_runners = concurrency
+        self._runners: list[Runner] = []
         self._lock = threading.Lock()
         # Runner threads claim their next task themselves (runner.py): the main thread's
         # release of lost claims waits for the claims in flight, and holds new ones back.
@@ -155,23 +164,23 @@ class Worker:
         # The first loop heartbeats and rescues at once: rows left held by workers that died
         # (or by nobody) are released before this worker claims, not one interval later.
         self._next_beat = self.clock()
+        self._runners = [Runner(self) for _ in range(self.concurrency)]
         self._threads = [
-            threading.Thread(
-                target=Runner(self).run, name=f"background_tasks-runner-{i}", daemon=True
-            )
-            for i in range(self.concurrency)
+            threading.Thread(target=runner.run, name=f"background_tasks-runner-{i}", daemon=True)
+            for i, runner in enumerate(self._runners)
         ]
         for thread in self._threads:
             thread.start()
         listener = self._start_listener()
         logger.info(
             "event=worker_started version=%s worker=%s database=%s queues=%s concurrency=%s "
-            "poll_interval=%gs wakeup=%s",
+            "batch_size=%s poll_interval=%gs wakeup=%s",
             __version__,
             self.id,
             logs.database_label(router.db_for_write(Task)),
             ",".join(self.queues) or "*",
             self.concurrency,
+            self.batch_size,
             self.sleep,
             "listen" if listener is not None else "poll",
         )
@@ -192,6 +201,7 @@ class Worker:
                     self._heartbeat_if_due()
                     self._fire_schedules_if_due()
                     self._pruner.prune_if_due()
+                    self._write_overdue_outcomes()
                     if self._claims_uncertain:
                         self._release_lost_claims()
                     got_full_batch, idle = self._claim_and_dispatch()
@@ -294,7 +304,7 @@ class Worker:
         if self._exit_code == EXIT_MEMORY_LIMIT:
             return False, False  # over --max-memory: claim nothing, wait for the running tasks
         with self._lock:
-            free = self.concurrency - len(self._running)
+            free = self._idle_runners
             if self.max_tasks is not None:
                 free = min(free, self.max_tasks - self.claimed)
             if free <= 0:
@@ -306,6 +316,7 @@ class Worker:
         finally:
             with self._lock:
                 self.claimed -= free - len(tasks)
+                self._idle_runners -= len(tasks)
                 for task in tasks:
                     self._running[task.pk] = task
         for task in tasks:
@@ -351,41 +362,78 @@ class Worker:
             or self._exit_code == EXIT_MEMORY_LIMIT
         )
 
-    def _reserve_claim(self) -> bool:
-        """Let a runner claim its next task, if the worker may; then ``_claimed_by_runner``."""
+    def _reserve_claims(self, wanted: int) -> int:
+        """Let a runner claim up to ``wanted`` tasks, if the worker may; return how many.
+
+        A runner that got a number above 0 calls ``_claimed_by_runner`` with it once its claim
+        is over, whatever the claim got.
+        """
         if not self._claiming():
-            return False
+            return 0
         if self.max_memory is not None and self._over_memory_limit():
-            return False
+            return 0
         with self._gate:
             if not self._claiming() or self._releasing:
-                return False
-            if self.max_tasks is not None and self.claimed >= self.max_tasks:
-                return False
-            self.claimed += 1
+                return 0
+            if self.max_tasks is not None:
+                wanted = min(wanted, self.max_tasks - self.claimed)
+            if wanted <= 0:
+                return 0
+            self.claimed += wanted
             self._runner_claims += 1
-            return True
+            return wanted
 
-    def _claimed_by_runner(self, tasks: list[Task]) -> None:
-        """Take note of what a reserved runner claim got (nothing if it failed)."""
+    def _claimed_by_runner(self, tasks: list[Task], reserved: int) -> None:
+        """Take note of what a runner claim of ``reserved`` tasks got (nothing if it failed)."""
         with self._gate:
-            self.claimed -= 1 - len(tasks)
+            self.claimed -= reserved - len(tasks)
             for task in tasks:
                 self._running[task.pk] = task
             self._runner_claims -= 1
             self._gate.notify_all()
 
-    def _finished(self, task: Task, following: Task | None) -> None:
-        """A runner is done with ``task``; ``following`` is the next one it claimed, if any."""
+    def _finished(self, task: Task) -> None:
+        """A runner is done with ``task``, and its outcome is written (or it never started)."""
         with self._lock:
-            if following is None or following.pk != task.pk:  # not claimed again at once
-                self._running.pop(task.pk, None)
-        if following is None:
-            self._wake.ring()  # a slot is free
+            # This very claim only: the row may have been claimed again already (a retry due
+            # at once), and that claim is another Task object.
+            if self._running.get(task.pk) is task:
+                del self._running[task.pk]
+
+    def _outcomes_written(self, tasks: list[Task]) -> None:
+        """Held outcomes (BATCH_SIZE > 1) of these tasks are written: they are done."""
+        for task in tasks:
+            self._finished(task)
+
+    def _runner_idle(self) -> None:
+        """A runner has no task left: the main thread claims for it."""
+        with self._lock:
+            self._idle_runners += 1
+        self._wake.ring()
+
+    def _write_overdue_outcomes(self) -> None:
+        """Write the outcomes runners have held longer than BATCH_WINDOW (busy with a task)."""
+        using = router.db_for_write(Task)
+        for runner in self._runners:
+            write_held(self, runner.held.take_overdue(self.batch_window), using)
+
+    def _write_all_held_outcomes(self) -> None:
+        """At shutdown: write every outcome still held, the tasks of which all finished."""
+        using = router.db_for_write(Task)
+        for runner in self._runners:
+            try:
+                write_held(self, runner.held.take(), using)
+            except _DB_ERRORS as exc:
+                # Left held: once this worker exits, rescue runs those tasks again.
+                logger.error("event=held_outcomes_not_written worker=%s error=%r", self.id, exc)
+
+    def _held_outcomes_due(self) -> float | None:
+        dues = [due for r in self._runners if (due := r.held.due_at(self.batch_window)) is not None]
+        return min(dues, default=None)
 
     def _free_slots(self) -> int:
         with self._lock:
-            return self.concurrency - len(self._running)
+            return self._idle_runners
 
     def _busy(self) -> bool:
         with self._lock:
@@ -402,6 +450,9 @@ class Worker:
             seconds = max(0.0, min(seconds, deadline - self.clock()))
         seconds = min(seconds, max(0.0, self._next_beat - self.clock()))
         seconds = min(seconds, max(0.0, self._next_schedule_check - self.clock()))
+        due = self._held_outcomes_due()
+        if due is not None:
+            seconds = min(seconds, max(0.0, due - self.clock()))
         self._wake.wait(seconds)
 
     def _heartbeat_if_due(self, rescue: bool = True) -> None:
@@ -462,7 +513,8 @@ class Worker:
     def _shut_down(self) -> int:
         """Let running tasks finish up to the grace period, release the rest, unregister."""
         with self._lock:
-            self._closing = True  # runner threads claim no more
+            self._closing = True  # runner threads claim no more, nor hold outcomes back
+        self._write_all_held_outcomes()
         unstarted = self._drain_inbox()
         if self._stop_requested and not self._force_requested:
             with self._lock:
@@ -481,6 +533,8 @@ class Worker:
                 self._reset_connection()
                 self._next_beat = self.clock() + self._outage.failed(exc)
             self._wake.wait(min(1.0, grace_end - self.clock(), self._next_beat - self.clock()))
+        # The outcomes of tasks that finished while others still ran: a forced stop too.
+        self._write_all_held_outcomes()
         if self._force_requested:
             logger.warning("event=worker_forced_exit worker=%s", self.id)
             return EXIT_FORCED
@@ -490,6 +544,9 @@ class Worker:
             while self._runner_claims and not self._force_requested:
                 self._gate.wait(1.0)
             leftovers = list(self._running.values())
+        # Tasks a runner claimed for its batch and has not started (it is still busy with a
+        # longer one): released uncounted like the inbox's, not handed back.
+        unstarted += [task for runner in self._runners for task in runner.queued()]
         unstarted_ids = {task.pk for task in unstarted}
         try:
             released = lifecycle.release(unstarted, self.id)

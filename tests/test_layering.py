@@ -86,7 +86,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "operations",
         },
     ),
-    ("worker", {"worker", "runner", "database_wait", "supervisor", "child"}),
+    ("worker", {"worker", "runner", "held_outcomes", "database_wait", "supervisor", "child"}),
     (
         "interfaces",
         {

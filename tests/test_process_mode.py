@@ -294,6 +294,15 @@ def test_processes_with_concurrency__is_refused_before_any_database_work(tmp_pat
 
     assert result.returncode == 1, result.stderr
     assert "CommandError: --processes and --concurrency cannot be combined" in result.stderr
+
+
+def test_processes_with_batch__is_refused_before_any_database_work(tmp_path: Path) -> None:
+    env = worker_env(DATABASE_URL=_unreachable_database_url(tmp_path))
+
+    result = run_command("process_tasks", "--processes", "2", "--batch", "5", env=env)
+
+    assert result.returncode == 1, result.stderr
+    assert "CommandError: --processes and --batch cannot be combined" in result.stderr
     assert "Traceback" not in result.stderr, result.stderr
 
 

@@ -419,7 +419,7 @@ def test_over_max_memory_while_stopping_for_the_database__the_exit_code_says_the
     worker._exit_code = EXIT_DATABASE_UNAVAILABLE
     worker._closing = True
 
-    assert not worker._reserve_claim()
+    assert not worker._reserve_claims(1)
     assert worker._exit_code == EXIT_DATABASE_UNAVAILABLE
 
     worker._closing = False  # even when the limit is checked

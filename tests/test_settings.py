@@ -208,6 +208,8 @@ def test_e003__priority_ordering_must_be_asc_or_desc(overrides: dict[str, Any]) 
         "OUTAGE_BACKOFF_FIRST",
         "BURST_OUTAGE_LIMIT",
         "MAX_HANDBACKS",
+        "BATCH_SIZE",
+        "BATCH_WINDOW",
     ],
 )
 @pytest.mark.parametrize("value", [-1, "5", None, float("nan")])
@@ -251,10 +253,17 @@ def test_e004__the_outage_pause_cap_must_be_a_positive_number(value: object) -> 
     assert all("OUTAGE_BACKOFF" in error for error in errors)
 
 
-def test_e004__max_handbacks_must_be_a_whole_number() -> None:
-    errors = messages("background_tasks.E004", BACKGROUND_TASKS_MAX_HANDBACKS=2.5)
+@pytest.mark.parametrize("name", ["MAX_HANDBACKS", "BATCH_SIZE"])
+def test_e004__whole_number_settings_must_be_whole_numbers(name: str) -> None:
+    errors = messages("background_tasks.E004", **{PREFIX + name: 2.5})
 
-    assert errors == ["BACKGROUND_TASKS_MAX_HANDBACKS must be a whole number, not 2.5."]
+    assert errors == [f"{PREFIX}{name} must be a whole number, not 2.5."]
+
+
+def test_e004__a_batch_holds_at_least_one_task() -> None:
+    errors = messages("background_tasks.E004", BACKGROUND_TASKS_BATCH_SIZE=0)
+
+    assert errors == ["BACKGROUND_TASKS_BATCH_SIZE must be a number >= 1, not 0."]
 
 
 @pytest.mark.parametrize("value", [0, -100, "1G", float("nan")])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -304,3 +305,15 @@ LEAKED: list[bytearray] = []
 def leaks_memory(megabytes: int) -> None:
     """Keep ``megabytes`` MB alive in this process after returning, as a leaking task would."""
     LEAKED.append(bytearray(b"\x01") * (megabytes * 2**20))  # written, so resident
+
+
+#: Set by a test to let ``waits_for_release`` finish.
+RELEASE = threading.Event()
+
+
+@background(name="tests.waits_for_release", max_attempts=1)
+def waits_for_release(key: str) -> None:
+    """Wait until a test sets ``RELEASE`` (in process only), then record ``key``; fail after 10s."""
+    if not RELEASE.wait(10):
+        raise TimeoutError(f"{key!r} was not released within 10 s")
+    TaskRun.objects.create(key=key, worker_pid=os.getpid())

@@ -84,6 +84,16 @@ class Command(BaseCommand):
             "replaced. Each child runs one task at a time.",
         )
         parser.add_argument(
+            "--batch",
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help="Each thread claims up to N tasks at once and records their outcomes in one "
+            "commit, for very short tasks (default: BACKGROUND_TASKS_BATCH_SIZE, 1: no "
+            "batching). A crash can then run again up to N tasks that had finished; see "
+            "docs/delivery-semantics.md.",
+        )
+        parser.add_argument(
             "--shutdown-grace",
             type=non_negative_float,
             default=None,
@@ -114,6 +124,12 @@ class Command(BaseCommand):
                 "--processes and --concurrency cannot be combined: in process mode each child "
                 "runs one task at a time, so use --processes N alone."
             )
+        if options.get("processes") and options.get("batch") not in (None, 1):
+            raise CommandError(
+                "--processes and --batch cannot be combined: in process mode each child runs "
+                "one task at a time, and a child killed for overrunning its time limit must not "
+                "take a batch's outcomes with it."
+            )
         # Before the wait below, so that a worker waiting for its database says so.
         configure_logging(
             log_std=bool(options.get("log_std")), verbosity=int(options.get("verbosity", 1))
@@ -140,6 +156,8 @@ class Command(BaseCommand):
             "shutdown_grace": options["shutdown_grace"],
             "max_memory": options["max_memory"],
         }
+        if options["batch"] is not None:
+            worker_options["batch_size"] = options["batch"]
         runner: Worker | Supervisor
         if options["processes"]:
             runner = Supervisor(

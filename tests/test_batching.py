@@ -1,0 +1,269 @@
+"""Batching (``BATCH_SIZE`` > 1): a runner claims several tasks at once and records their
+outcomes in one commit, within a time window.
+
+In process, on the database of the run, with a real ``Worker``. Each test names a guarantee
+the batch must keep: every task runs once, fencing, ``--max-tasks``, stopping, a value the
+database refuses, a failed commit, and the window bounding how long an outcome waits.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from django.db import DataError, OperationalError
+
+from background_tasks import archive_sql, lifecycle, signals
+from background_tasks import runner as runner_module
+from background_tasks.isolation import QUARANTINED
+from background_tasks.models import CompletedTask, Task
+from background_tasks.worker import Worker
+from tests.testapp import tasks
+from tests.testapp.models import TaskRun
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+#: Long enough that only the end of a batch writes its outcomes, never the clock.
+NO_WINDOW = 60.0
+
+
+@pytest.fixture
+def runner_claims(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Record the ids each runner-side claim (the one in the outcomes' transaction) returned."""
+    claims: list[list[int]] = []
+    claim = runner_module.claim_tasks
+
+    def recorded(*args: Any, **kwargs: Any) -> list[Task]:
+        claimed = claim(*args, **kwargs)
+        claims.append([task.pk for task in claimed])
+        return claimed
+
+    monkeypatch.setattr(runner_module, "claim_tasks", recorded)
+    return claims
+
+
+@pytest.fixture
+def transactions(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """For each shared transaction that committed, the ids of the successes written in it."""
+    committed: list[list[int]] = []
+    real = lifecycle.shared_transaction
+    current = threading.local()
+    record_success = lifecycle.record_success
+
+    @contextmanager
+    def watched(using: str) -> Iterator[list[Callable[[], None]]]:
+        current.written = []
+        with real(using) as pending:
+            yield pending
+        committed.append(current.written)
+
+    def noted(task: Task, *args: Any, **kwargs: Any) -> Any:
+        written = getattr(current, "written", None)
+        if written is not None:
+            written.append(task.pk)
+        return record_success(task, *args, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "shared_transaction", watched)
+    monkeypatch.setattr(lifecycle, "record_success", noted)
+    return committed
+
+
+@pytest.fixture
+def released() -> Iterator[threading.Event]:
+    tasks.RELEASE.clear()
+    yield tasks.RELEASE
+    tasks.RELEASE.set()  # never leave a runner thread waiting
+
+
+def runs(key: str) -> int:
+    return TaskRun.objects.filter(key=key).count()
+
+
+def test_batch__claims_several_at_once_and_writes_their_outcomes_with_the_next_claim(
+    runner_claims: list[list[int]], transactions: list[list[int]]
+) -> None:
+    made = [tasks.record(f"t{i}") for i in range(7)]
+    ids = [task.pk for task in made]
+
+    assert Worker(burst=True, sleep=60, batch_size=3, batch_window=NO_WINDOW).run() == 0
+
+    # The main thread claimed the first; then each batch's last outcome claimed the next three.
+    assert runner_claims == [ids[1:4], ids[4:7], []]
+    assert transactions == [ids[0:1], ids[1:4], ids[4:7]]
+    assert [runs(f"t{i}") for i in range(7)] == [1] * 7
+    assert [r.attempts for r in CompletedTask.objects.order_by("task_id")] == [1] * 7
+    assert not Task.objects.exists()
+
+
+def test_batch__two_threads_each_claim_their_own_batches(runner_claims: list[list[int]]) -> None:
+    for i in range(10):
+        tasks.record(f"t{i}")
+    ran_on: set[str] = set()
+
+    def note_thread(sender: str, task: Task, **kwargs: Any) -> None:
+        ran_on.add(threading.current_thread().name)
+
+    signals.task_started.connect(note_thread, dispatch_uid="test-note-thread")
+    try:
+        assert Worker(burst=True, sleep=60, concurrency=2, batch_size=3).run() == 0
+    finally:
+        signals.task_started.disconnect(dispatch_uid="test-note-thread")
+
+    assert [runs(f"t{i}") for i in range(10)] == [1] * 10
+    assert len(ran_on) == 2  # the main thread gave each idle thread a first task
+    assert all(len(claim) <= 3 for claim in runner_claims)
+    assert not Task.objects.exists()
+
+
+def test_window__an_outcome_held_behind_a_longer_task_is_written_by_the_main_thread(
+    released: threading.Event,
+) -> None:
+    tasks.record("first")
+    tasks.record("quick")
+    tasks.waits_for_release("slow")  # runs until the outcome of "quick" is written
+    tasks.record("last")
+    written_by: dict[str, str] = {}
+
+    def release_once_written(sender: str, task: Task, **kwargs: Any) -> None:
+        key = task.params["args"][0]
+        written_by[key] = threading.current_thread().name
+        if key == "quick":
+            released.set()
+
+    signals.task_succeeded.connect(release_once_written, dispatch_uid="test-release")
+    try:
+        assert Worker(burst=True, sleep=60, batch_size=3, batch_window=0.005).run() == 0
+    finally:
+        signals.task_succeeded.disconnect(dispatch_uid="test-release")
+
+    assert runs("slow") == 1  # not failed by its 10 s timeout: "quick" was written meanwhile
+    assert written_by["quick"] == threading.current_thread().name  # the worker's main thread
+    assert written_by["first"].startswith("background_tasks-runner")
+    assert written_by["last"].startswith("background_tasks-runner")
+    assert not Task.objects.exists()
+
+
+def test_stop__the_outcomes_held_are_written_and_the_batch_s_unstarted_tasks_released(
+    released: threading.Event,
+) -> None:
+    tasks.record("first")
+    tasks.record("quick")
+    tasks.waits_for_release("slow")
+    rest = [tasks.record(f"rest-{i}").pk for i in range(2)]
+    worker = Worker(sleep=60, batch_size=4, batch_window=NO_WINDOW)
+    written_by: dict[str, str] = {}
+
+    def stop_when_slow_starts(sender: str, task: Task, **kwargs: Any) -> None:
+        if task.params["args"] == ["slow"]:
+            worker.request_stop()
+
+    def release_once_written(sender: str, task: Task, **kwargs: Any) -> None:
+        written_by[task.params["args"][0]] = threading.current_thread().name
+        if task.params["args"] == ["quick"]:
+            released.set()
+
+    signals.task_started.connect(stop_when_slow_starts, dispatch_uid="test-stop")
+    signals.task_succeeded.connect(release_once_written, dispatch_uid="test-release")
+    try:
+        assert worker.run() == 0
+    finally:
+        signals.task_started.disconnect(dispatch_uid="test-stop")
+        signals.task_succeeded.disconnect(dispatch_uid="test-release")
+
+    # With no time window, only the shutdown could write "quick" while "slow" still ran.
+    assert written_by["quick"] == threading.current_thread().name
+    assert [runs(key) for key in ("first", "quick", "slow")] == [1, 1, 1]
+    waiting = Task.objects.filter(pk__in=rest)
+    assert [(t.locked_by, t.attempts) for t in waiting] == [(None, 0)] * 2
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_max_tasks__is_respected_exactly_with_batches(concurrency: int) -> None:
+    for i in range(9):
+        tasks.record(f"budget-{i}")
+
+    worker = Worker(sleep=60, max_tasks=5, concurrency=concurrency, batch_size=3)
+    assert worker.run() == 0
+
+    assert CompletedTask.objects.succeeded().count() == 5
+    left = Task.objects.all()
+    assert [(t.locked_by, t.attempts) for t in left] == [(None, 0)] * 4
+
+
+def test_fencing__an_outcome_in_a_batch_is_dropped_alone_when_its_row_was_taken() -> None:
+    tasks.record("first")
+    before = tasks.record("before")
+    lost = tasks.loses_its_row("succeed")
+    after = tasks.record("after")
+
+    assert Worker(burst=True, sleep=60, batch_size=3, batch_window=NO_WINDOW).run() == 0
+
+    assert not CompletedTask.objects.filter(task_id=lost.pk).exists()
+    assert Task.objects.get(pk=lost.pk).locked_by == "tests:rescuer"
+    assert CompletedTask.objects.filter(task_id__in=[before.pk, after.pk]).count() == 2
+    assert [runs(key) for key in ("first", "before", "after")] == [1, 1, 1]
+
+
+def test_refused_outcome__in_a_batch_is_quarantined_alone_and_the_others_are_recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tasks.record("first")
+    good = [tasks.record("good-1"), tasks.record("good-2")]
+    bad = tasks.record("bad")
+    move = archive_sql.move_held
+
+    def refuse_bad(connection: Any, task_id: int, *args: Any) -> bool:
+        if task_id == bad.pk:
+            raise DataError("value out of range (as the database would say)")
+        return move(connection, task_id, *args)
+
+    monkeypatch.setattr(archive_sql, "move_held", refuse_bad)
+
+    assert Worker(burst=True, sleep=60, batch_size=3, batch_window=NO_WINDOW).run() == 0
+
+    # The batch's transaction rolled back; each outcome was then written on its own.
+    quarantined = Task.objects.get(pk=bad.pk)
+    assert quarantined.locked_by == QUARANTINED
+    assert "could not be recorded" in quarantined.last_error
+    assert [runs(key) for key in ("first", "good-1", "good-2", "bad")] == [1, 1, 1, 1]
+    recorded = CompletedTask.objects.filter(task_id__in=[task.pk for task in good])
+    assert [r.attempts for r in recorded] == [1, 1]
+    assert not Task.objects.filter(locked_by__contains=":").exists()  # no worker holds a row
+
+
+@pytest.mark.parametrize("when", ["before_commit", "after_commit"])
+def test_lost_reply_at_a_batch_s_commit__no_task_runs_twice_and_none_is_lost(
+    monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """The commit of a batch's outcomes and next claim may or may not have happened."""
+    keys = [f"t{i}" for i in range(6)]
+    for key in keys:
+        tasks.record(key)
+    real = lifecycle.shared_transaction
+    calls: list[int] = []
+
+    @contextmanager
+    def second_fails(using: str) -> Iterator[list[Callable[[], None]]]:
+        calls.append(1)
+        if len(calls) != 2:  # the second: the first batch's outcomes and the next claim
+            with real(using) as pending:
+                yield pending
+            return
+        if when == "before_commit":
+            with real(using) as pending:
+                yield pending
+                raise OperationalError("server closed the connection unexpectedly")
+        with real(using) as pending:
+            yield pending
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(runner_module.lifecycle, "shared_transaction", second_fails)
+
+    assert Worker(burst=True, sleep=60, batch_size=3, batch_window=NO_WINDOW).run() == 0
+
+    assert [runs(key) for key in keys] == [1] * 6
+    assert [r.attempts for r in CompletedTask.objects.all()] == [1] * 6
+    assert not Task.objects.exists()
