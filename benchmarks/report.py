@@ -93,6 +93,7 @@ def drain(
             r.label,
             r.processes,
             r.concurrency,
+            r.batch,
             r.conn_max_age,
             r.tasks,
             round(r.wall_seconds, 2),
@@ -111,6 +112,7 @@ def drain(
         "run",
         "processes",
         "threads each",
+        "--batch",
         "CONN_MAX_AGE",
         "tasks",
         "wall s",
@@ -130,11 +132,14 @@ def drain(
 
 def _scaling(results: Sequence[DrainResult]) -> str:
     """Busy rates of the other runs as multiples of run (a): 1 process, 1 thread."""
-    one = next((r for r in results if r.processes == 1 and r.concurrency == 1), None)
+    one = next(
+        (r for r in results if r.processes == 1 and r.concurrency == 1 and r.batch == 1), None
+    )
     if one is None:
         return ""
     lines = [
-        f"{r.label} {r.processes} process(es) x {r.concurrency} thread(s): "
+        f"{r.label} {r.processes} process(es) x {r.concurrency} thread(s)"
+        f"{f', --batch {r.batch}' if r.batch > 1 else ''}: "
         f"{r.busy_rate / one.busy_rate:.2f}x {one.label}"
         for r in results
         if r is not one and r.conn_max_age == one.conn_max_age

@@ -15,6 +15,9 @@ from django.db import DatabaseError, connection
 from . import ceiling, claim_cost, dashboard, db, latency, machine, memory, report, throughput
 from .workers import load_average
 
+#: The --batch of drain run (f).
+BENCH_BATCH = 10
+
 
 def _progress(message: str) -> None:
     print(f"... {message}", file=sys.stderr, flush=True)
@@ -98,22 +101,27 @@ def _enqueue(args: argparse.Namespace, top: ceiling.Ceiling | None) -> Any:
 
 
 def _drain(args: argparse.Namespace, top: ceiling.Ceiling | None) -> Any:
-    runs: list[tuple[str, int, int, str | None]] = [("a", 1, 1, None), ("b", args.workers, 1, None)]
+    runs: list[tuple[str, int, int, str | None, int]] = [
+        ("a", 1, 1, None, 1),
+        ("b", args.workers, 1, None, 1),
+    ]
     if args.conn_max_age is None:
         # The same as (a) with persistent connections: what Django's default CONN_MAX_AGE costs.
-        runs.append(("c", 1, 1, "none"))
+        runs.append(("c", 1, 1, "none", 1))
     # The scaling the targets name, as ratios to (a): threads of one process, and processes.
-    runs += [("d", 1, 4, None), ("e", 2, 1, None)]
+    runs += [("d", 1, 4, None, 1), ("e", 2, 1, None, 1)]
+    # (a) with batching (--batch, off by default): what one commit per BENCH_BATCH tasks gains.
+    runs.append(("f", 1, 1, None, BENCH_BATCH))
     _progress("drain: start-up cost of one worker on an empty queue")
     startup = throughput.measure_startup()
     results = []
-    for label, processes, concurrency, conn_max_age in runs:
+    for label, processes, concurrency, conn_max_age, batch in runs:
         _progress(
             f"drain ({label}): {args.tasks} tasks, {processes} process_tasks --burst process(es)"
         )
         results.append(
             throughput.measure_drain(
-                args.tasks, processes, concurrency, f"({label})", startup, conn_max_age
+                args.tasks, processes, concurrency, f"({label})", startup, conn_max_age, batch
             )
         )
     print(report.heading("2. Drain throughput (real process_tasks --burst processes)"))

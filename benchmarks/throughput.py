@@ -61,6 +61,7 @@ class DrainResult:
     cpu_seconds: float  # all worker processes, user + system, start-up included
     startup_cpu_seconds: float
     per_worker: tuple[int, ...]
+    batch: int = 1  # --batch (1: none)
 
     @property
     def wall_rate(self) -> float:
@@ -159,15 +160,19 @@ def measure_drain(
     label: str,
     startup: StartupResult,
     conn_max_age: str | None = None,
+    batch: int = 1,
 ) -> DrainResult:
     """Time real ``process_tasks --burst`` processes draining ``count`` ready no-op tasks.
 
-    ``conn_max_age`` overrides CONN_MAX_AGE in the workers ("none": persistent connections).
+    ``conn_max_age`` overrides CONN_MAX_AGE in the workers ("none": persistent connections);
+    ``batch`` above 1 runs them with ``--batch``.
     """
     db.empty()
     db.insert(Task, db.noop_task_rows(count, run_at=timezone.now() - timedelta(seconds=1)))
     db.analyze()
     args = ["--burst", "--concurrency", str(concurrency)]
+    if batch > 1:
+        args += ["--batch", str(batch)]
     env = {"BENCH_CONN_MAX_AGE": conn_max_age} if conn_max_age is not None else None
     cpu = children_cpu_seconds()
     start = time.perf_counter()
@@ -195,6 +200,7 @@ def measure_drain(
         cpu,
         startup.cpu_seconds,
         tuple(sorted(per_worker.values(), reverse=True)),
+        batch,
     )
 
 
