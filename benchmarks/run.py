@@ -65,6 +65,16 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
 def conn_max_age(text: str) -> str:
     text = text.strip().lower()
     if text != "none" and not text.isdigit():
@@ -181,6 +191,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--memory-durable",
         action="store_true",
         help="PostgreSQL: keep synchronous_commit on in the memory run (default: off there)",
+    )
+    parser.add_argument(
+        "--memory-vacuum",
+        type=non_negative_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="PostgreSQL: VACUUM the queue table every SECONDS during the memory run, as "
+        "autovacuum would on a busy table (default 10; 0: never)",
     )
     parser.add_argument(
         "--dashboard-rows",

@@ -70,6 +70,7 @@ def _settings_line(args: argparse.Namespace) -> str:
         f"claim_rows={args.claim_rows} claim_rounds={args.claim_rounds} "
         f"memory_tasks={args.memory_tasks} memory_concurrency={args.memory_concurrency} "
         f"memory_conn_max_age={args.memory_conn_max_age} memory_backlog={args.memory_backlog} "
+        f"memory_vacuum={args.memory_vacuum:g}s "
         f"quick={args.quick}"
     )
 
@@ -160,7 +161,9 @@ def _memory(args: argparse.Namespace) -> Any:
     env = {"BENCH_CONN_MAX_AGE": args.memory_conn_max_age}
     if connection.vendor == "postgresql" and not args.memory_durable:
         env["BENCH_PG_ASYNC_COMMIT"] = "1"
-    result = memory.measure(args.memory_tasks, args.memory_concurrency, args.memory_backlog, env)
+    result = memory.measure(
+        args.memory_tasks, args.memory_concurrency, args.memory_backlog, env, args.memory_vacuum
+    )
     print(report.heading(f"4. Worker resident memory over {args.memory_tasks:,} tasks"))
     print(report.memory(result), flush=True)
     return result
