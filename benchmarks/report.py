@@ -154,6 +154,7 @@ def claims(results: Sequence[ClaimResult]) -> str:
             f"{r.median:.3f}",
             f"{r.p95:.3f}",
             f"{r.total_seconds:.3f}",
+            f"{r.fill_seconds:.1f}",
             "FLAG: " + "; ".join(r.flags) if r.flags else "ok",
         )
         for r in results
@@ -168,6 +169,7 @@ def claims(results: Sequence[ClaimResult]) -> str:
         "claim median ms",
         "claim p95 ms",
         "claims+releases s",
+        "fill s",
         "verdict",
     ]
     return table(headers, rows)

@@ -149,6 +149,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="extra rows (history, scheduled, backlog) of each claim scenario "
         f"(default {SIZES['claim_rows'][0]:,}; --quick {SIZES['claim_rows'][1]:,})",
     )
+    for kind, what in (
+        ("history", "CompletedTask rows of scenario (i)"),
+        ("scheduled", "far-future Task rows of scenarios (ii), (ii-b) and (ii-c)"),
+        ("backlog", "more ready Task rows of scenario (iii)"),
+    ):
+        parser.add_argument(
+            f"--claim-{kind}-rows",
+            type=positive_int,
+            default=None,
+            help=f"{what} (default: --claim-rows)",
+        )
     parser.add_argument(
         "--claim-rounds",
         type=positive_int,
@@ -227,6 +238,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     for name, (full, quick) in SIZES.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
+    for kind in ("history", "scheduled", "backlog"):
+        if getattr(args, f"claim_{kind}_rows") is None:
+            setattr(args, f"claim_{kind}_rows", args.claim_rows)
     return args
 
 
