@@ -62,6 +62,7 @@ class ClaimResult:
     plan: Plan
     claim_millis: list[float]
     total_seconds: float
+    fill_seconds: float = 0.0  # inserting the scenario's rows and ANALYZE
     flags: list[str] = field(default_factory=list)
 
     @property
@@ -83,44 +84,69 @@ class Scenario:
     fill: Callable[[datetime], int]
 
 
-def scenarios(extra_rows: int) -> list[Scenario]:
+@dataclass(frozen=True)
+class ClaimSizes:
+    """Extra rows of each kind of scenario."""
+
+    history: int  # CompletedTask rows
+    scheduled: int  # Task rows scheduled far ahead (at each priority)
+    backlog: int  # more ready Task rows
+
+
+#: How far the far-future rows' priority is from the ready rows' (0), in the better direction.
+PRIORITY_GAP = 10
+
+
+def scenarios(sizes: ClaimSizes) -> list[Scenario]:
     def nothing(now: datetime) -> int:
         return 0
 
     def history(now: datetime) -> int:
-        return db.insert(CompletedTask, db.completed_rows(extra_rows, finished_before=now))
+        return _history(sizes.history, now)
 
     def future(priority: int) -> Callable[[datetime], int]:
         def fill(now: datetime) -> int:
-            rows = db.noop_task_rows(
-                extra_rows,
-                run_at=now + timedelta(days=1),
-                priority=priority,
-                spread=timedelta(days=365),
-            )
-            return db.insert(Task, rows)
+            return _tasks(sizes.scheduled, now + timedelta(days=1), timedelta(days=365), priority)
 
         return fill
 
     def backlog(now: datetime) -> int:
-        rows = db.noop_task_rows(
-            extra_rows, run_at=now - timedelta(hours=3), spread=timedelta(hours=1)
-        )
-        return db.insert(Task, rows)
+        return _tasks(sizes.backlog, now - timedelta(hours=3), timedelta(hours=1), 0)
 
-    count = f"{extra_rows:,}"
+    # Which way is better follows PRIORITY_ORDERING (app_settings.priority_descending).
+    better = PRIORITY_GAP if app_settings.priority_descending else -PRIORITY_GAP
+    history_count, scheduled, more = (
+        f"{n:,}" for n in (sizes.history, sizes.scheduled, sizes.backlog)
+    )
     return [
         Scenario("baseline (empty history, nothing scheduled)", nothing),
-        Scenario(f"(i) {count} CompletedTask rows", history),
-        Scenario(f"(ii) {count} far-future Task rows, same priority", future(0)),
-        Scenario(f"(ii-b) {count} far-future Task rows, higher priority", future(10)),
-        Scenario(f"(iii) {count} more ready Task rows (a deep backlog)", backlog),
+        Scenario(f"(i) {history_count} CompletedTask rows", history),
+        Scenario(f"(ii) {scheduled} far-future Task rows, same priority", future(0)),
+        Scenario(f"(ii-b) {scheduled} far-future Task rows, better priority", future(better)),
+        Scenario(f"(ii-c) {scheduled} far-future Task rows, worse priority", future(-better)),
+        Scenario(f"(iii) {more} more ready Task rows (a deep backlog)", backlog),
     ]
 
 
-def measure(extra_rows: int, rounds: int) -> list[ClaimResult]:
+def _history(count: int, now: datetime) -> int:
+    """Insert ``count`` succeeded no-op outcomes, one a second, the last a second before ``now``."""
+    first = next(iter(db.completed_rows(count, finished_before=now)))
+    moving = ("run_at", "created_at", "started_at", "finished_at")
+    return db.insert_series(
+        CompletedTask, first, count, step=timedelta(seconds=1), moving=moving, counting=["task_id"]
+    )
+
+
+def _tasks(count: int, run_at: datetime, spread: timedelta, priority: int) -> int:
+    """Insert ``count`` no-op Task rows from ``run_at`` on, ``spread`` apart in all."""
+    first = next(iter(db.noop_task_rows(1, run_at=run_at, priority=priority)))
+    moving = ("run_at", "scheduled_at", "created_at")
+    return db.insert_series(Task, first, count, step=spread / count, moving=moving)
+
+
+def measure(sizes: ClaimSizes, rounds: int) -> list[ClaimResult]:
     results: list[ClaimResult] = []
-    for scenario in scenarios(extra_rows):
+    for scenario in scenarios(sizes):
         db.empty()
         now = timezone.now()
         db.insert(
@@ -129,12 +155,14 @@ def measure(extra_rows: int, rounds: int) -> list[ClaimResult]:
                 READY_ROWS, run_at=now - timedelta(hours=1), spread=timedelta(minutes=30)
             ),
         )
+        started = time.perf_counter()
         scenario.fill(now)
         db.analyze()
+        fill_seconds = time.perf_counter() - started
         for variant, queues in QUEUE_VARIANTS:
             plan = explain(queues)
             millis, total = time_claims(queues, rounds)
-            results.append(ClaimResult(scenario.name, variant, plan, millis, total))
+            results.append(ClaimResult(scenario.name, variant, plan, millis, total, fill_seconds))
     db.empty()
     flag(results)
     return results

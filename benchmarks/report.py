@@ -159,6 +159,7 @@ def claims(results: Sequence[ClaimResult]) -> str:
             f"{r.median:.3f}",
             f"{r.p95:.3f}",
             f"{r.total_seconds:.3f}",
+            f"{r.fill_seconds:.1f}",
             "FLAG: " + "; ".join(r.flags) if r.flags else "ok",
         )
         for r in results
@@ -173,6 +174,7 @@ def claims(results: Sequence[ClaimResult]) -> str:
         "claim median ms",
         "claim p95 ms",
         "claims+releases s",
+        "fill s",
         "verdict",
     ]
     return table(headers, rows)
@@ -204,6 +206,18 @@ def memory(result: MemoryResult) -> str:
         f"last tenth {result.last_tenth_rate:.0f} tasks/s",
         f"worker: --concurrency {result.concurrency}, {result.worker_settings}",
     ]
+    vacuum = result.vacuum
+    if vacuum is not None:
+        took = (
+            f"each took {min(vacuum.seconds):.2f} to {max(vacuum.seconds):.2f} s"
+            if vacuum.seconds
+            else "none was due"
+        )
+        lines.append(
+            f"queue table: VACUUM by the benchmark every {vacuum.interval:g} s, as autovacuum "
+            f"would on a busy table (this server: autovacuum={vacuum.autovacuum}); "
+            f"{len(vacuum.seconds)} VACUUMs, {took}"
+        )
     return "\n".join(lines)
 
 

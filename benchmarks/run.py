@@ -65,6 +65,16 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
 def conn_max_age(text: str) -> str:
     text = text.strip().lower()
     if text != "none" and not text.isdigit():
@@ -139,6 +149,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="extra rows (history, scheduled, backlog) of each claim scenario "
         f"(default {SIZES['claim_rows'][0]:,}; --quick {SIZES['claim_rows'][1]:,})",
     )
+    for kind, what in (
+        ("history", "CompletedTask rows of scenario (i)"),
+        ("scheduled", "far-future Task rows of scenarios (ii), (ii-b) and (ii-c)"),
+        ("backlog", "more ready Task rows of scenario (iii)"),
+    ):
+        parser.add_argument(
+            f"--claim-{kind}-rows",
+            type=positive_int,
+            default=None,
+            help=f"{what} (default: --claim-rows)",
+        )
     parser.add_argument(
         "--claim-rounds",
         type=positive_int,
@@ -183,6 +204,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="PostgreSQL: keep synchronous_commit on in the memory run (default: off there)",
     )
     parser.add_argument(
+        "--memory-vacuum",
+        type=non_negative_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="PostgreSQL: VACUUM the queue table every SECONDS during the memory run, as "
+        "autovacuum would on a busy table (default 10; 0: never)",
+    )
+    parser.add_argument(
         "--dashboard-rows",
         type=positive_int,
         default=None,
@@ -209,6 +238,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     for name, (full, quick) in SIZES.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
+    for kind in ("history", "scheduled", "backlog"):
+        if getattr(args, f"claim_{kind}_rows") is None:
+            setattr(args, f"claim_{kind}_rows", args.claim_rows)
     return args
 
 

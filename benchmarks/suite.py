@@ -70,9 +70,12 @@ def _settings_line(args: argparse.Namespace) -> str:
     return (
         f"tasks={args.tasks} bulk_tasks={args.bulk_tasks} workers={args.workers} "
         f"conn_max_age={args.conn_max_age or '0 (default)'} "
-        f"claim_rows={args.claim_rows} claim_rounds={args.claim_rounds} "
+        f"claim_history_rows={args.claim_history_rows} "
+        f"claim_scheduled_rows={args.claim_scheduled_rows} "
+        f"claim_backlog_rows={args.claim_backlog_rows} claim_rounds={args.claim_rounds} "
         f"memory_tasks={args.memory_tasks} memory_concurrency={args.memory_concurrency} "
         f"memory_conn_max_age={args.memory_conn_max_age} memory_backlog={args.memory_backlog} "
+        f"memory_vacuum={args.memory_vacuum:g}s "
         f"quick={args.quick}"
     )
 
@@ -148,11 +151,15 @@ def _latency(args: argparse.Namespace) -> Any:
 
 
 def _claims(args: argparse.Namespace) -> Any:
+    sizes = claim_cost.ClaimSizes(
+        args.claim_history_rows, args.claim_scheduled_rows, args.claim_backlog_rows
+    )
     _progress(
-        f"claims: 5 scenarios, {args.claim_rows:,} extra rows each, "
+        f"claims: 6 scenarios ({sizes.history:,} history rows, {sizes.scheduled:,} far-future "
+        f"rows at each of 3 priorities, {sizes.backlog:,} more ready rows), "
         f"{args.claim_rounds} claims per query"
     )
-    results = claim_cost.measure(args.claim_rows, args.claim_rounds)
+    results = claim_cost.measure(sizes, args.claim_rounds)
     print(report.heading("3. Claim cost vs history and far-future scheduled rows"))
     print(report.claims(results))
     print(report.heading("Claim plans"))
@@ -168,7 +175,9 @@ def _memory(args: argparse.Namespace) -> Any:
     env = {"BENCH_CONN_MAX_AGE": args.memory_conn_max_age}
     if connection.vendor == "postgresql" and not args.memory_durable:
         env["BENCH_PG_ASYNC_COMMIT"] = "1"
-    result = memory.measure(args.memory_tasks, args.memory_concurrency, args.memory_backlog, env)
+    result = memory.measure(
+        args.memory_tasks, args.memory_concurrency, args.memory_backlog, env, args.memory_vacuum
+    )
     print(report.heading(f"4. Worker resident memory over {args.memory_tasks:,} tasks"))
     print(report.memory(result), flush=True)
     return result

@@ -4,10 +4,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures import clock, clock_start, spawn, staff
+from tests.fixtures import clock, clock_start, created, spawn, staff
 from tests.testapp import tasks as test_tasks
 
-__all__ = ["clock", "clock_start", "spawn", "staff"]
+__all__ = ["clock", "clock_start", "created", "spawn", "staff"]
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 - ``staff``: log in a staff user holding only the given background_tasks permissions.
 - ``clock``: time frozen at ``clock_start`` (a module overrides that fixture to start elsewhere).
 - ``spawn``: start ``process_tasks`` subprocesses; whatever is still running is killed at the end.
+- ``created``: every row ``task_created`` was sent for, in order.
 - ``make_task``, ``make_completed``: rows written directly, for tests that need a given state.
 - ``row_locked_elsewhere``: hold a row lock from another connection, as a claiming worker does.
 """
@@ -22,6 +23,7 @@ from django.contrib.auth.models import Permission
 from django.db import connection, transaction
 from django.test import Client
 
+from background_tasks import signals
 from background_tasks.models import CompletedTask, Task
 from tests.helpers import start_worker, worker_env
 
@@ -125,6 +127,22 @@ def spawn(transactional_db: None) -> Iterator[Spawn]:
         yield spawner
     finally:
         spawner.close()
+
+
+# -- signals -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def created() -> Iterator[list[Task]]:
+    """Every row ``task_created`` was sent for, in the order it was sent."""
+    sent: list[Task] = []
+
+    def remember(sender: str, task: Task, **kwargs: object) -> None:
+        sent.append(task)
+
+    signals.task_created.connect(remember, dispatch_uid="tests-fixtures-created")
+    yield sent
+    signals.task_created.disconnect(dispatch_uid="tests-fixtures-created")
 
 
 # -- rows --------------------------------------------------------------------------------------

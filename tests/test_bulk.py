@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +13,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from background_tasks import bulk, enqueue, signals
+from background_tasks import bulk, enqueue
 from background_tasks.exceptions import InvalidTaskArguments, InvalidTaskError
 from background_tasks.models import Task
 from background_tasks.serialization import params_hash
@@ -22,19 +21,6 @@ from background_tasks.task_function import RESERVED_KWARGS
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def created() -> Iterator[list[Task]]:
-    """Every row ``task_created`` was sent for."""
-    sent: list[Task] = []
-
-    def remember(sender: str, task: Task, **kwargs: object) -> None:
-        sent.append(task)
-
-    signals.task_created.connect(remember, dispatch_uid="test-bulk")
-    yield sent
-    signals.task_created.disconnect(dispatch_uid="test-bulk")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,19 +18,6 @@ from background_tasks.testing import run_tasks
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def created() -> Iterator[list[Task]]:
-    """Every row ``task_created`` was sent for."""
-    sent: list[Task] = []
-
-    def remember(sender: str, task: Task, **kwargs: object) -> None:
-        sent.append(task)
-
-    signals.task_created.connect(remember, dispatch_uid="test-insert-path")
-    yield sent
-    signals.task_created.disconnect(dispatch_uid="test-insert-path")
 
 
 @pytest.fixture
