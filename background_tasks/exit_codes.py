@@ -12,6 +12,9 @@ EXIT_MEMORY_LIMIT = 3
 EXIT_DATABASE_UNAVAILABLE = 4
 #: The app's tables are missing: ``python manage.py migrate`` was not run.
 EXIT_NOT_MIGRATED = 5
+#: A runner thread ended on what a signal receiver raised past ``signals.emit`` (SystemExit,
+#: KeyboardInterrupt): the worker stopped cleanly, to be restarted with all its threads.
+EXIT_RUNNER_ENDED = 6
 
 #: The hint logged when a ``--burst`` worker exits with ``EXIT_DATABASE_UNAVAILABLE``.
 BURST_HINT = "--burst waits BACKGROUND_TASKS_BURST_OUTAGE_LIMIT seconds for the database"

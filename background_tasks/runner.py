@@ -70,6 +70,7 @@ class Runner:
     def run(self) -> None:
         worker = self.worker
         outages_seen = worker._outage.generation
+        task: Task | None = None
         try:
             task, own = worker._inbox.get(), False
             while task is not None:
@@ -93,6 +94,15 @@ class Runner:
                 else:
                     worker._runner_idle()
                     task, own = worker._inbox.get(), False
+        except BaseException:
+            # Only what a signal receiver raised past signals.emit gets here (SystemExit,
+            # KeyboardInterrupt): a task body's exceptions are its failures, and the runner's
+            # own errors are caught per task. The outcome it followed is committed, the tasks
+            # claimed with it were handed back. The worker stops rather than run on a thread
+            # short, which would leave a --burst worker waiting for this one for ever.
+            logger.critical("event=runner_ended worker=%s", shown(worker.id), exc_info=True)
+            self._hand_back_after_end(task)
+            worker._runner_ended()
         finally:
             connections.close_all()
 
@@ -190,6 +200,25 @@ class Runner:
             self._give_back_queued()
             raise
         return result
+
+    def _hand_back_after_end(self, task: Task | None) -> None:
+        """Release, uncounted, the task this thread was on and those it claimed and never ran.
+
+        The release is fenced on each task's claim, so the task's own row is left alone if its
+        outcome was written (deleted, or set to wait for its retry). One whose outcome is held
+        for its batch is left to the worker's shutdown, which writes it.
+        """
+        left = [task] if task is not None and not self.held.holds(task) else []
+        left += self._queued
+        self._queued.clear()
+        worker = self.worker
+        try:
+            lifecycle.release(left, worker.id)
+        except Exception:
+            logger.exception("event=release_failed worker=%s", shown(worker.id))
+            worker._claims_uncertain = True
+        for each in left:
+            worker._finished(each)
 
     def _give_back_queued(self) -> None:
         queued = list(self._queued)

@@ -43,6 +43,7 @@ from .exit_codes import (
     EXIT_MEMORY_LIMIT,
     EXIT_NOT_MIGRATED,
     EXIT_OK,
+    EXIT_RUNNER_ENDED,
 )
 from .memory import resident_mb
 from .models import Task
@@ -404,6 +405,13 @@ class Worker:
         """Held outcomes (BATCH_SIZE > 1) of these tasks are written: they are done."""
         for task in tasks:
             self._finished(task)
+
+    def _runner_ended(self) -> None:
+        """A runner thread ended for good (runner.py): stop, to be restarted whole."""
+        if self._exit_code == EXIT_OK:
+            self._exit_code = EXIT_RUNNER_ENDED
+        self._stop_requested = True  # not request_stop(): a stop under way must not turn forced
+        self._wake.ring()
 
     def _runner_idle(self) -> None:
         """A runner has no task left: the main thread claims for it."""

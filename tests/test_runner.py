@@ -7,6 +7,7 @@ database refuses, and a database failure at any point of the transaction.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,7 +20,11 @@ from django.db.models import CASCADE, SET_NULL, ForeignKey, Model
 from background_tasks import archive_sql, lifecycle, signals
 from background_tasks import runner as runner_module
 from background_tasks import worker as worker_module
-from background_tasks.exit_codes import EXIT_DATABASE_UNAVAILABLE, EXIT_MEMORY_LIMIT
+from background_tasks.exit_codes import (
+    EXIT_DATABASE_UNAVAILABLE,
+    EXIT_MEMORY_LIMIT,
+    EXIT_RUNNER_ENDED,
+)
 from background_tasks.isolation import QUARANTINED
 from background_tasks.models import CompletedTask, Task
 from background_tasks.worker import Worker
@@ -425,3 +430,44 @@ def test_over_max_memory_while_stopping_for_the_database__the_exit_code_says_the
     worker._closing = False  # even when the limit is checked
     assert worker._over_memory_limit()
     assert worker._exit_code == EXIT_DATABASE_UNAVAILABLE
+
+
+@pytest.mark.parametrize("signal", ["task_started", "task_succeeded"])
+def test_receiver_raising_past_the_worker__the_worker_stops_and_hands_its_tasks_back(
+    signal: str,
+) -> None:
+    """SystemExit from a receiver ends its runner thread: the worker must stop, not hang."""
+    first = tasks.record("first")
+    second = tasks.record("second")
+    raised: list[int] = []
+
+    def exits_once(sender: str, task: Task, **kwargs: Any) -> None:
+        if not raised:
+            raised.append(task.pk)
+            raise SystemExit("a receiver's own exit")
+
+    getattr(signals, signal).connect(exits_once, dispatch_uid="test-exits-once")
+    worker = Worker(burst=True, sleep=60)
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(worker.run()), daemon=True)
+    try:
+        thread.start()
+        thread.join(timeout=30)
+    finally:
+        getattr(signals, signal).disconnect(dispatch_uid="test-exits-once")
+        if thread.is_alive():
+            worker.request_stop()
+            worker.request_stop()
+            thread.join(timeout=30)
+
+    assert codes == [EXIT_RUNNER_ENDED]
+    assert raised == [first.pk]
+    assert runs("second") == 0
+    waiting = Task.objects.get(pk=second.pk)
+    assert (waiting.locked_by, waiting.attempts) == (None, 0)  # handed back uncounted
+    if signal == "task_started":  # it never ran: handed back uncounted too
+        assert runs("first") == 0
+        assert (Task.objects.get(pk=first.pk).locked_by, first.attempts) == (None, 0)
+    else:  # it ran, and its outcome was committed before the receiver ran
+        assert runs("first") == 1
+        assert CompletedTask.objects.get(task_id=first.pk).attempts == 1
