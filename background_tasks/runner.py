@@ -92,6 +92,7 @@ class Runner:
                 if following is not None:
                     task, own = following, True
                 else:
+                    self._write_held_before_idle()
                     worker._runner_idle()
                     task, own = worker._inbox.get(), False
         except BaseException:
@@ -149,12 +150,14 @@ class Runner:
             self._queued
             and worker.batch_size > 1
             and worker._claiming()
-            and not self.held.overdue(worker.batch_window)
             and self._current is not None
+            and not self.held.overdue(worker.batch_window)
         ):
-            if self.held.hold(self._current, action):
-                worker._wake.ring()  # the main thread writes them should the window close first
-            return None
+            first = self.held.hold(self._current, action)
+            if first is not None:  # None: the worker is stopping, write it now
+                if first:
+                    worker._wake.ring()  # the main thread writes them should the window close
+                return None
         held = self.held.take()
         wanted = 0 if self._queued else worker._reserve_claims(worker.batch_size)
         if not held and not wanted:
@@ -183,6 +186,7 @@ class Runner:
             write_each(worker, held)
             return worker._until_db_ok(action)
         except BaseException:
+            self.held.put_back(held)
             if wanted:
                 worker._claimed_by_runner([], wanted)
             raise
@@ -200,6 +204,27 @@ class Runner:
             self._give_back_queued()
             raise
         return result
+
+    def _write_held_before_idle(self) -> None:
+        """Write what this runner still holds before it waits for the main thread.
+
+        Normally nothing: a batch's last outcome writes the others. Outcomes the main thread
+        took and gave back (its write failed) may be left, and nobody else would write them.
+        """
+        self.held.settled()
+        held = self.held.take()
+        if not held:
+            return
+        try:
+            with lifecycle.shared_transaction(self.using) as pending:
+                for outcome in held:
+                    outcome.write()
+        except Exception as exc:
+            _log_rolled_back(self.worker, exc)
+            write_each(self.worker, held)
+            return
+        self.worker._outcomes_written([outcome.task for outcome in held])
+        lifecycle.after_commit(pending)
 
     def _hand_back_after_end(self, task: Task | None) -> None:
         """Release, uncounted, the task this thread was on and those it claimed and never ran.
@@ -239,20 +264,36 @@ class Runner:
             worker._finished(task)
 
 
-def write_held(worker: Worker, held: list[HeldOutcome], using: str) -> None:
-    """Write outcomes a runner held, in one transaction (by the main thread, or at shutdown)."""
+def write_held_by_main(worker: Worker, runner: Runner, using: str, window: float) -> None:
+    """The main thread: write what ``runner`` has held ``window`` seconds or more, in one
+    transaction.
+
+    One try, so that nothing keeps the main thread from its loop (a stop, its heartbeats):
+    after a database error the outcomes go back to the runner and the error is raised, for the
+    loop's pause and a try after it; after any other error they are left to the runner, which
+    writes them with its next outcome (one by one if need be). The outcomes' signals are sent
+    from a thread of their own: a slow receiver must not hold up the heartbeats.
+    """
+    held = runner.held.take_overdue(window)
     if not held:
         return
     try:
         with lifecycle.shared_transaction(using) as pending:
             for outcome in held:
                 outcome.write()
-    except Exception as exc:
-        _log_rolled_back(worker, exc)
-        write_each(worker, held)
+    except _DB_ERRORS:
+        runner.held.restore(held)
+        raise
+    except Exception:
+        logger.exception("event=shared_transaction_error worker=%s", shown(worker.id))
+        runner.held.restore(held, to_runner=True)
         return
+    except BaseException:
+        runner.held.restore(held)
+        raise
     worker._outcomes_written([outcome.task for outcome in held])
-    lifecycle.after_commit(pending)
+    runner.held.written()
+    worker._after_commit_elsewhere(pending)
 
 
 def write_each(worker: Worker, held: list[HeldOutcome]) -> None:
@@ -304,4 +345,4 @@ def record_runner_error(worker: Worker, task: Task, exc: Exception) -> None:
         )
 
 
-__all__ = ["Runner", "record_runner_error", "write_each", "write_held"]
+__all__ = ["Runner", "record_runner_error", "write_each", "write_held_by_main"]

@@ -48,7 +48,7 @@ from .exit_codes import (
 from .memory import resident_mb
 from .models import Task
 from .outage import Outage, is_missing_table, is_outage, pause_before_try
-from .runner import Runner, write_held
+from .runner import Runner, write_held_by_main
 from .wakeup import Alarm, Listener
 
 logger = logging.getLogger("background_tasks")
@@ -109,6 +109,8 @@ class Worker:
         #: Runner threads waiting for a task from the main thread (its claims are for them).
         self._idle_runners = concurrency
         self._runners: list[Runner] = []
+        #: Threads sending the signals of outcomes the main thread wrote (BATCH_SIZE > 1).
+        self._signal_threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         # Runner threads claim their next task themselves (runner.py): the main thread's
         # release of lost claims waits for the claims in flight, and holds new ones back.
@@ -309,7 +311,9 @@ class Worker:
             if self.max_tasks is not None:
                 free = min(free, self.max_tasks - self.claimed)
             if free <= 0:
-                return True, False
+                # No idle runner, or the --max-tasks budget is spent: wait to be woken (a
+                # runner that goes idle rings), not loop again at once.
+                return False, False
             self.claimed += free  # reserved: runner threads claim too
         tasks: list[Task] = []
         try:
@@ -423,17 +427,36 @@ class Worker:
         """Write the outcomes runners have held longer than BATCH_WINDOW (busy with a task)."""
         using = router.db_for_write(Task)
         for runner in self._runners:
-            write_held(self, runner.held.take_overdue(self.batch_window), using)
+            write_held_by_main(self, runner, using, self.batch_window)
 
     def _write_all_held_outcomes(self) -> None:
-        """At shutdown: write every outcome still held, the tasks of which all finished."""
+        """At shutdown: hold no more, and write every outcome still held (their tasks ended).
+
+        One try each: what cannot be written now is written by its runner at the end of its
+        task, or else handed back with the tasks still running when the grace period ends.
+        """
         using = router.db_for_write(Task)
         for runner in self._runners:
+            runner.held.close()
             try:
-                write_held(self, runner.held.take(), using)
+                write_held_by_main(self, runner, using, 0.0)
             except _DB_ERRORS as exc:
-                # Left held: once this worker exits, rescue runs those tasks again.
                 logger.error("event=held_outcomes_not_written worker=%s error=%r", self.id, exc)
+
+    def _after_commit_elsewhere(self, pending: list[Callable[[], None]]) -> None:
+        """Send the signals of outcomes the main thread wrote, from a thread of their own."""
+
+        def send() -> None:
+            try:
+                lifecycle.after_commit(pending)
+            except BaseException:
+                logger.exception("event=signal_receiver_failed worker=%s", self.id)
+
+        thread = threading.Thread(target=send, name="background_tasks-signals", daemon=True)
+        with self._lock:
+            self._signal_threads = [t for t in self._signal_threads if t.is_alive()]
+            self._signal_threads.append(thread)
+        thread.start()
 
     def _held_outcomes_due(self) -> float | None:
         dues = [due for r in self._runners if (due := r.held.due_at(self.batch_window)) is not None]
@@ -565,6 +588,8 @@ class Worker:
         except _DB_ERRORS as exc:
             logger.error("event=shutdown_db_error worker=%s error=%r", self.id, exc)
             released = 0
+        for thread in list(self._signal_threads):  # the signals of outcomes already written
+            thread.join(max(0.0, grace_end - self.clock()))
         logger.info(
             "event=worker_stopped worker=%s processed=%s released=%s",
             self.id,

@@ -98,23 +98,29 @@ def test_batch__claims_several_at_once_and_writes_their_outcomes_with_the_next_c
     assert not Task.objects.exists()
 
 
-def test_batch__two_threads_each_claim_their_own_batches(runner_claims: list[list[int]]) -> None:
+def test_batch__two_threads_each_claim_their_own_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(10):
         tasks.record(f"t{i}")
-    ran_on: set[str] = set()
+    claims: list[tuple[str, int]] = []
+    claim = runner_module.claim_tasks
 
-    def note_thread(sender: str, task: Task, **kwargs: Any) -> None:
-        ran_on.add(threading.current_thread().name)
+    def noted(*args: Any, **kwargs: Any) -> list[Task]:
+        claimed = claim(*args, **kwargs)
+        claims.append((threading.current_thread().name, len(claimed)))
+        return claimed
 
-    signals.task_started.connect(note_thread, dispatch_uid="test-note-thread")
-    try:
-        assert Worker(burst=True, sleep=60, concurrency=2, batch_size=3).run() == 0
-    finally:
-        signals.task_started.disconnect(dispatch_uid="test-note-thread")
+    monkeypatch.setattr(runner_module, "claim_tasks", noted)
+
+    assert Worker(burst=True, sleep=60, concurrency=2, batch_size=3).run() == 0
 
     assert [runs(f"t{i}") for i in range(10)] == [1] * 10
-    assert len(ran_on) == 2  # the main thread gave each idle thread a first task
-    assert all(len(claim) <= 3 for claim in runner_claims)
+    # The main thread gave each idle thread a first task; each thread then claimed for itself.
+    assert {name for name, count in claims if count} == {
+        "background_tasks-runner-0",
+        "background_tasks-runner-1",
+    }
+    assert sum(count for _, count in claims) == 8
+    assert max(count for _, count in claims) == 3
     assert not Task.objects.exists()
 
 
@@ -140,7 +146,8 @@ def test_window__an_outcome_held_behind_a_longer_task_is_written_by_the_main_thr
         signals.task_succeeded.disconnect(dispatch_uid="test-release")
 
     assert runs("slow") == 1  # not failed by its 10 s timeout: "quick" was written meanwhile
-    assert written_by["quick"] == threading.current_thread().name  # the worker's main thread
+    # Written by the worker's main thread, its signal sent from a thread of its own.
+    assert written_by["quick"] == "background_tasks-signals"
     assert written_by["first"].startswith("background_tasks-runner")
     assert written_by["last"].startswith("background_tasks-runner")
     assert not Task.objects.exists()
@@ -174,7 +181,7 @@ def test_stop__the_outcomes_held_are_written_and_the_batch_s_unstarted_tasks_rel
         signals.task_succeeded.disconnect(dispatch_uid="test-release")
 
     # With no time window, only the shutdown could write "quick" while "slow" still ran.
-    assert written_by["quick"] == threading.current_thread().name
+    assert written_by["quick"] == "background_tasks-signals"
     assert [runs(key) for key in ("first", "quick", "slow")] == [1, 1, 1]
     waiting = Task.objects.filter(pk__in=rest)
     assert [(t.locked_by, t.attempts) for t in waiting] == [(None, 0)] * 2
@@ -266,4 +273,60 @@ def test_lost_reply_at_a_batch_s_commit__no_task_runs_twice_and_none_is_lost(
 
     assert [runs(key) for key in keys] == [1] * 6
     assert [r.attempts for r in CompletedTask.objects.all()] == [1] * 6
+    assert not Task.objects.exists()
+
+
+def test_refused_held_outcome__is_quarantined_alone_and_the_rest_of_its_batch_is_recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tasks.record("first")
+    before = tasks.record("before")
+    bad = tasks.record("bad")  # held: the middle of the batch
+    after = tasks.record("after")
+    move = archive_sql.move_held
+
+    def refuse_bad(connection: Any, task_id: int, *args: Any) -> bool:
+        if task_id == bad.pk:
+            raise DataError("value out of range (as the database would say)")
+        return move(connection, task_id, *args)
+
+    monkeypatch.setattr(archive_sql, "move_held", refuse_bad)
+
+    assert Worker(burst=True, sleep=60, batch_size=3, batch_window=NO_WINDOW).run() == 0
+
+    assert Task.objects.get(pk=bad.pk).locked_by == QUARANTINED
+    recorded = CompletedTask.objects.filter(task_id__in=[before.pk, after.pk])
+    assert [r.attempts for r in recorded] == [1, 1]
+    assert [runs(key) for key in ("first", "before", "bad", "after")] == [1, 1, 1, 1]
+
+
+def test_main_thread_write_failing__the_runner_writes_the_outcomes_with_its_next_one(
+    monkeypatch: pytest.MonkeyPatch, released: threading.Event
+) -> None:
+    """The main thread tries once: after a lost connection it gives the outcomes back."""
+    keys = ["first", "quick", "slow", "last"]
+    tasks.record("first")
+    tasks.record("quick")
+    tasks.waits_for_release("slow")
+    tasks.record("last")
+    main = threading.current_thread()
+    real = lifecycle.shared_transaction
+    failed: list[int] = []
+
+    @contextmanager
+    def lost_in_the_main_thread(using: str) -> Iterator[list[Callable[[], None]]]:
+        if threading.current_thread() is main:
+            failed.append(1)
+            released.set()  # the write of "quick" failed: let "slow" end
+            raise OperationalError("server closed the connection unexpectedly")
+        with real(using) as pending:
+            yield pending
+
+    monkeypatch.setattr(lifecycle, "shared_transaction", lost_in_the_main_thread)
+
+    assert Worker(burst=True, sleep=60, batch_size=3, batch_window=0.005).run() == 0
+
+    assert failed
+    assert [runs(key) for key in keys] == [1, 1, 1, 1]
+    assert [r.attempts for r in CompletedTask.objects.all()] == [1] * 4
     assert not Task.objects.exists()
