@@ -214,13 +214,38 @@ def mysql_level_sql(table: str, descending: bool, below: bool) -> str:
     return f"SELECT priority FROM {table}{bound} ORDER BY priority {order} LIMIT 1"
 
 
-def mysql_better_sql(table: str, descending: bool) -> str:
-    """Return the subquery asking whether any row has a better priority than its parameter.
+def mysql_better_sql(
+    table: str, descending: bool, passed: int = 0, queues: Sequence[str] = ()
+) -> str:
+    """Return the subquery asking whether a better priority than its first parameter may have
+    a claimable row.
 
-    Returns 1 or NULL: one index seek, whatever the rows (see ``_lock_at_last_level``).
+    Returns 1 or NULL (see ``_lock_at_last_level``). With no ``passed`` priorities: is there any
+    row of a better priority? With ``passed`` priorities (better ones the last claim found no
+    claimable row in): is there a row of a better priority other than those, or a ready row
+    in ``queues`` at one of those? Params: the priority, the passed ones; then (with passed
+    ones) now, the queues, the passed ones again. Each part is one index range seek per
+    priority named, whatever the rows scheduled at them.
     """
     beyond = ">" if descending else "<"
-    return f"(SELECT 1 FROM {table} WHERE priority {beyond} %s LIMIT 1)"
+    if not passed:
+        return f"(SELECT 1 FROM {table} WHERE priority {beyond} %s LIMIT 1)"
+    listed = ", ".join(["%s"] * passed)
+    where, _ = ready_where_sql(queues)
+    return (
+        f"COALESCE((SELECT 1 FROM {table} WHERE priority {beyond} %s "
+        f"AND priority NOT IN ({listed}) LIMIT 1), "
+        f"(SELECT 1 FROM {table} WHERE {where} AND priority IN ({listed}) LIMIT 1))"
+    )
+
+
+def mysql_better_params(
+    level: Any, passed: Sequence[Any], now: Any, queues: Sequence[str]
+) -> list[Any]:
+    """Return the params of :func:`mysql_better_sql`."""
+    if not passed:
+        return [level]
+    return [level, *passed, now, *queues, *passed]
 
 
 def claim_tasks(
@@ -439,10 +464,10 @@ def _row_run_order(row: Sequence[Any]) -> tuple[Any, ...]:
 
 
 #: The priority each connection's last MySQL claim took rows from, with the queues and the order
-#: it was for (see :func:`_lock_at_last_level`).
-_last_levels: weakref.WeakKeyDictionary[Any, tuple[tuple[str, ...], bool, Any]] = (
-    weakref.WeakKeyDictionary()
-)
+#: it was for, and the better priorities it found no claimable row in (see
+#: :func:`_lock_at_last_level`).
+_LastLevel = tuple[tuple[str, ...], bool, Any, tuple[Any, ...]]
+_last_levels: weakref.WeakKeyDictionary[Any, _LastLevel] = weakref.WeakKeyDictionary()
 
 
 def _lock_best_level(
@@ -453,7 +478,7 @@ def _lock_best_level(
     now: datetime,
     descending: bool,
     columns: str,
-    last_levels: weakref.WeakKeyDictionary[Any, tuple[tuple[str, ...], bool, Any]] | None = None,
+    last_levels: weakref.WeakKeyDictionary[Any, _LastLevel] | None = None,
     connection: Any = None,
 ) -> list[tuple[Any, ...]]:
     """Lock up to ``limit`` ready rows of the best priority that has unlocked ones.
@@ -465,10 +490,13 @@ def _lock_best_level(
     key = (tuple(queues), descending)
     last = last_levels.get(connection) if last_levels is not None else None
     if last is not None and last[:2] == key:
-        found = _lock_at_last_level(cursor, table, queues, limit, now, descending, columns, last[2])
+        found = _lock_at_last_level(
+            cursor, table, queues, limit, now, descending, columns, last[2], last[3]
+        )
         if found:
             return found
     level: Any = None
+    passed: list[Any] = []
     while True:
         below = level is not None
         cursor.execute(mysql_level_sql(table, descending, below), [level] if below else [])
@@ -483,8 +511,9 @@ def _lock_best_level(
         found, _ = _lock_level(cursor, table, queues, limit, now, columns, level)
         if found:
             if last_levels is not None:
-                last_levels[connection] = (*key, level)
+                last_levels[connection] = (*key, level, tuple(passed))
             return found
+        passed.append(level)
 
 
 #: The locking reads by (table, columns, question, queue): built once, run for every claim.
@@ -500,10 +529,11 @@ def _lock_level(
     columns: str,
     level: Any,
     better: str = "",
+    better_params: Sequence[Any] = (),
 ) -> tuple[list[tuple[Any, ...]], bool]:
     """Lock up to ``limit`` ready rows of priority ``level`` in each queue (all when none).
 
-    ``better``: a subquery to ask in the first queue's read (its parameter comes first).
+    ``better``: a subquery to ask in the first queue's read (its parameters come first).
     Return the rows, and whether that first read returned rows on which it answered NULL.
     """
     found: list[tuple[Any, ...]] = []
@@ -517,7 +547,7 @@ def _lock_level(
             sql = candidates_sql(table, one, " FOR UPDATE SKIP LOCKED", False, "%s")
             head = f"SELECT {columns}{', ' + better if better else ''} FROM"
             sql = _lock_statements[key] = sql.replace("SELECT id FROM", head, 1)
-        cursor.execute(sql, [*([level] if better else []), now, *one, level, limit])
+        cursor.execute(sql, [*(better_params if better else ()), now, *one, level, limit])
         rows = cursor.fetchall()
         if better:
             none_better = bool(rows) and rows[0][-1] is None
@@ -536,6 +566,7 @@ def _lock_at_last_level(
     descending: bool,
     columns: str,
     level: Any,
+    passed: Sequence[Any] = (),
 ) -> list[tuple[Any, ...]]:
     """Lock ready rows of the priority the last claim took rows from, if it is still the best.
 
@@ -552,7 +583,16 @@ def _lock_at_last_level(
     locking read: run at READ COMMITTED (see :func:`prepare_transaction`), it locks nothing
     (MySQL locks a subquery's rows only with a locking clause of its own; MariaDB reads them
     without a lock at that level), so it neither blocks nor is blocked.
+
+    Rows scheduled ahead at a better priority would send every claim the long way (two more
+    statements per such priority). So the last claim's better priorities that had no claimable
+    row (``passed``) are asked about precisely instead: has one of them a ready row in these
+    queues now (one range seek each: ``run_at <= now`` is a range within a priority), or is
+    there a better priority that is not one of them? Only then the long way.
     """
-    better = mysql_better_sql(table, descending)
-    found, none_better = _lock_level(cursor, table, queues, limit, now, columns, level, better)
+    better = mysql_better_sql(table, descending, len(passed), queues)
+    params = mysql_better_params(level, passed, now, queues)
+    found, none_better = _lock_level(
+        cursor, table, queues, limit, now, columns, level, better, params
+    )
     return found if none_better else []

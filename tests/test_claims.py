@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 from django.db import OperationalError, connection, transaction
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from background_tasks import claims
@@ -220,6 +221,42 @@ def test_claim__a_better_priority_scheduled_later_leaves_the_last_claims_priorit
     make("later", priority=5, run_at=NOW + timedelta(hours=1))
 
     assert claim_one_by_one() == ["second", "low"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("queues", [[], ["default"], ["default", "other"]])
+def test_claim__a_better_priority_passed_over_goes_first_once_it_has_a_ready_row(
+    queues: list[str],
+) -> None:
+    # On MySQL/MariaDB a claim remembers the better priorities the last one found nothing
+    # ready in, and asks only about those: a ready row arriving there must still go first.
+    make("later", priority=5, run_at=NOW + timedelta(hours=1))
+    make("held", priority=5)
+    Task.objects.filter(params__args=["held"]).update(locked_by="other", locked_at=NOW)
+    for name in ("first", "second", "third", "fourth"):
+        make(name)
+    assert [key(t) for t in claim_tasks("w", queues, 1, now=NOW)] == ["first"]
+    assert [key(t) for t in claim_tasks("w", queues, 1, now=NOW)] == ["second"]
+
+    make("urgent", priority=5)  # a ready row at a priority passed over
+    assert [key(t) for t in claim_tasks("w", queues, 1, now=NOW)] == ["urgent"]
+    assert [key(t) for t in claim_tasks("w", queues, 1, now=NOW)] == ["third"]
+
+    Task.objects.filter(params__args=["held"]).update(locked_by=None, locked_at=None)
+    assert [key(t) for t in claim_tasks("w", queues, 1, now=NOW)] == ["held"]  # released
+    assert [key(t) for t in claim_tasks("w", queues, 1, now=NOW)] == ["fourth"]
+
+
+@pytest.mark.django_db
+def test_claim__a_ready_row_of_a_passed_priority_in_another_queue_is_not_taken() -> None:
+    make("later", priority=5, run_at=NOW + timedelta(hours=1))
+    for name in ("first", "second"):
+        make(name)
+    assert [key(t) for t in claim_tasks("w", ["default"], 1, now=NOW)] == ["first"]
+
+    make("elsewhere", priority=5, queue="other")
+
+    assert [key(t) for t in claim_tasks("w", ["default"], 1, now=NOW)] == ["second"]
 
 
 @pytest.mark.django_db
@@ -560,6 +597,33 @@ def test_mysql_claim__examines_a_few_index_entries_however_many_rows_a_better_pr
         examined = int(cursor.fetchone()[1])
 
     assert [task.pk for task in claimed] == [ready.pk]
+    assert examined < 50, examined
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "mysql", reason="MySQL/MariaDB's claim only")
+@pytest.mark.parametrize("queues", [[], ["default"]])
+def test_mysql_claim__rows_scheduled_at_a_better_priority_cost_no_statement_after_the_first(
+    queues: list[str],
+) -> None:
+    if not connection.mysql_is_mariadb:
+        pytest.skip("MariaDB's Handler_icp_attempts counts the index entries a statement read")
+    _fill_far_future(3000)
+    for name in ("first", "second"):
+        make(name)
+    assert [key(t) for t in claims.claim_tasks("w1", queues, 1, now=NOW)] == ["first"]
+
+    with CaptureQueriesContext(connection) as statements, connection.cursor() as cursor:
+        cursor.execute("FLUSH STATUS")
+        claimed = claims.claim_tasks("w1", queues, 1, now=NOW)
+        cursor.execute("SHOW SESSION STATUS LIKE 'Handler_icp_attempts'")
+        examined = int(cursor.fetchone()[1])
+
+    assert [key(t) for t in claimed] == ["second"]
+    reads = [q["sql"] for q in statements.captured_queries if q["sql"].startswith("SELECT")]
+    # The locking read alone: no read of the priorities, none of the passed-over priority.
+    assert len([sql for sql in reads if "FOR UPDATE" in sql]) == 1, reads
+    assert not [sql for sql in reads if "ORDER BY priority" in sql], reads
     assert examined < 50, examined
 
 
