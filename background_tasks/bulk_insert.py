@@ -73,8 +73,7 @@ def insert_rows(
                 if built is None or not _insert_from_json(batch, using, connection, built):
                     _bulk_create(batch, using)
     elif connection.features.can_return_rows_from_bulk_insert:
-        # The database's limit on parameters per statement (SQLite's is 999 or 32,766).
-        size = max(1, min(batch_size, connection.ops.bulk_batch_size(fields, rows)))
+        size = max(1, min(batch_size, _rows_per_statement(connection, fields, rows)))
         for start in range(0, len(rows), size):
             batch = rows[start : start + size]
             columns = like or _columns(fields, batch)
@@ -85,6 +84,23 @@ def insert_rows(
     else:
         for row in rows:
             row.save(using=using, force_insert=True)
+
+
+def _rows_per_statement(
+    connection: BaseDatabaseWrapper, fields: list[Field[Any, Any]], rows: Sequence[Task]
+) -> int:
+    """The most rows one statement can insert: the database's limit on its parameters."""
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        # Django assumes SQLite's old default of 999 parameters (33 rows of a task); the
+        # library's own limit is read where Python can (3.11+): 32,766 by default since 3.32.
+        which = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", None)
+        connection.ensure_connection()
+        getlimit = getattr(connection.connection, "getlimit", None)
+        if which is not None and getlimit is not None:
+            return max(1, int(getlimit(which)) // len(fields))
+    return int(connection.ops.bulk_batch_size(fields, rows))
 
 
 def _columns_like(fields: list[Field[Any, Any]], template: Task) -> Columns | None:

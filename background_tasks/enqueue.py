@@ -176,8 +176,10 @@ def _insert_alike(
     _retried(using, rows, write)
     if template.run_at <= timezone.now():
         notify_ready(using, template.queue)
-    for row in rows:
-        _send_created(row, using, robust=robust_signal)
+    # Every row has the template's name, the signal's sender: asked once, not per row.
+    if signals.task_created.has_listeners(template.task_name):
+        for row in rows:
+            _send_created(row, using, robust=robust_signal)
     return list(rows)
 
 

@@ -8,6 +8,7 @@ rows must be what single calls write, each its own object.
 from __future__ import annotations
 
 import gc
+import sqlite3
 from datetime import timedelta
 from typing import Any
 
@@ -149,3 +150,19 @@ def test_bulk__pauses_the_garbage_collector_while_it_runs_and_restores_it() -> N
             gc.enable()
     finally:
         signals.task_created.disconnect(dispatch_uid="test-bulk-rows-gc")
+
+
+def test_bulk__on_sqlite_a_statement_holds_as_many_rows_as_the_library_s_limit_allows() -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's limit on the parameters of a statement")
+    connection.ensure_connection()
+    getlimit = getattr(connection.connection, "getlimit", None)
+    if getlimit is None or getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) < 100 * 40:
+        pytest.skip("a Python or SQLite that cannot tell, or allows less than 100 rows")
+
+    with CaptureQueriesContext(connection) as queries:
+        rows = tasks.send_newsletter.bulk([(n,) for n in range(100)], batch_size=100)
+
+    # Django's own batches would be of 33 rows (999 parameters, 30 columns): 4 statements.
+    assert [q["sql"].split()[0] for q in queries.captured_queries].count("INSERT") == 1
+    assert Task.objects.count() == 100 and all(row.pk for row in rows)
