@@ -14,7 +14,10 @@ PostgreSQL inserts the rows in that order and returns them in that order, as for
 ``VALUES`` list (which ``bulk_create()`` relies on too). MariaDB 10.5+ and SQLite 3.35+ get a
 multi-row ``VALUES`` list with ``RETURNING``, each shared value prepared once (their drivers
 bind parameters cheaply); MySQL cannot return the ids of a multi-row INSERT, so there the rows
-are saved one by one (in the caller's transaction). Values only Django knows how to write (an
+are saved one by one (in the caller's transaction). Which columns a batch shares is found by
+comparing every column of every row, except for rows known to be copies of one template but
+for their arguments (``insert_tasks(template=...)``, the calls of a bulk call that share their
+options): their shared values are the template's. Values only Django knows how to write (an
 expression) fall back to ``bulk_create()``. Model signals (``pre_save``, ``post_save``) are
 not sent, as with ``bulk_create()``.
 """
