@@ -14,7 +14,10 @@ PostgreSQL inserts the rows in that order and returns them in that order, as for
 ``VALUES`` list (which ``bulk_create()`` relies on too). MariaDB 10.5+ and SQLite 3.35+ get a
 multi-row ``VALUES`` list with ``RETURNING``, each shared value prepared once (their drivers
 bind parameters cheaply); MySQL cannot return the ids of a multi-row INSERT, so there the rows
-are saved one by one (in the caller's transaction). Values only Django knows how to write (an
+are saved one by one (in the caller's transaction). Which columns a batch shares is found by
+comparing every column of every row, except for rows known to be copies of one template but
+for their arguments (``insert_tasks(template=...)``, the calls of a bulk call that share their
+options): their shared values are the template's. Values only Django knows how to write (an
 expression) fall back to ``bulk_create()``. Model signals (``pre_save``, ``post_save``) are
 not sent, as with ``bulk_create()``.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
@@ -32,53 +36,141 @@ from django.db import connections
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.models import Field
+    from django.db.models.options import Options
 
     from .models import Task
 
 
-def insert_rows(rows: Sequence[Task], using: str, batch_size: int) -> None:
-    """INSERT new ``rows`` in statements of at most ``batch_size`` rows; set their ids."""
+#: A column whose value differs between the rows of a statement (else its value is shared).
+_VARIES = object()
+#: The columns the rows of ``task_rows.rows_like()`` differ in.
+_VARYING_LIKE = frozenset({"params", "task_hash"})
+
+#: Each column of a statement with its one value for every row, or ``_VARIES``.
+Columns = list[tuple["Field[Any, Any]", Any]]
+
+
+def insert_rows(
+    rows: Sequence[Task], using: str, batch_size: int, *, template: Task | None = None
+) -> None:
+    """INSERT new ``rows`` in statements of at most ``batch_size`` rows; set their ids.
+
+    ``template``: a row every row equals but for ``params`` and ``task_hash`` (see
+    ``insert_tasks()``): its values are taken as the shared ones instead of comparing every
+    column of every row.
+    """
     if not rows:
         return
     connection = connections[using]
+    meta = type(rows[0])._meta
+    fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field]
+    like = _columns_like(fields, template) if template is not None else None
     if connection.vendor == "postgresql":
+        # The statement of rows like a template is the same for every batch: built once.
+        statement = _json_statement(meta, connection, like) if like is not None else None
         for start in range(0, len(rows), batch_size):
-            _insert_from_json(rows[start : start + batch_size], using, connection)
+            batch = rows[start : start + batch_size]
+            if statement is None or not _insert_from_json(batch, using, connection, statement):
+                columns = _columns(fields, batch)
+                built = _json_statement(meta, connection, columns) if columns else None
+                if built is None or not _insert_from_json(batch, using, connection, built):
+                    _bulk_create(batch, using)
     elif connection.features.can_return_rows_from_bulk_insert:
-        meta = type(rows[0])._meta
-        fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field]
-        # The database's limit on parameters per statement (SQLite's is 999 or 32,766).
-        size = max(1, min(batch_size, connection.ops.bulk_batch_size(fields, rows)))
+        size = max(1, min(batch_size, _rows_per_statement(connection, fields, rows)))
         for start in range(0, len(rows), size):
-            _insert_values(rows[start : start + size], using, connection)
+            batch = rows[start : start + size]
+            columns = like or _columns(fields, batch)
+            if columns is None or _expression_in(columns, batch):
+                _bulk_create(batch, using)
+            else:
+                _insert_values(batch, using, connection, columns)
     else:
         for row in rows:
             row.save(using=using, force_insert=True)
 
 
-def _insert_values(rows: Sequence[Task], using: str, connection: BaseDatabaseWrapper) -> None:
+def _rows_per_statement(
+    connection: BaseDatabaseWrapper, fields: list[Field[Any, Any]], rows: Sequence[Task]
+) -> int:
+    """The most rows one statement can insert: the database's limit on its parameters."""
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        # Django assumes SQLite's old default of 999 parameters (33 rows of a task); the
+        # library's own limit is read where Python can (3.11+): 32,766 by default since 3.32.
+        which = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", None)
+        connection.ensure_connection()
+        getlimit = getattr(connection.connection, "getlimit", None)
+        if which is not None and getlimit is not None:
+            return max(1, int(getlimit(which)) // len(fields))
+    return int(connection.ops.bulk_batch_size(fields, rows))
+
+
+def _columns_like(fields: list[Field[Any, Any]], template: Task) -> Columns | None:
+    """The columns of rows like ``template``; None where each row's value needs computing."""
+    if any(getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False) for f in fields):
+        return None
+    columns: Columns = []
+    for field in fields:
+        if field.attname in _VARYING_LIKE:
+            columns.append((field, _VARIES))
+            continue
+        value = getattr(template, field.attname)
+        if hasattr(value, "resolve_expression"):
+            return None
+        columns.append((field, value))
+    return columns
+
+
+def _columns(fields: list[Field[Any, Any]], rows: Sequence[Task]) -> Columns | None:
+    """Each column with its value if every row has it, else ``_VARIES``.
+
+    None when a shared value is an expression, which only Django knows how to write.
+    """
+    columns: Columns = []
+    for field in fields:
+        values = _values(field, rows)
+        # One object in every row (the rows of a bulk call share their options' objects). Not
+        # equality: 1 == True == 1.0, which a JSON column tells apart.
+        if len(set(map(id, values))) == 1 or _all_empty(values):
+            if hasattr(values[0], "resolve_expression"):
+                return None
+            columns.append((field, values[0]))
+        else:
+            columns.append((field, _VARIES))
+    return columns
+
+
+def _expression_in(columns: Columns, rows: Sequence[Task]) -> bool:
+    """Whether a row's own value of a varying column is an expression."""
+    return any(
+        hasattr(value, "resolve_expression")
+        for field, shared in columns
+        if shared is _VARIES
+        for value in _values(field, rows)
+    )
+
+
+def _insert_values(
+    rows: Sequence[Task], using: str, connection: BaseDatabaseWrapper, columns: Columns
+) -> None:
     """One ``INSERT … VALUES (…), (…) RETURNING id``, each shared value prepared once."""
     meta = type(rows[0])._meta
     quote = connection.ops.quote_name
-    columns: list[str] = []
+    names: list[str] = []
     per_column: list[list[Any]] = []
-    for field in meta.local_concrete_fields:
-        if field is meta.auto_field:
-            continue
-        values = _values(field, rows)
-        constant = len(set(map(id, values))) == 1 or _all_empty(values)
-        if hasattr(field, "get_placeholder") or any(
-            hasattr(value, "resolve_expression") for value in (values[:1] if constant else values)
-        ):
+    for field, shared in columns:
+        if hasattr(field, "get_placeholder"):  # a column written with SQL of its own
             return _bulk_create(rows, using)
-        columns.append(quote(field.column))
-        if constant:
-            per_column.append([field.get_db_prep_save(values[0], connection)] * len(rows))
+        names.append(quote(field.column))
+        if shared is not _VARIES:
+            per_column.append([field.get_db_prep_save(shared, connection)] * len(rows))
         else:
-            per_column.append([field.get_db_prep_save(value, connection) for value in values])
-    row_sql = f"({', '.join(['%s'] * len(columns))})"
+            prep = field.get_db_prep_save
+            per_column.append([prep(value, connection) for value in _values(field, rows)])
+    row_sql = f"({', '.join(['%s'] * len(names))})"
     sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(columns)}) "
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(names)}) "
         f"VALUES {', '.join([row_sql] * len(rows))} RETURNING {quote(meta.pk.column)}"
     )
     params = [value for values in zip(*per_column, strict=True) for value in values]
@@ -88,59 +180,78 @@ def _insert_values(rows: Sequence[Task], using: str, connection: BaseDatabaseWra
     _set_ids(rows, ids, using)
 
 
-def _insert_from_json(rows: Sequence[Task], using: str, connection: BaseDatabaseWrapper) -> None:
-    model = type(rows[0])
-    meta = model._meta
+@dataclass(frozen=True)
+class _JsonStatement:
+    """``INSERT … SELECT`` of the shared values and of the rows' others from a JSON document."""
+
+    sql: str
+    #: The shared values, prepared: the statement's parameters before the document.
+    scalars: list[Any]
+    #: The varying columns' fields, in the order of each row's array in the document.
+    varying: list[Field[Any, Any]]
+    is_json: list[bool]
+
+
+def _json_statement(
+    meta: Options[Any], connection: BaseDatabaseWrapper, columns: Columns
+) -> _JsonStatement:
     quote = connection.ops.quote_name
-    columns: list[str] = []
+    names: list[str] = []
     selected: list[str] = []
     scalars: list[Any] = []
-    varying: list[list[Any]] = []
-    for field in meta.local_concrete_fields:
-        if field is meta.auto_field:
-            continue
-        values = _values(field, rows)
-        # One object in every row (the rows of a bulk call share their options' objects). Not
-        # equality: 1 == True == 1.0, which a JSON column tells apart.
-        constant = len(set(map(id, values))) == 1 or _all_empty(values)
+    varying: list[Field[Any, Any]] = []
+    is_json: list[bool] = []
+    for field, shared in columns:
         db_type = field.db_type(connection)
-        column = quote(field.column)
-        if constant:
-            if hasattr(values[0], "resolve_expression"):
-                return _bulk_create(rows, using)
-            columns.append(column)
+        names.append(quote(field.column))
+        if shared is not _VARIES:
             selected.append(f"%s::{db_type}")
-            scalars.append(field.get_db_prep_save(values[0], connection))
+            scalars.append(field.get_db_prep_save(shared, connection))
             continue
-        is_json = field.get_internal_type() == "JSONField"
-        encoded = _json_values(values, is_json)
-        if encoded is None:
-            return _bulk_create(rows, using)
-        columns.append(column)
         index = len(varying)
+        json_column = field.get_internal_type() == "JSONField"
         selected.append(
-            f"NULLIF(r.v -> {index}, 'null'::jsonb)" if is_json else f"(r.v ->> {index})::{db_type}"
+            f"NULLIF(r.v -> {index}, 'null'::jsonb)"
+            if json_column
+            else f"(r.v ->> {index})::{db_type}"
         )
-        varying.append(encoded)
+        varying.append(field)
+        is_json.append(json_column)
     if varying:
         # Each row's differing values as one JSON array, all rows in one document.
         source = "jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS r(v, n) ORDER BY r.n"
-        try:
-            document = json.dumps([list(values) for values in zip(*varying, strict=True)])
-        except (TypeError, ValueError):  # a value JSON cannot hold: Django knows how to write it
-            return _bulk_create(rows, using)
-        params = [*scalars, document]
     else:
         source = "generate_series(1, %s)"
-        params = [*scalars, len(rows)]
     sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(columns)}) "
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(names)}) "
         f"SELECT {', '.join(selected)} FROM {source} RETURNING {quote(meta.pk.column)}"
     )
+    return _JsonStatement(sql, scalars, varying, is_json)
+
+
+def _insert_from_json(
+    rows: Sequence[Task], using: str, connection: BaseDatabaseWrapper, statement: _JsonStatement
+) -> bool:
+    """Insert ``rows`` with ``statement``; False (nothing written) if a value is not JSON."""
+    if statement.varying:
+        encoded: list[list[Any]] = []
+        for field, is_json in zip(statement.varying, statement.is_json, strict=True):
+            values = _json_values(_values(field, rows), is_json)
+            if values is None:
+                return False
+            encoded.append(values)
+        try:
+            document = json.dumps([list(values) for values in zip(*encoded, strict=True)])
+        except (TypeError, ValueError):  # a value JSON cannot hold: Django knows how to write it
+            return False
+        params = [*statement.scalars, document]
+    else:
+        params = [*statement.scalars, len(rows)]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(statement.sql, params)
         ids = [found[0] for found in cursor.fetchall()]
     _set_ids(rows, ids, using)
+    return True
 
 
 def _set_ids(rows: Sequence[Task], ids: list[Any], using: str) -> None:

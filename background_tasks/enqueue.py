@@ -111,6 +111,7 @@ def insert_tasks(
     replace: bool = False,
     robust_signal: bool = False,
     batch_size: int | None = None,
+    template: Task | None = None,
 ) -> list[Task]:
     """Insert new Task rows: the one way a task enters the queue. Return the rows that stand.
 
@@ -128,9 +129,16 @@ def insert_tasks(
     ``robust_signal``: send ``task_created`` so that a raising receiver is only logged (for
     inserts by a worker or an operator, where the row must stand whatever a receiver does);
     otherwise a receiver's exception propagates to the caller, as for a call of a task.
+
+    ``template``: a row that every row of ``rows`` equals but for ``params`` and ``task_hash``
+    (as ``task_rows.rows_like()`` makes them, none with a ``unique_key``). It is checked
+    instead of each row, and its values are written once per statement.
     """
     if len(rows) == 1:
         return [_insert_one(rows[0], using, replace, robust_signal)]
+    if template is not None and not replace:
+        check_row(template)
+        return _insert_alike(rows, template, using, robust_signal, batch_size)
     checked: tuple[int, ...] = ()
     for row in rows:
         # The rows of a bulk call share these objects: checking them once is enough.
@@ -152,6 +160,27 @@ def insert_tasks(
     for row in created:
         _send_created(row, using, robust=robust_signal)
     return standing
+
+
+def _insert_alike(
+    rows: Sequence[Task], template: Task, using: str, robust_signal: bool, batch_size: int | None
+) -> list[Task]:
+    """``insert_tasks()`` of rows equal to ``template`` but for their arguments: all stand."""
+    require_migrated(using)
+
+    def write() -> None:
+        # In a caller's transaction no savepoint, as in _write_all().
+        with transaction.atomic(using=using, savepoint=False):
+            _bulk_insert(rows, using, batch_size, template=template)
+
+    _retried(using, rows, write)
+    if template.run_at <= timezone.now():
+        notify_ready(using, template.queue)
+    # Every row has the template's name, the signal's sender: asked once, not per row.
+    if signals.task_created.has_listeners(template.task_name):
+        for row in rows:
+            _send_created(row, using, robust=robust_signal)
+    return list(rows)
 
 
 def _insert_one(row: Task, using: str, replace: bool, robust_signal: bool) -> Task:
@@ -306,9 +335,11 @@ def _write_all(
     return standing
 
 
-def _bulk_insert(rows: list[Task], using: str, batch_size: int | None) -> None:
+def _bulk_insert(
+    rows: Sequence[Task], using: str, batch_size: int | None, *, template: Task | None = None
+) -> None:
     """INSERT ``rows`` in statements of at most ``batch_size`` rows, setting their ids."""
-    insert_rows(rows, using, batch_size or BATCH_SIZE)
+    insert_rows(rows, using, batch_size or BATCH_SIZE, template=template)
 
 
 def _delete_pending_duplicates(row: Task, using: str) -> None:

@@ -8,8 +8,9 @@ import inspect
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from .exceptions import InvalidTaskArguments
@@ -123,6 +124,7 @@ def json_problem(value: object) -> str | None:
 
 #: Values stored as they are: a JSON round trip gives back an equal value of the same type.
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})
 
 
 def _signature(func: Any) -> _Shape | None:
@@ -226,8 +228,11 @@ def encode_params(
                 f"{problem.advice}"
             )
     params: Params = {"args": list(args), "kwargs": dict(kwargs)}
-    if all(type(value) in _SCALARS for value in (*args, *kwargs.values())) and all(
-        type(key) is str for key in kwargs
+    # Set operations over map(type, ...): no Python frame per value (a bulk call checks
+    # thousands of calls).
+    if _SCALARS.issuperset(map(type, args)) and (
+        not kwargs
+        or (_SCALARS.issuperset(map(type, kwargs.values())) and _STR.issuperset(map(type, kwargs)))
     ):
         return params
     # The round trip turns tuples into lists (and str or int subclasses into str and int),
@@ -282,3 +287,38 @@ def params_hash(task_name: str, params: object) -> str:
     """Return a stable fingerprint of a task name and its parameters."""
     canonical = _CANONICAL.encode([task_name, params])
     return hashlib.sha1(canonical.encode(), usedforsecurity=False).hexdigest()
+
+
+def params_hasher(task_name: str) -> Callable[[Params], str]:
+    """Return ``params_hash`` for ``task_name``, for parameters that ``encode_params()`` returned.
+
+    For the calls of a bulk call: ``JSONEncoder.encode()`` builds its C encoder anew on every
+    call, which costs more than the encoding itself. This one is built once, and without the
+    check for circular references: checked parameters are nested at most ``MAX_DEPTH`` deep,
+    so they hold no cycle.
+    """
+    if c_make_encoder is None:  # pragma: no cover - a Python without the json C accelerator
+        return functools.partial(params_hash, task_name)
+    encode = c_make_encoder(
+        None,  # no circular-reference markers (see above)
+        _CANONICAL.default,
+        encode_basestring_ascii,  # ensure_ascii, as _CANONICAL
+        None,  # no indent
+        _CANONICAL.key_separator,
+        _CANONICAL.item_separator,
+        True,  # sort_keys
+        False,  # skipkeys
+        True,  # allow_nan, as _CANONICAL
+    )
+    # The canonical form of [task_name, params] is this prefix, then the params', then "]".
+    prefix = hashlib.sha1(
+        _CANONICAL.encode([task_name])[:-1].encode() + b",", usedforsecurity=False
+    )
+
+    def hash_params(params: Params) -> str:
+        digest = prefix.copy()
+        digest.update("".join(encode(params, 0)).encode())
+        digest.update(b"]")
+        return digest.hexdigest()
+
+    return hash_params

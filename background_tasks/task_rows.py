@@ -25,7 +25,7 @@ from .columns import (
 )
 from .exceptions import InvalidTaskError
 from .options import call_queue_and_priority
-from .serialization import check_signature, encode_params, params_hash
+from .serialization import check_signature, encode_params, params_hash, params_hasher
 from .timezones import aware, to_db
 
 if TYPE_CHECKING:
@@ -117,26 +117,35 @@ def rows_like(template: Task) -> Callable[[dict[str, Any]], Task]:
     """Return a maker of new unsaved rows equal to ``template`` but for their arguments.
 
     For the calls of a bulk call that share their options: building a model instance field by
-    field costs more than checking and encoding the call's arguments. Each row gets its own
-    copy of the template's lists and dicts (a model's ``default=list``); other values are
-    shared, and not changed in place by anything.
+    field costs more than checking and encoding the call's arguments. A row differs from the
+    template only in ``params`` and ``task_hash`` (what ``insert_tasks(template=...)`` relies
+    on), and its ``unique_key`` is None. Each row gets its own copy of the template's lists and
+    dicts (a model's ``default=list``); other values are shared, and not changed in place by
+    anything.
     """
     model = type(template)
+    new = model.__new__
     state = template.__dict__.copy()
-    fields_cache = dict(template._state.fields_cache)
-    mutable = [name for name, value in state.items() if type(value) in (list, dict)]
+    fields_cache = template._state.fields_cache
+    del state["_state"]
+    state["unique_key"] = None
+    mutable = [
+        name for name, value in state.items() if type(value) in (list, dict) and name != "params"
+    ]
+    hash_params = params_hasher(template.task_name)
 
     def make(params: dict[str, Any]) -> Task:
-        row = model.__new__(model)
-        values = row.__dict__
-        values.update(state)
+        values = state.copy()
         for name in mutable:
-            values[name] = state[name].copy()
-        row._state = ModelState()
-        row._state.fields_cache = dict(fields_cache)
-        row.params = params
-        row.task_hash = params_hash(row.task_name, params)
-        row.unique_key = None
+            values[name] = values[name].copy()
+        values["params"] = params
+        values["task_hash"] = hash_params(params)
+        row_state = values["_state"] = ModelState()
+        if fields_cache:  # the creator, when there is one
+            row_state.fields_cache = dict(fields_cache)
+        row = new(model)
+        # The instance's attributes at once: what Model.__init__ would set one by one.
+        row.__dict__ = values
         return row
 
     return make

@@ -201,8 +201,10 @@ def test_bulk__outside_a_transaction_is_one_transaction_of_its_own(
     written: list[int] = []
     real = enqueue._bulk_insert
 
-    def fail_on_second_batch(rows: list[Task], using: str, batch_size: int | None) -> None:
-        real(rows, using, batch_size)
+    def fail_on_second_batch(
+        rows: list[Task], using: str, batch_size: int | None, **options: Any
+    ) -> None:
+        real(rows, using, batch_size, **options)
         written.append(len(rows))
         raise RuntimeError("the database went away")
 
