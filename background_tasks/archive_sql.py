@@ -10,22 +10,35 @@ On PostgreSQL one statement does both, the delete feeding the insert::
     WITH moved AS (DELETE FROM task WHERE id = %s AND locked_by = %s RETURNING id)
     INSERT INTO completed (...) SELECT CAST(%s AS ...), ... FROM moved RETURNING id
 
-so that the history row is written only if the fenced delete matched. Elsewhere the delete
-comes first and the insert follows it only if it matched, in the caller's transaction.
+so that the history row is written only if the fenced delete matched. On MySQL/MariaDB, where
+the connection takes several statements in one round trip (mysqlclient's default), both go in
+one batch, the insert asking the delete's row count::
+
+    DELETE FROM task WHERE id = %s AND locked_by = %s AND locked_at = %s;
+    INSERT INTO completed (...) SELECT %s, ... FROM DUAL WHERE ROW_COUNT() = 1
+
+Elsewhere the delete comes first and the insert follows it only if it matched, in the caller's
+transaction.
+
+The values are converted once per field as the field's ``get_db_prep_save`` would, with a
+shortcut per field for the common types (text as ``str``, an ``int``, an aware ``datetime``, a
+``dict`` or ``list`` for JSON), worked out once per connection; any other value takes the
+field's own conversion.
 """
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from .serialization import params_hash
+from .short_transactions import next_result, takes_batches
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.models import Field
 
@@ -39,6 +52,12 @@ def _fields() -> tuple[Field[Any, Any], ...]:
     return tuple(f for f in CompletedTask._meta.concrete_fields if not f.primary_key)
 
 
+#: Returned by a shortcut for a value it does not handle: the field's own conversion runs.
+_SLOW: Any = object()
+
+_Quick = Callable[[Any], Any]
+
+
 @dataclass(frozen=True)
 class _Statements:
     """The SQL of one connection, built once (it depends on the vendor and its version)."""
@@ -49,6 +68,9 @@ class _Statements:
     insert: str  # the head: INSERT INTO table (columns)
     returning: str  # " RETURNING id", or "" where the database cannot
     casts: str  # PostgreSQL: the SELECT list of the move, each value cast to its column's type
+    insert_if_deleted: str  # MySQL: the insert, if the statement before it deleted one row
+    #: Per history column: its attribute, its field, and the shortcut for common values.
+    preparers: tuple[tuple[str, Field[Any, Any], _Quick | None], ...]
 
 
 _statements: weakref.WeakKeyDictionary[BaseDatabaseWrapper, _Statements] = (
@@ -75,6 +97,7 @@ def _build(connection: BaseDatabaseWrapper) -> _Statements:
     columns = ", ".join(quote(f.column) for f in _fields())
     pk = quote(CompletedTask._meta.pk.column)
     returning = f" RETURNING {pk}" if connection.features.can_return_columns_from_insert else ""
+    placeholders = ", ".join(["%s"] * len(_fields()))
     return _Statements(
         delete=f"{delete}{locked_by} = %s AND {locked_at} = %s",
         delete_unstamped=f"{delete}{locked_by} = %s AND {locked_at} IS NULL",
@@ -82,7 +105,67 @@ def _build(connection: BaseDatabaseWrapper) -> _Statements:
         insert=f"INSERT INTO {table} ({columns})",
         returning=returning,
         casts=", ".join(f"CAST(%s AS {_cast_type(connection, f)})" for f in _fields()),
+        insert_if_deleted=(
+            f"INSERT INTO {table} ({columns}) SELECT {placeholders} FROM DUAL WHERE ROW_COUNT() = 1"
+        ),
+        preparers=tuple((f.attname, f, _quick(connection, f)) for f in _fields()),
     )
+
+
+def _quick(connection: BaseDatabaseWrapper, field: Field[Any, Any]) -> _Quick | None:
+    """Return the shortcut of ``field``'s ``get_db_prep_save`` for its common values, if any.
+
+    Each shortcut gives what the field's own conversion gives for the values it takes (its
+    ``pre_save`` only reads the attribute: no field here sets a value on save), and ``_SLOW``
+    for any other value. Exact types only: a subclass (a lazy or safe string, a bool) takes
+    the field's own way.
+    """
+    from django.db.backends.base.operations import BaseDatabaseOperations
+    from django.db.models import (
+        BigIntegerField,
+        CharField,
+        DateTimeField,
+        IntegerField,
+        JSONField,
+        PositiveBigIntegerField,
+        PositiveIntegerField,
+        TextField,
+    )
+
+    kind = type(field)
+    ops = connection.ops
+    if kind in (CharField, TextField):
+        return lambda value: value if value is None or type(value) is str else _SLOW
+    if kind in (IntegerField, PositiveIntegerField, BigIntegerField, PositiveBigIntegerField):
+        internal = field.get_internal_type()
+        if type(ops).adapt_integerfield_value is BaseDatabaseOperations.adapt_integerfield_value:
+            return lambda value: value if value is None or type(value) is int else _SLOW
+        adapt_int = ops.adapt_integerfield_value
+        return lambda value: (
+            None if value is None else adapt_int(value, internal) if type(value) is int else _SLOW
+        )
+    if isinstance(field, DateTimeField) and kind is DateTimeField:
+        if field.auto_now or field.auto_now_add:
+            return None  # its pre_save sets the value
+        adapt_datetime = ops.adapt_datetimefield_value
+        # A naive value takes the field's way, which warns about it when USE_TZ is on.
+        return lambda value: (
+            None
+            if value is None
+            else adapt_datetime(value)
+            if type(value) is datetime and value.tzinfo is not None
+            else _SLOW
+        )
+    if isinstance(field, JSONField) and kind is JSONField:
+        adapt_json, encoder = ops.adapt_json_value, field.encoder
+        return lambda value: (
+            None
+            if value is None
+            else adapt_json(value, encoder)
+            if type(value) in (dict, list)
+            else _SLOW
+        )
+    return None
 
 
 def _cast_type(connection: BaseDatabaseWrapper, field: Field[Any, Any]) -> str:
@@ -99,7 +182,13 @@ def _cast_type(connection: BaseDatabaseWrapper, field: Field[Any, Any]) -> str:
 def _values(connection: BaseDatabaseWrapper, record: CompletedTask) -> list[Any]:
     if not record.task_hash:  # as TaskBase.save() fills it
         record.task_hash = params_hash(record.task_name, record.params)
-    return [f.get_db_prep_save(f.pre_save(record, True), connection) for f in _fields()]
+    values = []
+    for attname, field, quick in _statements_of(connection).preparers:
+        value = _SLOW if quick is None else quick(getattr(record, attname))
+        if value is _SLOW:
+            value = field.get_db_prep_save(field.pre_save(record, True), connection)
+        values.append(value)
+    return values
 
 
 def move_held(
@@ -136,6 +225,15 @@ def move_held(
                 return False
             _saved(connection, record, row[0])
             return True
+        if record is not None and connection.vendor == "mysql" and takes_batches(connection):
+            cursor.execute(
+                f"{delete}; {sql.insert_if_deleted}", [*fence, *_values(connection, record)]
+            )
+            held: bool = cursor.rowcount == 1
+            next_result(connection, cursor)  # the insert's: raises what the insert raised
+            if held:
+                _saved(connection, record, cursor.lastrowid)
+            return held
         cursor.execute(delete, fence)
         if cursor.rowcount == 0:
             return False
@@ -179,19 +277,49 @@ def orm_needed(using: str) -> bool:
     its deletes, or a model has a foreign key to it whose ``on_delete`` Django carries out), or
     a project listens to the saves of CompletedTask. The ORM then sends those signals and
     nulls or deletes the referencing rows as it always did. Asked for each outcome (a receiver
-    or a model may appear at any time); Django answers from cached metadata.
+    or a model may appear at any time): the signals are asked each time (Django caches their
+    receivers per model), the collector's answer about the models is kept until Django's model
+    metadata changes (:func:`_fast_delete_by_models`).
     """
     from django.db.models import signals
-    from django.db.models.deletion import Collector
 
     from .models import CompletedTask, Task
 
     return (
         signals.pre_save.has_listeners(CompletedTask)
         or signals.post_save.has_listeners(CompletedTask)
-        # The model stands for its rows: Django reads only ``_meta`` from what it is given.
-        or not Collector(using=using).can_fast_delete(Task)  # type: ignore[arg-type]
+        or signals.pre_delete.has_listeners(Task)
+        or signals.post_delete.has_listeners(Task)
+        or not _fast_delete_by_models(using)
     )
+
+
+#: The collector's last answer for Task with no delete receivers, and the metadata cache of
+#: Task it was given for (see :func:`_fast_delete_by_models`).
+_fast_delete: list[tuple[Any, bool]] = [(None, False)]
+
+
+def _fast_delete_by_models(using: str) -> bool:
+    """Return Django's answer to "can Task rows be deleted with one plain DELETE?".
+
+    Asked when no receiver listens to Task's deletes, the answer depends on the models only
+    (foreign keys to Task and their ``on_delete``, parents, generic relations). Django drops
+    a model's cached field lists whenever the models change (a model registered later), and
+    the answer is kept only while Task's cache is the one it was worked out with.
+    """
+    from django.db.models.deletion import Collector
+
+    from .models import Task
+
+    fields_cache = getattr(Task._meta, "_get_fields_cache", None)
+    known_for, known = _fast_delete[0]
+    if fields_cache is not None and known_for is fields_cache:
+        return known
+    # The model stands for its rows: Django reads only ``_meta`` from what it is given.
+    answer = bool(Collector(using=using).can_fast_delete(Task))  # type: ignore[arg-type]
+    if fields_cache is not None:
+        _fast_delete[0] = (fields_cache, answer)
+    return answer
 
 
 __all__ = ["insert", "move_held", "orm_needed"]

@@ -42,7 +42,9 @@ _returning: weakref.WeakKeyDictionary[BaseDatabaseWrapper, dict[bool, str]] = (
 )
 
 
-_Converters = tuple[list[str], list[Any], list[list[Callable[..., Any]]]]
+#: The attribute names in column order, and per column that has converters: its position, its
+#: column expression and its converters in order (most columns have none).
+_Converters = tuple[list[str], list[tuple[int, Any, list[Callable[..., Any]]]]]
 
 #: Per connection (each thread has its own): what converting a row takes, worked out once.
 _converters: weakref.WeakKeyDictionary[BaseDatabaseWrapper, _Converters] = (
@@ -56,15 +58,16 @@ def _converters_of(connection: BaseDatabaseWrapper) -> _Converters:
         from .models import Task
 
         fields = Task._meta.concrete_fields
-        converters: list[list[Callable[..., Any]]] = []
-        columns = []
-        for field in fields:
+        converted = []
+        for position, field in enumerate(fields):
             column = field.get_col(Task._meta.db_table)
-            columns.append(column)
-            converters.append(
-                [*connection.ops.get_db_converters(column), *column.get_db_converters(connection)]
-            )
-        found = _converters[connection] = ([field.attname for field in fields], columns, converters)
+            steps = [
+                *connection.ops.get_db_converters(column),
+                *column.get_db_converters(connection),
+            ]
+            if steps:
+                converted.append((position, column, steps))
+        found = _converters[connection] = ([field.attname for field in fields], converted)
     return found
 
 
@@ -72,13 +75,15 @@ def build(connection: BaseDatabaseWrapper, using: str, rows: Sequence[Sequence[A
     """Return a Task per row (columns in ``returning_sql`` order); raise if a value cannot load."""
     from .models import Task
 
-    names, columns, converters = _converters_of(connection)
+    names, converted = _converters_of(connection)
     tasks = []
     for row in rows:
         values = list(row)
-        for i, steps in enumerate(converters):
+        for i, column, steps in converted:
+            value = values[i]
             for convert in steps:
-                values[i] = convert(values[i], columns[i], connection)
+                value = convert(value, column, connection)
+            values[i] = value
         tasks.append(Task.from_db(using, names, values))
     return tasks
 

@@ -428,11 +428,7 @@ def _claim_generic(
         ids = [row[0] for row in picked]
         if ids:
             stamp = connection.ops.adapt_datetimefield_value(now)
-            cursor.execute(
-                f"UPDATE {table} SET locked_by = %s, locked_at = %s, {COUNT_ATTEMPT_SQL} "
-                f"WHERE id IN ({', '.join(['%s'] * len(ids))})",
-                [worker_id, stamp, *ids],
-            )
+            cursor.execute(_mark_held_sql(table, len(ids)), [worker_id, stamp, *ids])
     try:
         tasks = claimed_rows.build(connection, using, picked)
     except Exception as exc:
@@ -444,6 +440,15 @@ def _claim_generic(
         if task.attempts < ATTEMPTS_CEILING:
             task.attempts += 1
     return ids, tasks
+
+
+@cache
+def _mark_held_sql(table: str, count: int) -> str:
+    """The MySQL claim's UPDATE of ``count`` locked rows: built once per table and count."""
+    return (
+        f"UPDATE {table} SET locked_by = %s, locked_at = %s, {COUNT_ATTEMPT_SQL} "
+        f"WHERE id IN ({', '.join(['%s'] * count)})"
+    )
 
 
 @cache

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from django.db import DataError, IntegrityError, connections, router, transaction
@@ -114,24 +115,43 @@ def _held(task: Task, worker_id: str | None) -> Any:
     )
 
 
+#: What a history record copies from its task, by attribute (a foreign key by its id: reading
+#: the related object would cost a query).
+_RECORD_COPIED = [f.attname for f in TaskBase._meta.concrete_fields if f.name != "id"]
+
+
+@cache
+def _record_fields() -> tuple[tuple[str, Any], ...]:
+    """The history record's fields in the model's order: (attribute, field)."""
+    return tuple((f.attname, f) for f in CompletedTask._meta.concrete_fields)
+
+
 def _record(
     task: Task, status: str, worker_id: str | None, now: datetime, **fields: Any
 ) -> CompletedTask:
     """Return the (unsaved) history record of ``task``'s outcome."""
-    values = _copied(task, _COPIED_FIELDS)
+    values = {name: getattr(task, name) for name in _RECORD_COPIED}
+    if values["params"] is None:
+        values["params"] = empty_params()  # as _copied() writes it
     if task.locked_at is not None:  # this attempt ran (a cancel of a waiting task did not)
         values["first_started_at"] = task.first_started_at or task.locked_at
         values["worker_ids"] = [*task.worker_ids, worker_id or ""]
     values.update(fields)
-    return CompletedTask(
+    values.update(
         task_id=task.pk,
         status=status,
         worker=worker_id or "",
         started_at=task.locked_at,
         scheduled_at=task.scheduled_at,
         finished_at=now,
-        **values,
     )
+    # Built from positional values in the model's field order, as Django builds a row it read
+    # (``Model.from_db``): the same instance, the same init signals, without matching each
+    # keyword to a field. A field given no value gets its default, as a keyword build does.
+    ordered = [
+        values[name] if name in values else field.get_default() for name, field in _record_fields()
+    ]
+    return CompletedTask(*ordered)  # type: ignore[misc]
 
 
 def reset_attempts(row: Task) -> None:

@@ -11,6 +11,13 @@ restore. Opened that way, the driver (mysqlclient reads the autocommit flag from
 replies) sends nothing when Django turns autocommit back on after the ``COMMIT``: one round
 trip where there were two.
 
+Where the connection takes several statements in one round trip (mysqlclient enables
+multi-statement mode by default, and Django leaves it on), ``START TRANSACTION`` is not even
+sent alone: it goes with the block's first statement, ``START TRANSACTION; <statement>``, and
+the cursor is moved on to that statement's own result (:func:`next_result`), so the caller
+reads its rows, row count and last id as usual. Nothing else changes: if the block sends no
+statement, no transaction was begun and the ``COMMIT`` that ends the block finds none.
+
 Everything else stays Django's ``atomic``: its block state, so that nested ``atomic()`` blocks
 (the outcome's, a repeating task's follower in a savepoint, the ORM's, receivers of model
 signals) nest as they always do instead of committing early; its rollback on any exception;
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from typing import Any
 
 from django.db import connections, transaction
 
@@ -52,8 +60,13 @@ def short_transaction(using: str, *, savepoint: bool = True) -> Iterator[None]:
         return
 
     def begin() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute("START TRANSACTION")
+        if takes_batches(connection):
+            connection.execute_wrappers.append(begin_with_first)
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute("START TRANSACTION")
+
+    begin_with_first = _BeginWithFirstStatement(connection)
 
     with ExitStack() as stack:
         setattr(connection, _BEGIN_HOOK, begin)
@@ -63,7 +76,59 @@ def short_transaction(using: str, *, savepoint: bool = True) -> Iterator[None]:
             # Only the outermost block begins a transaction: the hook is gone before the body
             # runs, so nothing else on this connection ever begins one this way.
             delattr(connection, _BEGIN_HOOK)
+        # Nothing sent in the block: nothing was begun, and the next block begins afresh.
+        stack.callback(begin_with_first.withdraw)
         yield
 
 
-__all__ = ["short_transaction"]
+#: ``CLIENT_MULTI_STATEMENTS`` of the MySQL client protocol.
+_MULTI_STATEMENTS = 1 << 16
+
+
+def takes_batches(connection: Any) -> bool:
+    """Return True if this open MySQL connection runs ``a; b`` as two statements, one round trip.
+
+    mysqlclient asks for that mode unless told otherwise (``OPTIONS={"multi_statements": False}``),
+    and its connection reports what was agreed in ``client_flag``.
+    """
+    return bool(getattr(connection.connection, "client_flag", 0) & _MULTI_STATEMENTS)
+
+
+class _BeginWithFirstStatement:
+    """An execute wrapper, once: sends ``START TRANSACTION`` with the first statement."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def withdraw(self) -> None:
+        if self in self.connection.execute_wrappers:
+            self.connection.execute_wrappers.remove(self)
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        self.withdraw()
+        cursor = context["cursor"]
+        if many:  # executemany() runs its statement once per row: begin alone first
+            cursor.execute("START TRANSACTION")
+            return execute(sql, params, many, context)
+        execute(f"START TRANSACTION; {sql}", params, many, context)
+        next_result(self.connection, cursor)
+        return cursor.rowcount
+
+
+def next_result(connection: Any, cursor: Any) -> None:
+    """Move ``cursor`` to the result of the next statement of its batch.
+
+    An error of that statement is raised here, as Django raises it from ``execute()``: as
+    Django's exception, with MySQL's codes for a refused value taken as ``IntegrityError``.
+    """
+    database = connection.Database
+    with connection.wrap_database_errors:
+        try:
+            cursor.nextset()
+        except database.OperationalError as exc:
+            if exc.args and exc.args[0] in getattr(cursor, "codes_for_integrityerror", ()):
+                raise database.IntegrityError(*exc.args) from exc
+            raise
+
+
+__all__ = ["next_result", "short_transaction", "takes_batches"]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import IntegrityError, connection, connections, transaction
 
+from background_tasks import short_transactions
 from background_tasks.models import Task
 from background_tasks.short_transactions import short_transaction
 from tests.testapp.tasks import no_arguments
@@ -88,3 +91,75 @@ def test_short_transaction__on_mysql_leaves_the_session_in_autocommit_mode() -> 
         assert _seen_elsewhere() == Task.objects.count() == (3 if fail else 2)
         # Only the worker's own transactions begin this way: a later atomic() is Django's own.
         assert not hasattr(connection, "_start_transaction_under_autocommit")
+
+
+class _Statements:
+    """An execute wrapper that notes every statement sent through Django's cursors."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        self.sent.append(sql)
+        return execute(sql, params, many, context)
+
+
+@contextlib.contextmanager
+def _noted() -> Iterator[_Statements]:
+    noted = _Statements()
+    connection.ensure_connection()
+    with connection.execute_wrapper(noted):
+        yield noted
+
+
+mysql_only = pytest.mark.skipif(connection.vendor != "mysql", reason="MySQL/MariaDB only")
+
+
+@mysql_only
+def test_short_transaction__on_mysql_begins_with_its_first_statement_in_one_round_trip() -> None:
+    wrappers = list(connection.execute_wrappers)
+    with _noted() as noted, short_transaction(connection.alias):
+        task = no_arguments()
+        # Begun: the row is not seen elsewhere before the commit.
+        assert _seen_elsewhere() == 0
+        assert Task.objects.get().pk == task.pk  # the insert's own result was read
+    assert _seen_elsewhere() == 1
+    assert not any(sql.strip().upper() == "START TRANSACTION" for sql in noted.sent)
+    assert connection.execute_wrappers == wrappers
+
+
+@mysql_only
+def test_short_transaction__on_mysql_a_failing_first_statement_raises_djangos_error() -> None:
+    table = connection.ops.quote_name(Task._meta.db_table)
+    with (
+        pytest.raises(IntegrityError),
+        short_transaction(connection.alias),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(f"INSERT INTO {table} (task_name) VALUES (NULL)")
+    assert connection.get_autocommit()
+    assert not connection.in_atomic_block
+    no_arguments()  # the connection is usable, and in autocommit mode
+    assert _seen_elsewhere() == 1
+
+
+@mysql_only
+def test_short_transaction__on_mysql_a_block_with_no_statement_leaves_nothing_behind() -> None:
+    wrappers = list(connection.execute_wrappers)
+    with short_transaction(connection.alias):
+        pass
+    assert connection.execute_wrappers == wrappers
+    no_arguments()  # not inside a transaction begun late
+    assert _seen_elsewhere() == 1
+
+
+@mysql_only
+def test_short_transaction__on_mysql_without_multi_statements_begins_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(short_transactions, "takes_batches", lambda connection: False)
+    with _noted() as noted, short_transaction(connection.alias):
+        no_arguments()
+        assert _seen_elsewhere() == 0
+    assert noted.sent[0] == "START TRANSACTION"
+    assert _seen_elsewhere() == 1

@@ -1,0 +1,162 @@
+"""The archive's plain statements store what the ORM would store, and know when they may not run."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import datetime, timedelta
+
+import pytest
+from django.apps import apps
+from django.db import connection, connections, transaction
+from django.db.models import SET_NULL, ForeignKey, Model
+from django.utils import timezone
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext_lazy
+
+from background_tasks import archive_sql, lifecycle
+from background_tasks.models import CompletedTask, Task
+
+WORKER = "w:1:a"
+
+
+def _held_task(**fields: object) -> Task:
+    now = timezone.now()
+    values: dict[str, object] = {
+        "task_name": "tests.testapp.tasks.record",
+        "params": {"args": ["k"], "kwargs": {}},
+        "run_at": now,
+        "locked_by": WORKER,
+        "locked_at": now,
+        "attempts": 1,
+    }
+    values.update(fields)
+    return Task.objects.create(**values)
+
+
+def _field_by_field(record: CompletedTask) -> list[object]:
+    """What ``save()`` would send: each field's own ``get_db_prep_save``."""
+    db = connections[connection.alias]
+    return [
+        f.get_db_prep_save(f.pre_save(record, True), db)
+        for f in CompletedTask._meta.concrete_fields
+        if not f.primary_key
+    ]
+
+
+def _comparable(values: list[object]) -> list[tuple[type, object]]:
+    """Each value with its type; a driver's JSON wrapper (psycopg's Jsonb) by what it wraps and
+    its encoder."""
+    return [
+        (type(v), (v.obj, getattr(v, "dumps", None)) if hasattr(v, "obj") else v) for v in values
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},  # what a worker writes: text, ints, aware datetimes, JSON objects and lists
+        {"result": [1, "two", {"three": None}], "note": "", "progress_done": 3},
+        # Values the shortcuts do not take, left to the field: a lazy and a safe string, a
+        # bool in an integer column, JSON that is a bare string, a number, or JSON null.
+        {"note": gettext_lazy("lazy"), "error_class": mark_safe("safe"), "attempts": True},
+        {"result": "just text", "progress_total": None},
+        {"result": 12.5},
+    ],
+)
+def test_values__are_what_each_fields_own_conversion_gives(values: dict[str, object]) -> None:
+    task = _held_task(worker_ids=["w:0:z"], first_started_at=timezone.now())
+    record = lifecycle._record(task, CompletedTask.Status.SUCCEEDED, WORKER, timezone.now())
+    for name, value in values.items():
+        setattr(record, name, value)
+    quick = archive_sql._values(connections[connection.alias], record)
+    assert _comparable(quick) == _comparable(_field_by_field(record))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_values__a_naive_datetime_takes_the_fields_way_with_its_warning() -> None:
+    task = _held_task()
+    record = lifecycle._record(task, CompletedTask.Status.SUCCEEDED, WORKER, timezone.now())
+    record.finished_at = datetime(2026, 1, 2, 3, 4, 5)  # naive, with USE_TZ on
+    with pytest.warns(RuntimeWarning, match="naive datetime"):
+        values = archive_sql._values(connections[connection.alias], record)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert _comparable(values) == _comparable(_field_by_field(record))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_record__has_the_values_a_keyword_build_gives_it() -> None:
+    task = _held_task(worker_ids=["w:0:z"], scheduled_at=timezone.now() - timedelta(hours=1))
+    now = timezone.now()
+    record = lifecycle._record(task, CompletedTask.Status.FAILED, WORKER, now, last_error="boom")
+
+    expected = {f.attname: getattr(task, f.attname) for f in Task._meta.concrete_fields}
+    expected.update(
+        id=None,
+        task_id=task.pk,
+        status=CompletedTask.Status.FAILED,
+        worker=WORKER,
+        started_at=task.locked_at,
+        scheduled_at=task.scheduled_at,
+        finished_at=now,
+        first_started_at=task.locked_at,
+        worker_ids=["w:0:z", WORKER],
+        last_error="boom",
+        result=None,  # the field defaults
+        note="",
+    )
+    got = {f.attname: getattr(record, f.attname) for f in CompletedTask._meta.concrete_fields}
+    assert got == {name: expected[name] for name in got}
+    assert record._state.adding
+
+
+@pytest.mark.django_db(transaction=True)
+def test_move__writes_the_record_only_while_the_row_is_held() -> None:
+    task = _held_task()
+    record = lifecycle._record(task, CompletedTask.Status.SUCCEEDED, WORKER, timezone.now())
+    db = connections[connection.alias]
+    with transaction.atomic():
+        assert not archive_sql.move_held(db, task.pk, "someone-else", task.locked_at, record)
+        assert record.pk is None
+        assert archive_sql.move_held(db, task.pk, WORKER, task.locked_at, record)
+    assert not Task.objects.filter(pk=task.pk).exists()
+    assert CompletedTask.objects.get().pk == record.pk
+    assert CompletedTask.objects.get().task_id == task.pk
+
+
+def test_orm_needed__follows_a_model_referring_to_task_registered_and_removed_later() -> None:
+    assert not archive_sql.orm_needed(connection.alias)
+    assert not archive_sql.orm_needed(connection.alias)  # the kept answer
+
+    class TaskNote(Model):
+        task = ForeignKey(Task, null=True, on_delete=SET_NULL, related_name="+")
+
+        class Meta:
+            app_label = "testapp"
+
+        def __str__(self) -> str:
+            return f"note on {self.task_id}"
+
+    try:
+        # Deleting a task must now null the notes' references: Django's collector does that.
+        assert archive_sql.orm_needed(connection.alias)
+    finally:
+        del apps.all_models["testapp"][TaskNote._meta.model_name]
+        apps.clear_cache()
+    assert not archive_sql.orm_needed(connection.alias)
+
+
+def test_orm_needed__when_a_project_listens_to_task_deletes() -> None:
+    from django.db.models.signals import post_delete
+
+    def noop(**kwargs: object) -> None:
+        pass
+
+    assert not archive_sql.orm_needed(connection.alias)
+    post_delete.connect(noop, sender=Task, dispatch_uid="test-archive-sql")
+    try:
+        assert archive_sql.orm_needed(connection.alias)
+    finally:
+        post_delete.disconnect(sender=Task, dispatch_uid="test-archive-sql")
+    assert not archive_sql.orm_needed(connection.alias)
