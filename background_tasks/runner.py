@@ -223,6 +223,9 @@ class Runner:
             _log_rolled_back(self.worker, exc)
             write_each(self.worker, held)
             return
+        except BaseException:
+            self.held.put_back(held)  # for the shutdown to write
+            raise
         self.worker._outcomes_written([outcome.task for outcome in held])
         lifecycle.after_commit(pending)
 
