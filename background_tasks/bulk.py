@@ -60,8 +60,27 @@ def enqueue_many(
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
         raise InvalidTaskError(f"bulk(): batch_size must be an integer >= 1, not {batch_size!r}.")
+    from .models import Task
+
     with _collector_paused():
-        return _enqueue_many(task, calls, options, batch_size)
+        rows, alike = _checked_rows(task, calls, options)
+    if app_settings.IMMEDIATE:
+        # Task bodies run with the collector on: they are the project's code, not rows.
+        for row in rows:
+            call_args, call_kwargs = decode_params(row.params)
+            task.run_body(call_args, call_kwargs)
+        return rows
+    replace = options.get("remove_existing_tasks")
+    if replace is None:
+        replace = task.remove_existing_tasks
+    with _collector_paused():
+        return insert_tasks(
+            rows,
+            using=router.db_for_write(Task),
+            replace=bool(replace),
+            batch_size=batch_size,
+            template=rows[0] if alike and rows else None,
+        )
 
 
 @contextmanager
@@ -74,6 +93,8 @@ def _collector_paused() -> Iterator[None]:
     Python time of a bulk call of 10,000 rows, to find no garbage. Whatever cycles the call
     leaves are collected by the next collection after it. (The collector is one switch for
     the process: a thread that switches it off while a bulk call runs sees it on again after.)
+    Paused while the calls are checked and while their rows are written (``task_created``
+    receivers included), not while task bodies run (``IMMEDIATE``).
     """
     if not gc.isenabled():
         yield
@@ -85,14 +106,10 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
-def _enqueue_many(
-    task: TaskFunction[Any, Any],
-    calls: Iterable[Any],
-    options: dict[str, Any],
-    batch_size: int | None,
-) -> list[Task]:
-    from .models import Task
-
+def _checked_rows(
+    task: TaskFunction[Any, Any], calls: Iterable[Any], options: dict[str, Any]
+) -> tuple[list[Task], bool]:
+    """Check every call and build its row; return the rows, and whether all are alike."""
     now = timezone.now()
     shared = {key: value for key, value in options.items() if key in _ROW_OPTIONS}
     unique = options.get("unique")
@@ -134,22 +151,7 @@ def _enqueue_many(
         elif shared_unique:
             row.unique_key = row.task_hash
         rows.append(row)
-
-    if app_settings.IMMEDIATE:
-        for row in rows:
-            call_args, call_kwargs = decode_params(row.params)
-            task.run_body(call_args, call_kwargs)
-        return rows
-    replace = options.get("remove_existing_tasks")
-    if replace is None:
-        replace = task.remove_existing_tasks
-    return insert_tasks(
-        rows,
-        using=router.db_for_write(Task),
-        replace=bool(replace),
-        batch_size=batch_size,
-        template=rows[0] if alike and rows else None,
-    )
+    return rows, alike
 
 
 def _parse(

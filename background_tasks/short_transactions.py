@@ -110,9 +110,24 @@ class _BeginWithFirstStatement:
         if many:  # executemany() runs its statement once per row: begin alone first
             cursor.execute("START TRANSACTION")
             return execute(sql, params, many, context)
-        execute(f"START TRANSACTION; {sql}", params, many, context)
+        try:
+            execute(f"START TRANSACTION; {sql}", params, many, context)
+        except Exception as exc:
+            if _server_error_code(exc) is None:
+                # Refused by the driver before anything was sent (a placeholder without its
+                # value, text it cannot encode): nothing was begun. Begin alone, so that what
+                # the block sends next, should the caller go on, is inside its transaction.
+                cursor.execute("START TRANSACTION")
+            raise
         next_result(self.connection, cursor)
         return cursor.rowcount
+
+
+def _server_error_code(exc: BaseException) -> int | None:
+    """The MySQL error code of what the server refused (None: the client refused it)."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    code = cause.args[0] if cause.args else None
+    return code if isinstance(code, int) and code >= 1000 else None
 
 
 def next_result(connection: Any, cursor: Any) -> None:
@@ -122,11 +137,15 @@ def next_result(connection: Any, cursor: Any) -> None:
     Django's exception, with MySQL's codes for a refused value taken as ``IntegrityError``.
     """
     database = connection.Database
+    # Django's cursor wrapper would turn the driver's error into Django's before the code below
+    # sees it: the backend's own cursor (which knows the codes) is asked instead.
+    backend_cursor = getattr(cursor, "cursor", cursor)
+    codes = getattr(backend_cursor, "codes_for_integrityerror", ())
     with connection.wrap_database_errors:
         try:
-            cursor.nextset()
+            backend_cursor.nextset()
         except database.OperationalError as exc:
-            if exc.args and exc.args[0] in getattr(cursor, "codes_for_integrityerror", ()):
+            if exc.args and exc.args[0] in codes:
                 raise database.IntegrityError(*exc.args) from exc
             raise
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from django.apps import apps
-from django.db import connection, connections, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import SET_NULL, ForeignKey, Model
 from django.utils import timezone
 from django.utils.safestring import mark_safe
@@ -123,6 +123,22 @@ def test_move__writes_the_record_only_while_the_row_is_held() -> None:
     assert not Task.objects.filter(pk=task.pk).exists()
     assert CompletedTask.objects.get().pk == record.pk
     assert CompletedTask.objects.get().task_id == task.pk
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "mysql", reason="MariaDB only")
+def test_move__a_history_value_the_database_refuses_is_an_integrity_error() -> None:
+    """Not an OperationalError, which the worker would take for an outage and retry for ever."""
+    if not connection.mysql_is_mariadb:
+        pytest.skip("MariaDB's JSON columns are text with a CHECK constraint")
+    task = _held_task()
+    record = lifecycle._record(
+        task, CompletedTask.Status.SUCCEEDED, WORKER, timezone.now(), result={"x": float("nan")}
+    )
+    db = connections[connection.alias]
+    with pytest.raises(IntegrityError), transaction.atomic():
+        archive_sql.move_held(db, task.pk, WORKER, task.locked_at, record)
+    assert Task.objects.filter(pk=task.pk).exists()  # rolled back with it
 
 
 def test_orm_needed__follows_a_model_referring_to_task_registered_and_removed_later() -> None:

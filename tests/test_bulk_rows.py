@@ -11,9 +11,11 @@ import gc
 import sqlite3
 from datetime import timedelta
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -150,6 +152,22 @@ def test_bulk__pauses_the_garbage_collector_while_it_runs_and_restores_it() -> N
             gc.enable()
     finally:
         signals.task_created.disconnect(dispatch_uid="test-bulk-rows-gc")
+
+
+@override_settings(BACKGROUND_TASKS_IMMEDIATE=True)
+def test_bulk__immediate_mode_runs_task_bodies_with_the_garbage_collector_on() -> None:
+    during: list[bool] = []
+    run_body = tasks.send_newsletter.run_body
+
+    def noted(args: Any, kwargs: Any) -> Any:
+        during.append(gc.isenabled())
+        return run_body(args, kwargs)
+
+    with patch.object(tasks.send_newsletter, "run_body", noted):
+        tasks.send_newsletter.bulk([(n,) for n in range(2)])
+
+    assert during == [True, True]
+    assert gc.isenabled()
 
 
 def test_bulk__on_sqlite_a_statement_holds_as_many_rows_as_the_library_s_limit_allows() -> None:

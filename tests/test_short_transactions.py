@@ -144,6 +144,38 @@ def test_short_transaction__on_mysql_a_failing_first_statement_raises_djangos_er
 
 
 @mysql_only
+def test_short_transaction__on_mysql_a_value_a_check_refuses_first_is_an_integrity_error() -> None:
+    """The same error class as outside the block: the worker takes an IntegrityError for a
+    value the database refuses, an OperationalError for an outage."""
+    if not connection.mysql_is_mariadb:
+        pytest.skip("MariaDB's JSON columns are text with a CHECK constraint")
+    no_arguments()
+    table = connection.ops.quote_name(Task._meta.db_table)
+    with connection.cursor() as cursor, pytest.raises(IntegrityError):
+        cursor.execute(f"UPDATE {table} SET params = 'not JSON'")  # the control
+
+    with (
+        pytest.raises(IntegrityError),
+        short_transaction(connection.alias),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(f"UPDATE {table} SET params = 'not JSON'")
+    assert connection.execute_wrappers == []
+
+
+@mysql_only
+def test_short_transaction__on_mysql_a_statement_the_driver_refuses_first_still_begins() -> None:
+    """Refused before it was sent: what the block sends next is still inside its transaction."""
+    with short_transaction(connection.alias):
+        with connection.cursor() as cursor, pytest.raises(Exception, match="format string"):
+            cursor.execute("SELECT %s, %s", [1])
+        no_arguments()
+        transaction.set_rollback(True)
+    assert not Task.objects.exists()
+    assert _seen_elsewhere() == 0
+
+
+@mysql_only
 def test_short_transaction__on_mysql_a_block_with_no_statement_leaves_nothing_behind() -> None:
     wrappers = list(connection.execute_wrappers)
     with short_transaction(connection.alias):
