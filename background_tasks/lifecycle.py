@@ -126,6 +126,11 @@ def _record_fields() -> tuple[tuple[str, Any], ...]:
     return tuple((f.attname, f) for f in CompletedTask._meta.concrete_fields)
 
 
+@cache
+def _record_names() -> frozenset[str]:
+    return frozenset(name for name, _ in _record_fields())
+
+
 def _record(
     task: Task, status: str, worker_id: str | None, now: datetime, **fields: Any
 ) -> CompletedTask:
@@ -136,7 +141,11 @@ def _record(
     if task.locked_at is not None:  # this attempt ran (a cancel of a waiting task did not)
         values["first_started_at"] = task.first_started_at or task.locked_at
         values["worker_ids"] = [*task.worker_ids, worker_id or ""]
-    values.update(fields)
+    if fields:
+        unknown = fields.keys() - _record_names()
+        if unknown:  # as a keyword build would refuse them
+            raise TypeError(f"CompletedTask has no field {', '.join(sorted(unknown))}")
+        values.update(fields)
     values.update(
         task_id=task.pk,
         status=status,

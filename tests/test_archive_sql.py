@@ -111,6 +111,13 @@ def test_record__has_the_values_a_keyword_build_gives_it() -> None:
     assert record._state.adding
 
 
+@pytest.mark.django_db
+def test_record__a_field_the_history_does_not_have_is_refused_by_name() -> None:
+    task = _held_task()
+    with pytest.raises(TypeError, match="CompletedTask has no field resutl"):
+        lifecycle._record(task, CompletedTask.Status.SUCCEEDED, WORKER, timezone.now(), resutl=1)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_move__writes_the_record_only_while_the_row_is_held() -> None:
     task = _held_task()
