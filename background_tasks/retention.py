@@ -24,11 +24,12 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from django.db import DatabaseError, connections, router, transaction
+from django.db import DatabaseError, OperationalError, connections, router, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import outcome_hours
+from .claims import MYSQL_RETRIES, MYSQL_RETRYABLE_ERRORS
 from .conf import app_settings
 from .models import CompletedTask
 
@@ -77,12 +78,28 @@ def prune_batch(status: str, cutoff: datetime, limit: int) -> int:
         ids = _expired(status, cutoff, using).values("id")[:limit]
         deleted, _ = CompletedTask.objects.using(using).filter(id__in=ids).delete()
         return deleted
-    if connection.vendor == "mysql" and not connection.in_atomic_block:
-        # Under REPEATABLE READ the locking read would also lock the gap after the batch, and
-        # with it the insert of every new record at the end of that range; READ COMMITTED
-        # takes no gap locks. Applies to the next transaction only.
-        with connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    if connection.vendor != "mysql" or connection.in_atomic_block:
+        return _prune_locked(status, cutoff, limit, using)
+    # Two workers' batches can still deadlock in InnoDB (their locking reads walk the
+    # (status, finished_at) index, their deletes the rows): the batch is tried again, as a
+    # claim is, rather than logged as an error.
+    for attempt in range(MYSQL_RETRIES):
+        try:
+            # Under REPEATABLE READ the locking read would also lock the gap after the batch,
+            # and with it the insert of every new record at the end of that range; READ
+            # COMMITTED takes no gap locks. Applies to the next transaction only.
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            return _prune_locked(status, cutoff, limit, using)
+        except OperationalError as exc:
+            code = exc.args[0] if exc.args else None
+            if code not in MYSQL_RETRYABLE_ERRORS or attempt == MYSQL_RETRIES - 1:
+                raise
+    return 0
+
+
+def _prune_locked(status: str, cutoff: datetime, limit: int, using: str) -> int:
+    """Lock up to ``limit`` expired rows, skipping those others hold, and delete them."""
     with transaction.atomic(using=using):
         batch = list(
             _expired(status, cutoff, using)

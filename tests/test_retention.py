@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from django.db import DatabaseError, connection, connections, transaction
+from django.db import DatabaseError, OperationalError, connection, connections, transaction
 from django.test import override_settings
 from django.utils import timezone
 
@@ -137,6 +137,29 @@ def test_prune_batch__deletes_at_most_the_batch_size_oldest_first() -> None:
     assert retention.prune_batch(SUCCEEDED, now - timedelta(days=7), limit=3) == 3
 
     assert set(CompletedTask.objects.values_list("id", flat=True)) == set(oldest_first[3:])
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "mysql", reason="InnoDB's deadlock error, 1213")
+def test_prune_batch__on_mysql_a_batch_that_deadlocks_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = timezone.now()
+    history(SUCCEEDED, timedelta(days=10), count=3, now=now)
+    expired = retention._expired
+    deadlocks: list[int] = []
+
+    def deadlocks_once(*args: Any) -> Any:
+        if not deadlocks:
+            deadlocks.append(1)
+            raise OperationalError(1213, "Deadlock found when trying to get lock")
+        return expired(*args)
+
+    monkeypatch.setattr(retention, "_expired", deadlocks_once)
+
+    assert retention.prune_batch(SUCCEEDED, now - timedelta(days=7), limit=5) == 3
+    assert deadlocks == [1]
+    assert not CompletedTask.objects.exists()
 
 
 # -- not recording successes ----------------------------------------------------------------------
