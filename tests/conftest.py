@@ -4,10 +4,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures import clock, clock_start, created, spawn, staff
+from tests.fixtures import clock, clock_start, created, runner_claims, spawn, staff
 from tests.testapp import tasks as test_tasks
 
-__all__ = ["clock", "clock_start", "created", "spawn", "staff"]
+__all__ = ["clock", "clock_start", "created", "runner_claims", "spawn", "staff"]
 
 
 @pytest.fixture(autouse=True)

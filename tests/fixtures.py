@@ -6,6 +6,8 @@
 - ``created``: every row ``task_created`` was sent for, in order.
 - ``make_task``, ``make_completed``: rows written directly, for tests that need a given state.
 - ``row_locked_elsewhere``: hold a row lock from another connection, as a claiming worker does.
+- ``runner_claims``: the ids each runner-side claim (in an outcome's transaction) returned.
+- ``refuse_archiving``: make the database refuse the archive of one task, as a bad value would.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import time_machine
 from django.contrib.auth.models import Permission
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.test import Client
 
-from background_tasks import signals
+from background_tasks import archive_sql, signals
+from background_tasks import runner as runner_module
 from background_tasks.models import CompletedTask, Task
 from tests.helpers import start_worker, worker_env
 
@@ -197,3 +200,30 @@ def row_locked_elsewhere(pk: int, timeout: float = 30) -> Iterator[None]:
         release.set()
         holder.join(timeout)
     assert not failure, failure
+
+
+@pytest.fixture
+def runner_claims(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Record the ids each runner-side claim (the one in the outcome's transaction) returned."""
+    claims: list[list[int]] = []
+    claim = runner_module.claim_tasks
+
+    def recorded(*args: Any, **kwargs: Any) -> list[Task]:
+        claimed = claim(*args, **kwargs)
+        claims.append([task.pk for task in claimed])
+        return claimed
+
+    monkeypatch.setattr(runner_module, "claim_tasks", recorded)
+    return claims
+
+
+def refuse_archiving(monkeypatch: pytest.MonkeyPatch, task_id: int) -> None:
+    """Make the move of task ``task_id`` to the history fail as a value the database refuses."""
+    move = archive_sql.move_held
+
+    def refuse(connection: Any, moved_id: int, *args: Any) -> bool:
+        if moved_id == task_id:
+            raise DataError("value out of range (as the database would say)")
+        return move(connection, moved_id, *args)
+
+    monkeypatch.setattr(archive_sql, "move_held", refuse)

@@ -14,13 +14,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from django.db import DataError, OperationalError
+from django.db import OperationalError
 
-from background_tasks import archive_sql, lifecycle, signals
+from background_tasks import lifecycle, signals
 from background_tasks import runner as runner_module
 from background_tasks.isolation import QUARANTINED
 from background_tasks.models import CompletedTask, Task
 from background_tasks.worker import Worker
+from tests.fixtures import refuse_archiving
 from tests.testapp import tasks
 from tests.testapp.models import TaskRun
 
@@ -28,21 +29,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 #: Long enough that only the end of a batch writes its outcomes, never the clock.
 NO_WINDOW = 60.0
-
-
-@pytest.fixture
-def runner_claims(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
-    """Record the ids each runner-side claim (the one in the outcomes' transaction) returned."""
-    claims: list[list[int]] = []
-    claim = runner_module.claim_tasks
-
-    def recorded(*args: Any, **kwargs: Any) -> list[Task]:
-        claimed = claim(*args, **kwargs)
-        claims.append([task.pk for task in claimed])
-        return claimed
-
-    monkeypatch.setattr(runner_module, "claim_tasks", recorded)
-    return claims
 
 
 @pytest.fixture
@@ -232,14 +218,7 @@ def test_refused_outcome__in_a_batch_is_quarantined_alone_and_the_others_are_rec
     tasks.record("first")
     good = [tasks.record("good-1"), tasks.record("good-2")]
     bad = tasks.record("bad")
-    move = archive_sql.move_held
-
-    def refuse_bad(connection: Any, task_id: int, *args: Any) -> bool:
-        if task_id == bad.pk:
-            raise DataError("value out of range (as the database would say)")
-        return move(connection, task_id, *args)
-
-    monkeypatch.setattr(archive_sql, "move_held", refuse_bad)
+    refuse_archiving(monkeypatch, bad.pk)
 
     assert Worker(burst=True, sleep=60, batch_size=3, batch_window=NO_WINDOW).run() == 0
 
@@ -295,14 +274,7 @@ def test_refused_held_outcome__is_quarantined_alone_and_the_rest_of_its_batch_is
     before = tasks.record("before")
     bad = tasks.record("bad")  # held: the middle of the batch
     after = tasks.record("after")
-    move = archive_sql.move_held
-
-    def refuse_bad(connection: Any, task_id: int, *args: Any) -> bool:
-        if task_id == bad.pk:
-            raise DataError("value out of range (as the database would say)")
-        return move(connection, task_id, *args)
-
-    monkeypatch.setattr(archive_sql, "move_held", refuse_bad)
+    refuse_archiving(monkeypatch, bad.pk)
 
     assert Worker(burst=True, sleep=60, batch_size=3, batch_window=NO_WINDOW).run() == 0
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 from django.apps import apps
-from django.db import DataError, OperationalError, connection
+from django.db import OperationalError, connection
 from django.db.models import CASCADE, SET_NULL, ForeignKey, Model
 
-from background_tasks import archive_sql, lifecycle, signals
+from background_tasks import lifecycle, signals
 from background_tasks import runner as runner_module
 from background_tasks import worker as worker_module
 from background_tasks.exit_codes import (
@@ -28,25 +28,11 @@ from background_tasks.exit_codes import (
 from background_tasks.isolation import QUARANTINED
 from background_tasks.models import CompletedTask, Task
 from background_tasks.worker import Worker
+from tests.fixtures import refuse_archiving
 from tests.testapp import tasks
 from tests.testapp.models import TaskRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def runner_claims(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
-    """Record the ids each runner-side claim (the one in the outcome's transaction) returned."""
-    claims: list[list[int]] = []
-    claim = runner_module.claim_tasks
-
-    def recorded(*args: Any, **kwargs: Any) -> list[Task]:
-        claimed = claim(*args, **kwargs)
-        claims.append([task.pk for task in claimed])
-        return claimed
-
-    monkeypatch.setattr(runner_module, "claim_tasks", recorded)
-    return claims
 
 
 def runs(key: str) -> int:
@@ -129,14 +115,7 @@ def test_refused_outcome__is_failed_or_quarantined_alone_and_the_next_task_runs_
 ) -> None:
     bad = tasks.record("bad")
     good = tasks.record("good")
-    move = archive_sql.move_held
-
-    def refuse_bad(connection: Any, task_id: int, *args: Any) -> bool:
-        if task_id == bad.pk:
-            raise DataError("value out of range (as the database would say)")
-        return move(connection, task_id, *args)
-
-    monkeypatch.setattr(archive_sql, "move_held", refuse_bad)
+    refuse_archiving(monkeypatch, bad.pk)
 
     assert Worker(burst=True, sleep=60).run() == 0
 
