@@ -49,6 +49,10 @@ class ProcessGroup:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """SIGTERM every process still running, and collect their output (killing the late)."""
         for process in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -240,7 +244,8 @@ def test_cron__three_workers_enqueue_every_tick_of_every_schedule_exactly_once()
     base = (timezone.now() - timedelta(days=1)).replace(second=0, microsecond=0)
     ticks = [base + timedelta(minutes=n) for n in range(ROUNDS)]
 
-    workers = [start_worker(["--sleep", "0.05"]) for _ in range(WORKERS)]
+    # --log-std: the workers' log lines (ticks fired, errors) are in the report of a failure.
+    workers = [start_worker(["--sleep", "0.05", "--log-std"]) for _ in range(WORKERS)]
     with ProcessGroup(workers) as group:
         wait_for(
             lambda: Worker.objects.count() == WORKERS or any(w.poll() is not None for w in workers),
@@ -249,7 +254,16 @@ def test_cron__three_workers_enqueue_every_tick_of_every_schedule_exactly_once()
         )
         assert all(w.poll() is None for w in workers), group.report()
 
-        play_rounds(schedule_ids, ticks)
+        try:
+            play_rounds(schedule_ids, ticks)
+        except AssertionError as timed_out:
+            group.stop()
+            schedules = list(
+                Schedule.objects.filter(pk__in=schedule_ids).values(
+                    "name", "enabled", "next_fire_at", "last_fired_at"
+                )
+            )
+            raise AssertionError(f"{timed_out}\nschedules: {schedules}\n{group.report()}") from None
         wait_for(
             lambda: not Task.objects.filter(task_name=CRON_TICK).exists(),
             timeout=20,
