@@ -436,8 +436,11 @@ class Worker:
         task, or else handed back with the tasks still running when the grace period ends.
         """
         using = router.db_for_write(Task)
+        # Every runner first, so that none goes on holding outcomes back should a write below
+        # be interrupted (a KeyboardInterrupt in a Worker run embedded): each writes its own.
         for runner in self._runners:
             runner.held.close()
+        for runner in self._runners:
             try:
                 write_held_by_main(self, runner, using, 0.0)
             except _DB_ERRORS as exc:

@@ -18,6 +18,7 @@ from django.db import OperationalError
 
 from background_tasks import lifecycle, signals
 from background_tasks import runner as runner_module
+from background_tasks import worker as worker_module
 from background_tasks.isolation import QUARANTINED
 from background_tasks.models import CompletedTask, Task
 from background_tasks.worker import Worker
@@ -314,3 +315,22 @@ def test_main_thread_write_failing__the_runner_writes_the_outcomes_with_its_next
     assert [runs(key) for key in keys] == [1, 1, 1, 1]
     assert [r.attempts for r in CompletedTask.objects.all()] == [1] * 4
     assert not Task.objects.exists()
+
+
+def test_stop_interrupted__while_writing_one_runner_s_outcomes_leaves_no_runner_holding_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A KeyboardInterrupt (a Worker run embedded) in the shutdown's write of the first
+    runner's outcomes: every runner has stopped holding, so each writes its own outcomes."""
+    worker = Worker(burst=True, sleep=60, concurrency=2, batch_size=3, batch_window=NO_WINDOW)
+    worker._runners = [runner_module.Runner(worker), runner_module.Runner(worker)]
+
+    def interrupted(*args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker_module, "write_held_by_main", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        worker._write_all_held_outcomes()
+
+    task = Task(pk=1)
+    assert [runner.held.hold(task, lambda: None) for runner in worker._runners] == [None, None]
