@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from . import claimed_rows
 from .conf import app_settings
-from .isolation import ATTEMPTS_CEILING, is_outage, keep_complete, load_held
+from .isolation import ATTEMPTS_CEILING, is_database_fault, keep_complete, load_held
 from .short_transactions import short_transaction
 
 if TYPE_CHECKING:
@@ -340,14 +340,14 @@ def _claim(
             # claim has committed.
             raw = cursor.fetchall()
         except Exception as exc:
-            if is_outage(exc):
+            if is_database_fault(exc):
                 raise
             return _held_since(using, worker_id, now), None
     ids = [row[0] for row in raw]
     try:
         return ids, claimed_rows.build(connection, using, raw)
     except Exception as exc:
-        if is_outage(exc):
+        if is_database_fault(exc):
             raise
         return ids, None
 
@@ -432,7 +432,7 @@ def _claim_generic(
     try:
         tasks = claimed_rows.build(connection, using, picked)
     except Exception as exc:
-        if is_outage(exc):
+        if is_database_fault(exc):
             raise
         return ids, None
     for task in tasks:

@@ -21,13 +21,14 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, connections, router, transaction
+from django.db import connections, router, transaction
 from django.db.models import JSONField
 from django.utils import timezone
 
 from . import models
 from .logs import shown
 from .models import Task
+from .outage import OUTAGE_ERRORS
 
 logger = logging.getLogger("background_tasks")
 
@@ -39,15 +40,17 @@ QUARANTINED = models.QUARANTINED
 #: column any supported database gives a PositiveIntegerField), so the claim never overflows it.
 ATTEMPTS_CEILING = 2**31 - 1
 
-#: Errors of the connection, not of the row: the step is retried once the database answers.
-OUTAGE_ERRORS = (OperationalError, InterfaceError)
 
 #: How much of a value a reason quotes: a 10 MB value must not become a 10 MB error message.
 REASON_LIMIT = 300
 
 
-def is_outage(exc: BaseException) -> bool:
-    """Return True if ``exc`` is the database's failure (retry later), not the row's."""
+def is_database_fault(exc: BaseException) -> bool:
+    """Return True if ``exc`` is the database's failure, not the row's: the step propagates it.
+
+    Wider than :func:`outage.is_outage`: a missing table is the database's fault too, and no
+    reason to record a row as failed; the worker then stops and says ``migrate`` was not run.
+    """
     return isinstance(exc, OUTAGE_ERRORS)
 
 
@@ -118,7 +121,7 @@ def load_held(
             batch = list(rows.filter(pk__in=list(ids)).order_by(*order))
         return [task for task in batch if _complete(task, holder)]
     except Exception as exc:
-        if is_outage(exc):
+        if is_database_fault(exc):
             raise
     loaded = []
     for task_id in sorted(ids):
@@ -126,7 +129,7 @@ def load_held(
             with savepoint(using):
                 task = rows.filter(pk=task_id).first()
         except Exception as exc:
-            if is_outage(exc):
+            if is_database_fault(exc):
                 raise
             logger.error(
                 "event=task_unloadable task_id=%s worker=%s error=%s",
@@ -178,7 +181,7 @@ __all__ = [
     "ATTEMPTS_CEILING",
     "QUARANTINED",
     "describe",
-    "is_outage",
+    "is_database_fault",
     "keep_complete",
     "load_held",
     "quarantine",

@@ -242,7 +242,7 @@ def _insert_follower(follower: Task) -> str:
         with transaction.atomic(using=using):
             follower.save(using=using, force_insert=True)
     except Exception as exc:
-        if isolation.is_outage(exc):
+        if isolation.is_database_fault(exc):
             raise
         return f"the database refused it: {isolation.describe(exc)}"
     return ""

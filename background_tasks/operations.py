@@ -294,14 +294,14 @@ def prune(
         try:
             count = _delete_records(db, ids)
         except Exception as exc:
-            if isolation.is_outage(exc):
+            if isolation.is_database_fault(exc):
                 raise
             count = 0
             for record_id in ids:
                 try:
                     count += _delete_records(db, [record_id])
                 except Exception as row_exc:
-                    if isolation.is_outage(row_exc):
+                    if isolation.is_database_fault(row_exc):
                         raise
                     skipped.add(record_id)
                     logger.error(

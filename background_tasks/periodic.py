@@ -327,7 +327,7 @@ def fire_due(now: datetime | None = None) -> int:
             if schedule is not None and fire_one(schedule, now) is not None:
                 fired += 1
         except Exception as exc:
-            if isolation.is_outage(exc):
+            if isolation.is_database_fault(exc):
                 raise
             # Firing it again would fail the same way at every check: pause it instead.
             logger.error(

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from . import lifecycle
 from .exceptions import MalformedRow
-from .isolation import describe, is_outage, quarantine
+from .isolation import describe, is_database_fault, quarantine
 from .logs import shown
 from .models import Task
 from .outcomes import Outcome
@@ -34,7 +34,7 @@ def record_or_quarantine(
     try:
         return record()
     except Exception as exc:
-        if is_outage(exc):
+        if is_database_fault(exc):
             raise
         reason = f"{what} could not be recorded because of a value in this row: {describe(exc)}"
         logger.error(
@@ -48,7 +48,7 @@ def record_or_quarantine(
             task, holder, reason, MalformedRow(reason), permanent=True, schedule_next=False
         )
     except Exception as exc:
-        if is_outage(exc):
+        if is_database_fault(exc):
             raise
         detail = f"{reason}\n\nRecording it as failed was refused too: {describe(exc)}"
         quarantined = quarantine(task.pk, holder, detail, locked_at=task.locked_at)

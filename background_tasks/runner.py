@@ -312,7 +312,7 @@ def write_each(worker: Worker, held: list[HeldOutcome]) -> None:
 def _log_rolled_back(worker: Worker, exc: Exception) -> None:
     if not isinstance(exc, _DB_ERRORS):
         logger.exception("event=shared_transaction_error worker=%s", shown(worker.id))
-    elif isolation.is_outage(exc):
+    elif isolation.is_database_fault(exc):
         worker._reset_connection()
 
 

@@ -18,6 +18,7 @@ from background_tasks import isolation, lifecycle, liveness, periodic, recording
 from background_tasks.claims import claim_tasks
 from background_tasks.logs import shown
 from background_tasks.models import QUARANTINED, CompletedTask, Schedule, Task, Worker
+from background_tasks.outage import is_outage
 from background_tasks.outcomes import Outcome
 from background_tasks.supervisor import Child, Supervisor
 
@@ -282,6 +283,27 @@ def test_fire_due__a_schedule_it_cannot_load_is_disabled_and_the_others_fire(
     assert Task.objects.get().verbose_name.startswith("good @ ")
     assert dict(Schedule.objects.values_list("name", "enabled")) == {"bad": False, "good": True}
     assert "event=schedule_invalid schedule=bad" in caplog.text
+
+
+def test_fire_due__a_missing_table_is_the_databases_fault_and_disables_no_schedule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Not an outage to wait out (outage.is_outage), yet not the schedule's fault either: it
+    # propagates, for the worker to stop and say that migrate was not run.
+    due = timezone.now() - timedelta(minutes=1)
+    Schedule.objects.create(name="nightly", task_name=RECORD, cron="0 3 * * *", next_fire_at=due)
+    missing = OperationalError("no such table: background_tasks_task")
+
+    def fire_one(schedule: Schedule, now: object) -> None:
+        raise missing
+
+    monkeypatch.setattr(periodic, "fire_one", fire_one)
+    with pytest.raises(OperationalError) as raised:
+        periodic.fire_due()
+
+    assert raised.value is missing
+    assert isolation.is_database_fault(missing) and not is_outage(missing)
+    assert Schedule.objects.get().enabled
 
 
 # -- log values -------------------------------------------------------------------------------
