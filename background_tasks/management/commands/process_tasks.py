@@ -14,6 +14,7 @@ from django.db import router
 
 from background_tasks.conf import app_settings
 from background_tasks.database_wait import wait_for_database
+from background_tasks.exit_codes import EXIT_NOT_MIGRATED
 from background_tasks.models import Task
 from background_tasks.registry import registry
 from background_tasks.schema import require_migrated_for_command
@@ -146,7 +147,7 @@ class Command(BaseCommand):
         return super().execute(*args, **options)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        require_migrated_for_command(router.db_for_write(Task))
+        require_migrated_for_command(router.db_for_write(Task), returncode=EXIT_NOT_MIGRATED)
         worker_options: dict[str, Any] = {
             "queues": options["queue"],
             "sleep": options["sleep"],
