@@ -170,6 +170,15 @@ def test_without_log_std__nothing_is_written_to_stdout(capsys: pytest.CaptureFix
         (["--queue", "  "], "argument --queue: a queue name cannot be empty"),
         (["--duration", "-5"], "argument --duration: expected a finite number of seconds >= 0"),
         (["--processes", "2", "--concurrency", "2"], "--processes and --concurrency cannot be"),
+        (
+            ["--log-file", "worker.log"],
+            "argument --log-file: django-background-tasks' --log-file is not supported: "
+            "configure the 'background_tasks' logger in LOGGING",
+        ),
+        (
+            ["--log-level", "INFO"],
+            "argument --log-level: django-background-tasks' --log-level is not supported",
+        ),
     ],
 )
 def test_bad_option__fails_with_a_clear_message_before_touching_the_database(
