@@ -37,8 +37,8 @@ def require_migrated(using: str) -> None:
         _migrated.add(using)
 
 
-def require_migrated_for_command(using: str) -> None:
-    """``require_migrated`` for a management command: one line and a non-zero exit, no traceback.
+def require_migrated_for_command(using: str, returncode: int = 1) -> None:
+    """``require_migrated`` for a command: one line and exit ``returncode``, no traceback.
 
     A database that cannot be reached is not an answer: the command goes on and meets the outage
     where it knows how to wait for the database.
@@ -49,7 +49,7 @@ def require_migrated_for_command(using: str) -> None:
     try:
         require_migrated(using)
     except NotMigrated as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(str(exc), returncode=returncode) from None
     except (OperationalError, InterfaceError):
         pass
 

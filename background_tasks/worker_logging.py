@@ -20,13 +20,13 @@ def configure_logging(*, log_std: bool, verbosity: int) -> None:
     (even to a NullHandler) wins. ``--verbosity`` picks the level: 0 warnings and errors only,
     1 (the default) adds the start-up line and one line per finished task, 2 adds debug lines.
     """
+    level = _LEVELS.get(verbosity, logging.DEBUG)
     if log_std:
-        log_to_std_streams()
+        log_to_std_streams(level)
         return
     logger = logging.getLogger("background_tasks")
     if logger.hasHandlers():
         return
-    level = _LEVELS.get(verbosity, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(level)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -35,8 +35,11 @@ def configure_logging(*, log_std: bool, verbosity: int) -> None:
         logger.setLevel(level)
 
 
-def log_to_std_streams() -> None:
+def log_to_std_streams(level: int = logging.INFO) -> None:
     """Send the worker's log records to stdout (below WARNING) and stderr (WARNING and up).
+
+    ``level`` is the one ``--verbosity`` picks: the logger is lowered to it if it was unset or
+    higher, as without ``--log-std``.
 
     Nothing is added when LOGGING already writes the ``background_tasks`` logger to a console
     stream, and the records stop propagating to the root logger, so no line is written twice.
@@ -47,12 +50,12 @@ def log_to_std_streams() -> None:
     logger.propagate = False
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     out = logging.StreamHandler(sys.stdout)
-    out.setLevel(logging.DEBUG)
+    out.setLevel(level)
     out.addFilter(lambda record: record.levelno < logging.WARNING)
     err = logging.StreamHandler(sys.stderr)
     err.setLevel(logging.WARNING)
     for handler in (out, err):
         handler.setFormatter(formatter)
         logger.addHandler(handler)
-    if logger.level == logging.NOTSET or logger.level > logging.INFO:
-        logger.setLevel(logging.INFO)
+    if logger.level == logging.NOTSET or logger.level > level:
+        logger.setLevel(level)

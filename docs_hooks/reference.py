@@ -133,6 +133,8 @@ def _parser_entries(
             continue
         if set(action.option_strings) & common or isinstance(action, argparse._HelpAction):
             continue
+        if action.help == argparse.SUPPRESS:  # hidden from --help, so from the reference too
+            continue
         flags = tuple(action.option_strings) or (str(action.metavar or action.dest),)
         default = action.default
         shown_default = "" if default in (None, False, [], argparse.SUPPRESS) else repr(default)

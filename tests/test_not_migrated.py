@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from background_tasks.exit_codes import EXIT_NOT_MIGRATED
 from tests.project import Project, empty_database, output
 
 SCHEMA = "bt_not_migrated"
@@ -38,6 +39,7 @@ def test_process_tasks__before_migrate__exits_at_once_saying_to_run_migrate(
 ) -> None:
     result = project.manage("process_tasks", "--burst", timeout=60)
 
+    assert result.returncode == EXIT_NOT_MIGRATED, output(result)
     line = _one_line_error(result)
     assert MIGRATE_HINT in line
     assert "background_tasks.0001_initial" in line
@@ -48,6 +50,7 @@ def test_process_tasks_in_process_mode__before_migrate__exits_saying_to_run_migr
 ) -> None:
     result = project.manage("process_tasks", "--processes", "2", timeout=60)
 
+    assert result.returncode == EXIT_NOT_MIGRATED, output(result)
     assert MIGRATE_HINT in _one_line_error(result)
 
 

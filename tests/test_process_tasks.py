@@ -141,6 +141,31 @@ def test_log_std__writes_the_log_to_stdout_and_warnings_to_stderr(
 
 
 @committed
+def test_log_std__with_verbosity_2__adds_the_debug_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tasks.record("logged")
+
+    process_tasks("--burst", "--log-std", "--verbosity", "2")
+
+    assert "event=task_started task=tests.testapp.tasks.record" in capsys.readouterr().out
+
+
+@committed
+def test_log_std__with_verbosity_0__writes_only_warnings_and_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tasks.record("logged")
+    tasks.fails_permanently()
+
+    process_tasks("--burst", "--log-std", "--verbosity", "0")
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "event=task_failed task=tests.testapp.tasks.fails_permanently" in err
+
+
+@committed
 def test_without_log_std__nothing_is_written_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     tasks.record("quiet")
 
@@ -170,6 +195,15 @@ def test_without_log_std__nothing_is_written_to_stdout(capsys: pytest.CaptureFix
         (["--queue", "  "], "argument --queue: a queue name cannot be empty"),
         (["--duration", "-5"], "argument --duration: expected a finite number of seconds >= 0"),
         (["--processes", "2", "--concurrency", "2"], "--processes and --concurrency cannot be"),
+        (
+            ["--log-file", "worker.log"],
+            "argument --log-file: django-background-tasks' --log-file is not supported: "
+            "configure the 'background_tasks' logger in LOGGING",
+        ),
+        (
+            ["--log-level", "INFO"],
+            "argument --log-level: django-background-tasks' --log-level is not supported",
+        ),
     ],
 )
 def test_bad_option__fails_with_a_clear_message_before_touching_the_database(

@@ -34,7 +34,7 @@ except ImportError:  # Django < 6.0: the django-tasks backport, if installed
         raise ImproperlyConfigured(
             "background_tasks.backends needs django.tasks (Django 6.0 or later) or the "
             f"django-tasks backport; this is Django {django.get_version()} without it. "
-            "pip install 'background-tasks[django-tasks]', or use @background tasks."
+            "pip install 'django-background-tasks-db[django-tasks]', or use @background tasks."
         ) from exc
 
 __all__ = [

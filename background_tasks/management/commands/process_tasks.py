@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -14,6 +15,7 @@ from django.db import router
 
 from background_tasks.conf import app_settings
 from background_tasks.database_wait import wait_for_database
+from background_tasks.exit_codes import EXIT_NOT_MIGRATED
 from background_tasks.models import Task
 from background_tasks.registry import registry
 from background_tasks.schema import require_migrated_for_command
@@ -28,6 +30,17 @@ def queue_name(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("a queue name cannot be empty")
     return text.strip()
+
+
+def _legacy_logging_option(option: str) -> Callable[[str], str]:
+    def refuse(text: str) -> str:
+        raise argparse.ArgumentTypeError(
+            f"django-background-tasks' {option} is not supported: configure the "
+            "'background_tasks' logger in LOGGING, or pass --log-std (see docs/worker.md, "
+            "Logging)"
+        )
+
+    return refuse
 
 
 class Command(BaseCommand):
@@ -116,6 +129,10 @@ class Command(BaseCommand):
             action="store_true",
             help="Write the worker's log to standard output and standard error.",
         )
+        # django-background-tasks' logging options: refused with what to do instead, rather
+        # than argparse's bare "unrecognized arguments".
+        for legacy in ("--log-file", "--log-level"):
+            parser.add_argument(legacy, type=_legacy_logging_option(legacy), help=argparse.SUPPRESS)
 
     def execute(self, *args: Any, **options: Any) -> str | None:
         # Checked before the system checks run, which may touch the database (Django 6.1).
@@ -146,7 +163,7 @@ class Command(BaseCommand):
         return super().execute(*args, **options)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        require_migrated_for_command(router.db_for_write(Task))
+        require_migrated_for_command(router.db_for_write(Task), returncode=EXIT_NOT_MIGRATED)
         worker_options: dict[str, Any] = {
             "queues": options["queue"],
             "sleep": options["sleep"],
