@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import math
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+import django
 from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
@@ -164,7 +166,41 @@ def check_settings(
     errors.extend(_check_databases())
     errors.extend(_check_routing())
     errors.extend(_check_schedules())
+    errors.extend(_check_tasks_framework())
     return errors
+
+
+def _has_tasks_framework() -> bool:
+    """Return True if ``django.tasks`` (Django 6.0+) or the django-tasks backport is importable."""
+    return any(importlib.util.find_spec(name) for name in ("django.tasks", "django_tasks"))
+
+
+def _check_tasks_framework() -> list[CheckMessage]:
+    """``TASKS`` naming this backend where no tasks framework reads it: tasks would never run.
+
+    Django 5.2 has no ``django.tasks`` and never reads ``TASKS``; without the backport, the
+    setting and its backend are silently ignored (the backend's own checks never run either).
+    """
+    entries = getattr(settings, "TASKS", None)
+    if not isinstance(entries, dict) or _has_tasks_framework():
+        return []
+    named = sorted(
+        alias
+        for alias, entry in entries.items()
+        if isinstance(entry, dict) and str(entry.get("BACKEND", "")).startswith("background_tasks.")
+    )
+    if not named:
+        return []
+    return [
+        Warning(
+            f"TASKS names a background_tasks backend ({', '.join(map(repr, named))}), but this is "
+            f"Django {django.get_version()} without a tasks framework: nothing reads TASKS.",
+            hint="On Django 5.2 install the django-tasks backport: "
+            "pip install 'django-background-tasks-db[django-tasks]' (see docs/django-tasks.md); "
+            "or enqueue with @background.",
+            id="background_tasks.W003",
+        )
+    ]
 
 
 def _check_schedules() -> list[CheckMessage]:

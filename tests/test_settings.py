@@ -372,3 +372,48 @@ def test_w002__sqlite_without_immediate_transactions_is_warned_about(
 def test_w002__other_databases_are_not_warned_about() -> None:
     with databases({"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}}):
         assert checks.check_settings() == []
+
+
+BACKEND = {"default": {"BACKEND": "background_tasks.backends.DatabaseBackend"}}
+
+
+def test_w003__tasks_naming_this_backend_without_a_tasks_framework_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(checks, "_has_tasks_framework", lambda: False)
+
+    with override_settings(TASKS=BACKEND):
+        (found,) = [m for m in checks.check_settings() if m.id == "background_tasks.W003"]
+
+    assert "TASKS names a background_tasks backend ('default')" in found.msg
+    assert "nothing reads TASKS" in found.msg
+    assert "django-background-tasks-db[django-tasks]" in found.hint
+
+
+def test_w003__not_with_a_tasks_framework_nor_for_other_backends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    other = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
+    monkeypatch.setattr(checks, "_has_tasks_framework", lambda: True)
+    with override_settings(TASKS=BACKEND):
+        assert "background_tasks.W003" not in [m.id for m in checks.check_settings()]
+
+    monkeypatch.setattr(checks, "_has_tasks_framework", lambda: False)
+    with override_settings(TASKS=other):
+        assert "background_tasks.W003" not in [m.id for m in checks.check_settings()]
+
+
+def test_has_tasks_framework__matches_what_this_django_can_import() -> None:
+    try:
+        import django.tasks  # noqa: F401
+    except ImportError:
+        try:
+            import django_tasks  # noqa: F401
+        except ImportError:
+            expected = False
+        else:
+            expected = True
+    else:
+        expected = True
+
+    assert checks._has_tasks_framework() is expected
