@@ -76,6 +76,7 @@ def skip_without_skip_locked() -> None:
         (["prune", "--older-than", "7", "--batch-size", str(2**64)], str(2**64)),
         (["list", "--queue", " "], "queue name cannot be empty"),
         (["list", "--name", ""], "task name cannot be empty"),
+        (["health", "--max-heartbeat-age", "0"], "expected a finite number > 0, got '0'"),
     ],
 )
 def test_bad_input__is_an_error_naming_the_value(args: list[str], bad: str) -> None:
@@ -582,8 +583,8 @@ def test_retry__unknown_id_is_an_error_after_retrying_the_others() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([], "either completed task ids or --all-failed"),
-        (["1", "--all-failed"], "either completed task ids or --all-failed"),
+        ([], "Give the ids of completed tasks to retry, or --all-failed"),
+        (["1", "--all-failed"], "either completed task ids or --all-failed, not both"),
         (["1", "--name", "x"], "--name only goes with --all-failed"),
     ],
 )

@@ -25,7 +25,7 @@ from background_tasks.options import options_of
 from background_tasks.registry import registry
 
 from . import _output
-from ._args import COMPLETED_STATUSES, non_empty, seconds
+from ._args import COMPLETED_STATUSES, non_empty, positive_float, seconds
 
 if TYPE_CHECKING:
     from .background_tasks import Command
@@ -65,7 +65,7 @@ def add_subcommands(add: Callable[..., CommandParser]) -> None:
     )
     sub.add_argument(
         "--max-heartbeat-age",
-        type=seconds,
+        type=positive_float,  # 0 would call every worker dead
         metavar="SECONDS",
         help="A worker is alive if its last heartbeat is at most this old "
         "(default: BACKGROUND_TASKS_RESCUE_AFTER).",

@@ -245,8 +245,10 @@ class Command(BaseCommand):
         self._fail_on_unknown(outcome.unknown, "task")
 
     def _retry(self, now: datetime, options: dict[str, Any]) -> None:
-        if options["all_failed"] == bool(options["ids"]):
-            raise CommandError("Give either completed task ids or --all-failed (not both).")
+        if options["all_failed"] and options["ids"]:
+            raise CommandError("Give either completed task ids or --all-failed, not both.")
+        if not options["all_failed"] and not options["ids"]:
+            raise CommandError("Give the ids of completed tasks to retry, or --all-failed.")
         if options["name"] and not options["all_failed"]:
             raise CommandError("--name only goes with --all-failed.")
         ids = options["ids"]
