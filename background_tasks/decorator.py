@@ -116,9 +116,12 @@ def background(
         if cron is not None:
             # Not at import: periodic needs the models, and tasks modules can import this early.
             from .periodic import check_schedule_options
+            from .serialization import check_signature
 
-            # Validate before registering, so a bad expression leaves nothing half-registered.
+            # Validate before registering, so a bad expression, or a function the schedule
+            # cannot call without arguments, leaves nothing half-registered.
             check_schedule_options(f"Task {task.name!r}", cron, "", "once")
+            check_signature(task.name, task.func, [], {})
         registry.register(task)
         if cron is not None:
             from .periodic import periodic

@@ -12,6 +12,7 @@ from background_tasks import periodic
 from background_tasks.decorator import background
 from background_tasks.exceptions import (
     DuplicateScheduleName,
+    InvalidTaskArguments,
     InvalidTaskError,
     ScheduleRedefinedWarning,
 )
@@ -170,6 +171,15 @@ def test_cron_decorator__rejects_a_bad_expression_and_registers_nothing() -> Non
         def bad() -> None: ...
 
     assert "tests.bad_cron" not in registry
+
+
+def test_cron_decorator__rejects_required_parameters_and_registers_nothing() -> None:
+    with pytest.raises(InvalidTaskArguments, match="user_id"):
+
+        @background(name="tests.cron_needs_args", cron="0 3 * * *")
+        def needs(user_id: int) -> None: ...
+
+    assert "tests.cron_needs_args" not in registry
 
 
 def test_periodic__rejects_arguments_that_are_not_json() -> None:
