@@ -421,6 +421,30 @@ def test_utf8mb3_connection__an_error_with_an_emoji_is_recorded_with_the_emoji_e
 
 
 @pytest.mark.django_db(transaction=True)
+def test_result__too_large_for_one_mysql_packet_with_the_arguments_is_left_out() -> None:
+    """The history row holds the arguments and the result: MySQL/MariaDB refuse a statement
+    larger than ``max_allowed_packet`` (and drop the connection), with an OperationalError the
+    worker would take for an outage and wait out for ever."""
+    if connection.vendor != "mysql":
+        pytest.skip("only MySQL/MariaDB limit the size of a statement")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT @@max_allowed_packet")
+        packet = int(cursor.fetchone()[0])
+    if packet > 32 * 1024 * 1024:
+        pytest.skip("a larger max_allowed_packet than this test should fill")
+    task = echo("x" * (packet * 6 // 10))  # fits alone, not twice
+    (claimed,) = claim_tasks("w:1:a", [], 1)
+
+    execute(claimed, "w:1:a")  # the outcome written once, as the worker's first try does
+
+    record = record_of(task)
+    assert (record.status, record.result) == (CompletedTask.Status.SUCCEEDED, None)
+    assert "The result was not stored" in record.note
+    assert "max_allowed_packet" in record.note
+    assert not Task.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_utf8mb3_tables__the_system_check_warns(utf8mb3_tables: None) -> None:
     messages = run_checks(databases=["default"])
 
