@@ -35,6 +35,8 @@ from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from django.db import DataError
+
 from .serialization import params_hash
 from .short_transactions import next_result, takes_batches
 
@@ -191,6 +193,43 @@ def _values(connection: BaseDatabaseWrapper, record: CompletedTask) -> list[Any]
     return values
 
 
+#: The most bytes the SQL text of a history statement takes beyond its values, with room to
+#: spare: the column names, the fenced delete, the quotes around each value.
+_SQL_ALLOWANCE = 16 * 1024
+
+#: ``max_allowed_packet`` of each MySQL/MariaDB connection, read on first use.
+_packet_limits: weakref.WeakKeyDictionary[BaseDatabaseWrapper, int] = weakref.WeakKeyDictionary()
+
+
+def _refuse_oversized(connection: BaseDatabaseWrapper, values: list[Any]) -> None:
+    """MySQL/MariaDB: raise DataError if a statement sending ``values`` exceeds the server's
+    ``max_allowed_packet``.
+
+    The server refuses such a statement and drops the connection, and the client is told so
+    with an error it cannot tell from an outage (1153, or "server has gone away" when the
+    server closed first): the worker would wait it out for ever. Refused here, before anything
+    is sent, it is a value the database cannot take, as a value it refuses is: a success is
+    then recorded without its result.
+    """
+    limit = _packet_limits.get(connection)
+    if limit is None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT @@max_allowed_packet")
+            limit = _packet_limits[connection] = int(cursor.fetchone()[0])
+    # At most 4 bytes per character in UTF-8, each escaped to at most 2: most statements are
+    # known to fit without converting anything.
+    text = sum(len(value) for value in values if isinstance(value, str))
+    if 8 * text + 64 * len(values) + _SQL_ALLOWANCE <= limit:
+        return
+    literal = connection.connection.literal
+    size = sum(len(literal(value)) for value in values) + _SQL_ALLOWANCE
+    if size > limit:
+        raise DataError(
+            f"the history row would take about {size} bytes to send, more than the database's "
+            f"max_allowed_packet ({limit} bytes)"
+        )
+
+
 def move_held(
     connection: BaseDatabaseWrapper,
     task_id: int,
@@ -226,9 +265,9 @@ def move_held(
             _saved(connection, record, row[0])
             return True
         if record is not None and connection.vendor == "mysql" and takes_batches(connection):
-            cursor.execute(
-                f"{delete}; {sql.insert_if_deleted}", [*fence, *_values(connection, record)]
-            )
+            values = _values(connection, record)
+            _refuse_oversized(connection, values)
+            cursor.execute(f"{delete}; {sql.insert_if_deleted}", [*fence, *values])
             held: bool = cursor.rowcount == 1
             next_result(connection, cursor)  # the insert's: raises what the insert raised
             if held:
@@ -253,6 +292,8 @@ def _insert(connection: BaseDatabaseWrapper, cursor: Any, record: CompletedTask)
 
     sql = _statements_of(connection)
     values = _values(connection, record)
+    if connection.vendor == "mysql":
+        _refuse_oversized(connection, values)
     placeholders = ", ".join(["%s"] * len(values))
     cursor.execute(f"{sql.insert} VALUES ({placeholders}){sql.returning}", values)
     if sql.returning:

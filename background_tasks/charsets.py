@@ -24,16 +24,20 @@ def max_code_point(using: str) -> int:
 
     Only MariaDB/MySQL can have tables that hold less than all of Unicode: a database created
     with ``utf8`` (which is ``utf8mb3``) keeps its tables so, whatever charset the connection
-    uses. Read once per process and database; ``forget_charsets()`` clears it.
+    uses. A connection opened with ``OPTIONS={"charset": "utf8"}`` cannot send such characters
+    either, whatever the tables hold: its character set counts too. Read once per process and
+    database; ``forget_charsets()`` clears it.
     """
     from django.db import connections
 
-    if connections[using].vendor != "mysql":
+    connection = connections[using]
+    if connection.vendor != "mysql":
         return UNICODE_MAX
     if using not in _max_code_points:
         charsets = table_charsets(using)
         if not charsets:
             return UNICODE_MAX  # no tables yet: nothing to write to, nothing to remember
+        charsets.add(connection.connection.character_set_name().lower())
         _max_code_points[using] = min(_CHARSET_MAX.get(name, 0x7F) for name in charsets)
     return _max_code_points[using]
 

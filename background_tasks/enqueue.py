@@ -371,7 +371,14 @@ def _insert_unique(row: Task, using: str) -> Task:
                 row.save(using=using, force_insert=True)
             return row
         except IntegrityError:
-            existing = Task.objects.using(using).filter(unique_key=row.unique_key).first()
+            same_key = Task.objects.using(using).filter(unique_key=row.unique_key)
+            existing = same_key.first()
+            connection = connections[using]
+            if existing is None and connection.vendor == "mysql" and connection.in_atomic_block:
+                # Under REPEATABLE READ a plain read sees the caller's snapshot, which may
+                # predate the row the insert collided with; a locking read sees the row as
+                # committed (it then stays locked until the caller's transaction ends).
+                existing = same_key.select_for_update().first()
             if existing is not None:
                 return existing
             # The other row finished between our insert and our read: try again.

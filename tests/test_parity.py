@@ -22,7 +22,9 @@ from django.test import override_settings
 
 from background_tasks import background, lifecycle, periodic
 from background_tasks.charsets import forget_charsets
+from background_tasks.claims import claim_tasks
 from background_tasks.exceptions import InvalidTaskArguments, InvalidTaskError
+from background_tasks.execution import execute
 from background_tasks.models import CompletedTask, Task
 from background_tasks.serialization import MAX_DEPTH, MAX_INT_DIGITS
 from background_tasks.testing import run_tasks
@@ -377,6 +379,69 @@ def test_utf8mb3_tables__a_result_with_an_emoji_is_stored_since_json_escapes_it(
     run_tasks()
 
     assert record_of(task).result == {"mood": "😀"}
+
+
+@pytest.fixture
+def utf8mb3_connection() -> Iterator[None]:
+    """Connect with ``OPTIONS={"charset": "utf8"}`` (utf8mb3), as older settings do."""
+    if connection.vendor != "mysql":
+        pytest.skip("only MariaDB/MySQL connections have a character set of their own")
+    options = connection.settings_dict["OPTIONS"]
+    before = options.get("charset")
+    options["charset"] = "utf8"
+    connection.close()
+    forget_charsets()
+    try:
+        yield
+    finally:
+        if before is None:
+            options.pop("charset", None)
+        else:
+            options["charset"] = before
+        connection.close()
+        forget_charsets()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_utf8mb3_connection__an_error_with_an_emoji_is_recorded_with_the_emoji_escaped(
+    utf8mb3_connection: None,
+) -> None:
+    """utf8mb4 tables, but a connection that cannot send 4-byte characters: the database
+    refuses them as it does for utf8mb3 tables, with an OperationalError the worker would take
+    for an outage and wait out for ever."""
+    task = raises("no 😀 here: ")
+    (claimed,) = claim_tasks("w:1:a", [], 1)
+
+    execute(claimed, "w:1:a")  # the outcome written once, as the worker's first try does
+
+    record = record_of(task)
+    assert record.status == CompletedTask.Status.FAILED
+    assert "RuntimeError: no \\U0001f600 here: " in record.last_error
+    assert not Task.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_result__too_large_for_one_mysql_packet_with_the_arguments_is_left_out() -> None:
+    """The history row holds the arguments and the result: MySQL/MariaDB refuse a statement
+    larger than ``max_allowed_packet`` (and drop the connection), with an OperationalError the
+    worker would take for an outage and wait out for ever."""
+    if connection.vendor != "mysql":
+        pytest.skip("only MySQL/MariaDB limit the size of a statement")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT @@max_allowed_packet")
+        packet = int(cursor.fetchone()[0])
+    if packet > 32 * 1024 * 1024:
+        pytest.skip("a larger max_allowed_packet than this test should fill")
+    task = echo("x" * (packet * 6 // 10))  # fits alone, not twice
+    (claimed,) = claim_tasks("w:1:a", [], 1)
+
+    execute(claimed, "w:1:a")  # the outcome written once, as the worker's first try does
+
+    record = record_of(task)
+    assert (record.status, record.result) == (CompletedTask.Status.SUCCEEDED, None)
+    assert "The result was not stored" in record.note
+    assert "max_allowed_packet" in record.note
+    assert not Task.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)

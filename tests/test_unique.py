@@ -6,11 +6,13 @@ test_scheduling_processes.py.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, connections, transaction
 
 from background_tasks import enqueue as enqueue_module
 from background_tasks.claims import claim_tasks
@@ -113,6 +115,41 @@ def test_unique__the_call_joins_the_callers_transaction() -> None:
 
     assert again.pk == existing.pk
     assert set(Task.objects.values_list("pk", flat=True)) == {existing.pk, other.pk}
+
+
+@pytest.fixture
+def repeatable_read() -> Iterator[None]:
+    """Connect at REPEATABLE READ (MySQL/MariaDB's own default, not Django's)."""
+    if connection.vendor != "mysql":
+        pytest.skip("the snapshot of a MySQL/MariaDB REPEATABLE READ transaction")
+    options = connection.settings_dict["OPTIONS"]
+    options["isolation_level"] = "repeatable read"
+    connection.close()
+    try:
+        yield
+    finally:
+        del options["isolation_level"]
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unique__at_repeatable_read_a_call_returns_the_task_committed_after_its_snapshot(
+    repeatable_read: None,
+) -> None:
+    def enqueue_elsewhere() -> None:
+        try:
+            tasks.unique_record("k")
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():
+        assert not Task.objects.exists()  # the transaction's snapshot is taken here
+        elsewhere = threading.Thread(target=enqueue_elsewhere)
+        elsewhere.start()
+        elsewhere.join()
+        found = tasks.unique_record("k")
+
+    assert found.pk == Task.objects.get().pk
 
 
 def test_unique__a_rolled_back_call_leaves_the_key_free() -> None:
