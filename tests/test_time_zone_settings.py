@@ -23,7 +23,7 @@ from background_tasks import periodic
 from background_tasks.liveness import register, rescue_lost
 from background_tasks.models import CompletedTask, Schedule, Task, Worker
 from background_tasks.testing import run_tasks
-from background_tasks.timezones import aware
+from background_tasks.timezones import aware, to_db
 from tests.helpers import start_worker
 from tests.testapp import tasks
 from tests.testapp.models import TaskRun
@@ -221,3 +221,51 @@ def test_real_worker__runs_what_is_due_and_leaves_what_is_scheduled() -> None:
     assert proc.returncode == 0, err
     assert list(TaskRun.objects.values_list("key", flat=True)) == ["tz-now"]
     assert Task.objects.get().params["args"] == ["tz-later"]
+
+
+FALL_BACK = datetime(2030, 11, 3, 4, 0, tzinfo=dt_timezone.utc)  # 00:00 EDT, New York
+
+
+def test_cron__an_hourly_schedule_fires_once_per_tick_through_a_repeated_hour() -> None:
+    # New York's clocks go back at 06:00 UTC on 2030-11-03: 01:00-02:00 is shown twice.
+    Schedule.objects.create(
+        name="hourly-through-fall-back",
+        task_name=tasks.no_arguments.name,
+        cron="0 * * * *",
+        time_zone="America/New_York",
+        source=Schedule.Source.ADMIN,
+        next_fire_at=to_db(FALL_BACK),
+    )
+
+    for minute in range(0, 4 * 60 + 1):
+        instant = FALL_BACK + timedelta(minutes=minute, seconds=1)
+        periodic.fire_due(to_db(instant))
+
+    run_at = sorted(Task.objects.values_list("run_at", flat=True))
+    if settings.USE_TZ:
+        # Every tick once, the repeated 01:00 in both passes.
+        assert run_at == [FALL_BACK + timedelta(hours=h) for h in range(5)]
+    else:
+        # Every wall-clock hour once: a naive column cannot tell the two 01:00 apart (nor does
+        # PostgreSQL, which reads it as the second), so the second pass is not fired.
+        assert run_at == [datetime(2030, 11, 3, h) for h in range(4)]
+
+
+def test_repeat__an_hourly_series_runs_once_per_occurrence_through_a_repeated_hour(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [FALL_BACK]
+    monkeypatch.setattr(timezone, "now", lambda: to_db(clock[0]))
+    tasks.send_newsletter(4, repeat=Task.HOURLY, schedule=FALL_BACK)
+
+    ran = 0
+    for minute in range(0, 4 * 60 + 1):
+        clock[0] = FALL_BACK + timedelta(minutes=minute, seconds=1)
+        ran += run_tasks(now=to_db(clock[0]), max_tasks=5)  # a loop shows without running on
+
+    runs = sorted(
+        aware(at).astimezone(dt_timezone.utc)
+        for at in CompletedTask.objects.values_list("run_at", flat=True)
+    )
+    assert len(runs) == len(set(runs)) == ran
+    assert ran in (4, 5)
