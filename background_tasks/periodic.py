@@ -363,9 +363,10 @@ def fire_one(schedule: Schedule, now: datetime) -> Task | None:
     )
     using = router.db_for_write(Schedule)
     with transaction.atomic(using=using):
+        # enabled=True: a pause committed since this worker read the row stops the tick too.
         won = (
             Schedule.objects.using(using)
-            .filter(pk=schedule.pk, next_fire_at=tick)
+            .filter(pk=schedule.pk, next_fire_at=tick, enabled=True)
             .update(next_fire_at=next_tick, **({} if skip else {"last_fired_at": tick}))
         )
         if not won or skip:
