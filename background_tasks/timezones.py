@@ -10,9 +10,12 @@ way into the maths and naive again on the way back, as Django itself reads them.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
 from django.conf import settings
 from django.utils import timezone
+
+UTC = dt_timezone.utc
 
 
 def aware(value: datetime) -> datetime:
@@ -57,3 +60,17 @@ def first_storable(value: datetime) -> datetime:
         else:
             before = middle
     return after
+
+
+def window_start(now: datetime, window: timedelta) -> datetime:
+    """Return the column value ``window`` before ``now``, for "is this older than" tests.
+
+    With ``USE_TZ`` it is ``now - window``. Without it the columns hold wall-clock time, which
+    jumps when the clocks change: forward in spring (a heartbeat written a second before reads
+    an hour old a second after) and back in autumn (the wall time ``window`` earlier, by the
+    instants, is ahead of every value written since). The earlier of the two readings is
+    returned, so that nothing is judged older than it is: around a change, something can only
+    be judged younger, by up to the jump.
+    """
+    # In UTC: within one zone, Python subtracts wall-clock time.
+    return min(now - window, to_db(aware(now).astimezone(UTC) - window))

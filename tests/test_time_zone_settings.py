@@ -269,3 +269,26 @@ def test_repeat__an_hourly_series_runs_once_per_occurrence_through_a_repeated_ho
     )
     assert len(runs) == len(set(runs)) == ran
     assert ran in (4, 5)
+
+
+@pytest.mark.parametrize(
+    "last_heartbeat",
+    [
+        datetime(2030, 3, 10, 6, 59, 55, tzinfo=dt_timezone.utc),  # 01:59:55, clocks go forward
+        datetime(2030, 11, 3, 5, 59, 55, tzinfo=dt_timezone.utc),  # 01:59:55, clocks go back
+    ],
+)
+def test_rescue__a_live_worker_is_not_taken_for_lost_when_the_clocks_change(
+    last_heartbeat: datetime,
+) -> None:
+    # Ten seconds later, New York's wall clock shows 03:00:05 (spring) or 01:00:05 (autumn).
+    now = last_heartbeat + timedelta(seconds=10)
+    task = tasks.send_newsletter(10)
+    register("tests:alive", [], 1)
+    Worker.objects.filter(id="tests:alive").update(last_heartbeat_at=to_db(last_heartbeat))
+    Task.objects.filter(pk=task.pk).update(locked_by="tests:alive", locked_at=to_db(last_heartbeat))
+
+    assert rescue_lost(to_db(now)) == 0
+
+    assert Task.objects.get(pk=task.pk).locked_by == "tests:alive"
+    assert Worker.objects.filter(id="tests:alive").exists()
