@@ -19,7 +19,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from background_tasks import periodic
+from background_tasks import health, periodic
 from background_tasks.liveness import register, rescue_lost
 from background_tasks.models import CompletedTask, Schedule, Task, Worker
 from background_tasks.testing import run_tasks
@@ -292,3 +292,13 @@ def test_rescue__a_live_worker_is_not_taken_for_lost_when_the_clocks_change(
 
     assert Task.objects.get(pk=task.pk).locked_by == "tests:alive"
     assert Worker.objects.filter(id="tests:alive").exists()
+
+
+def test_health__a_heartbeat_just_before_clocks_go_forward_is_fresh_just_after() -> None:
+    last_heartbeat = datetime(2030, 3, 10, 6, 59, 55, tzinfo=dt_timezone.utc)  # 01:59:55
+    register("tests:alive", [], 1)
+    Worker.objects.filter(id="tests:alive").update(last_heartbeat_at=to_db(last_heartbeat))
+
+    result = health.check_workers(to_db(last_heartbeat + timedelta(seconds=10)), [], 60)
+
+    assert result.ok, result
