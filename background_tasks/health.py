@@ -15,6 +15,7 @@ from django.db import DatabaseError, router
 from django.db.models import Min
 
 from .models import Task, Worker
+from .timezones import window_start
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def check_workers(
     """Pass if each of ``queues`` (or, without queues, the queue as a whole) has a worker whose
     last heartbeat is at most ``max_heartbeat_age`` seconds old; only workers on ``host`` count
     when it is given."""
-    fresh_after = now - timedelta(seconds=max_heartbeat_age)
+    fresh_after = window_start(now, timedelta(seconds=max_heartbeat_age))
     workers = Worker.objects.using(router.db_for_write(Worker)).alive(fresh_after)
     if host is not None:
         workers = workers.filter(host=host)

@@ -34,7 +34,7 @@ from .options import options_of
 from .outcomes import Outcome
 from .retry import retry_delay
 from .short_transactions import short_transaction
-from .timezones import aware, to_db
+from .timezones import aware, first_storable, to_db
 
 logger = logging.getLogger("background_tasks")
 
@@ -214,11 +214,17 @@ def _plan_next_occurrence(task: Task, now: datetime) -> tuple[Task | None, str]:
     try:
         anchor = task.repeat_anchor or task.scheduled_at or task.run_at
         due = task.scheduled_at or task.run_at
-        next_at = to_db(
-            timing.next_repeat(
-                aware(anchor), task.repeat, aware(max(due, now)), timezone.get_current_timezone()
+        zone = timezone.get_current_timezone()
+        next_at = timing.next_repeat(aware(anchor), task.repeat, aware(max(due, now)), zone)
+        # Without USE_TZ an occurrence in an hour repeated by a fall-back would read back an
+        # hour early, be ready at once, and be computed again as its own successor: the
+        # series goes on from the end of that second pass (see first_storable).
+        storable = first_storable(next_at)
+        if storable != next_at:
+            next_at = timing.next_repeat(
+                aware(anchor), task.repeat, storable - timedelta(microseconds=1), zone
             )
-        )
+        next_at = to_db(next_at)
     except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
         return None, f"its repeat could not be computed: {isolation.describe(exc)}"
     if task.repeat_until is not None and next_at > task.repeat_until:

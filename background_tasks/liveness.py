@@ -18,6 +18,7 @@ from .conf import app_settings
 from .exceptions import WorkerLost
 from .logs import shown
 from .models import Task, Worker
+from .timezones import window_start
 
 logger = logging.getLogger("background_tasks")
 
@@ -70,7 +71,8 @@ def rescue_lost(now: datetime | None = None) -> int:
     loaded or recorded is quarantined, and the others are rescued all the same.
     """
     now = now or timezone.now()
-    stale_before = now - timedelta(seconds=float(app_settings.RESCUE_AFTER))
+    # A live worker is never taken for lost because the clocks changed (USE_TZ = False).
+    stale_before = window_start(now, timedelta(seconds=float(app_settings.RESCUE_AFTER)))
     lost = list(Worker.objects.lost(stale_before).values_list("id", flat=True))
     alive = Worker.objects.alive(stale_before).values_list("id", flat=True)
     orphaned = (Q(locked_at__lt=stale_before) | Q(locked_at__isnull=True)) & ~Q(locked_by__in=alive)

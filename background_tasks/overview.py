@@ -21,6 +21,7 @@ from . import outcome_hours
 from .conf import app_settings
 from .models import CompletedTask, Schedule, Task, Worker
 from .states import TaskState, state_q
+from .timezones import window_start
 
 SUCCEEDED = str(CompletedTask.Status.SUCCEEDED)
 FAILED = str(CompletedTask.Status.FAILED)
@@ -216,7 +217,7 @@ def latest_failures(limit: int = 10) -> list[Failure]:
 
 def worker_states(now: datetime, running_limit: int = 500) -> list[WorkerState]:
     """Return every registered worker, alive ones first, with the tasks each one holds."""
-    stale_before = now - timedelta(seconds=float(app_settings.RESCUE_AFTER))
+    stale_before = window_start(now, timedelta(seconds=float(app_settings.RESCUE_AFTER)))
     held = (
         Task.objects.using(_using())
         .filter(locked_by__isnull=False)

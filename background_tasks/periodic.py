@@ -30,7 +30,7 @@ from .conf import PREFIX, app_settings
 from .exceptions import DuplicateScheduleName, InvalidTaskError, ScheduleRedefinedWarning
 from .logs import shown
 from .serialization import check_signature, encode_params, params_hash
-from .timezones import aware, to_db
+from .timezones import aware, first_storable, to_db
 
 if TYPE_CHECKING:
     from .models import Schedule, Task
@@ -262,7 +262,16 @@ def zone_of(schedule: Schedule) -> tzinfo:
 
 
 def first_fire(schedule: Schedule, now: datetime) -> datetime:
-    return to_db(timing.next_cron_fire(schedule.cron, zone_of(schedule), aware(now)))
+    """The first tick of ``schedule`` after ``now``, as its ``next_fire_at`` column holds it."""
+    zone = zone_of(schedule)
+    tick = timing.next_cron_fire(schedule.cron, zone, aware(now))
+    # Without USE_TZ a tick in an hour repeated by a fall-back would read back an hour early,
+    # be due at once, and be computed again as its own successor at every check: the ticks of
+    # that second pass are not fired (see first_storable).
+    storable = first_storable(tick)
+    if storable != tick:
+        tick = timing.next_cron_fire(schedule.cron, zone, storable - timedelta(microseconds=1))
+    return to_db(tick)
 
 
 def sync_schedules(now: datetime | None = None) -> None:
@@ -347,18 +356,17 @@ def fire_one(schedule: Schedule, now: datetime) -> Task | None:
     tick = schedule.next_fire_at
     assert tick is not None
     # Missed ticks collapse: the schedule moves to its first tick after now.
-    next_tick = to_db(
-        timing.next_cron_fire(schedule.cron, zone_of(schedule), aware(max(now, tick)))
-    )
+    next_tick = first_fire(schedule, max(now, tick))
     late = (now - tick).total_seconds()
     skip = schedule.catch_up == Schedule.CatchUp.SKIP and late > float(
         app_settings.SCHEDULE_MISFIRE_GRACE
     )
     using = router.db_for_write(Schedule)
     with transaction.atomic(using=using):
+        # enabled=True: a pause committed since this worker read the row stops the tick too.
         won = (
             Schedule.objects.using(using)
-            .filter(pk=schedule.pk, next_fire_at=tick)
+            .filter(pk=schedule.pk, next_fire_at=tick, enabled=True)
             .update(next_fire_at=next_tick, **({} if skip else {"last_fired_at": tick}))
         )
         if not won or skip:

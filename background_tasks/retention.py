@@ -50,8 +50,12 @@ def retention_periods() -> dict[str, timedelta]:
     periods = {}
     for status, name in _RETENTION_SETTINGS.items():
         days = getattr(app_settings, name)
-        if days is not None:
+        if days is None:
+            continue
+        try:
             periods[str(status)] = timedelta(days=float(days))
+        except OverflowError:
+            continue  # longer than any timedelta (inf, say): kept for ever, as None
     return periods
 
 
@@ -124,10 +128,14 @@ def prune_expired(now: datetime | None = None, batch_size: int | None = None) ->
     except DatabaseError as exc:
         logger.warning("event=outcome_hours_error error=%r", exc)
     limit = int(app_settings.PRUNE_BATCH_SIZE if batch_size is None else batch_size)
-    return {
-        status: prune_batch(status, now - kept, limit)
-        for status, kept in retention_periods().items()
-    }
+    deleted = {}
+    for status, kept in retention_periods().items():
+        try:
+            cutoff = now - kept
+        except OverflowError:
+            continue  # before the year 1: nothing finished that long ago
+        deleted[status] = prune_batch(status, cutoff, limit)
+    return deleted
 
 
 class Pruner:

@@ -104,6 +104,12 @@ def test_bad_input__prune_needs_older_than() -> None:
         run("prune")
 
 
+@pytest.mark.django_db
+def test_bad_input__prune_older_than_before_the_year_one_is_an_error_not_a_traceback() -> None:
+    with pytest.raises(CommandError, match=r"--older-than 999999: .* before the year 1"):
+        run("prune", "--older-than", "999999")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_command_line__exits_non_zero_on_bad_value_and_unknown_id() -> None:
     bad_value = run_command("background_tasks", "cancel", "abc")

@@ -8,7 +8,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from background_tasks import periodic
+from background_tasks import periodic, schedule_control
 from background_tasks.decorator import background
 from background_tasks.exceptions import (
     DuplicateScheduleName,
@@ -221,6 +221,17 @@ def test_fire_one__a_worker_holding_a_stale_copy_enqueues_nothing() -> None:
     assert periodic.fire_one(stale_copy, NOW) is None
 
     assert Task.objects.count() == 1
+
+
+def test_fire_one__a_schedule_paused_after_a_worker_read_it_does_not_fire() -> None:
+    read_by_a_worker = _schedule()
+    assert schedule_control.pause(Schedule.objects.get(pk=read_by_a_worker.pk), NOW).changed
+
+    assert periodic.fire_one(read_by_a_worker, NOW + timedelta(seconds=1)) is None
+
+    assert Task.objects.count() == 0
+    paused = Schedule.objects.get(pk=read_by_a_worker.pk)
+    assert (paused.enabled, paused.next_fire_at, paused.last_fired_at) == (False, NOW, None)
 
 
 def test_fire_due__after_downtime_runs_once_and_returns_to_the_grid() -> None:

@@ -129,6 +129,21 @@ def test_prune_expired__keeps_a_status_whose_retention_is_none() -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("days", [float("inf"), 10**6])
+def test_prune_expired__a_retention_reaching_before_the_year_one_keeps_everything(
+    days: float,
+) -> None:
+    # Both pass the system check (numbers >= 0); a pass must not raise and stop the worker.
+    history(FAILED, timedelta(days=3650), count=3)
+
+    with override_settings(BACKGROUND_TASKS_RETAIN_FAILED_DAYS=days):
+        assert not [e for e in check_settings() if "RETAIN_FAILED_DAYS" in e.msg]
+        assert retention.prune_expired() == {"succeeded": 0, "cancelled": 0}
+
+    assert remaining(FAILED) == 3
+
+
+@pytest.mark.django_db
 def test_prune_batch__deletes_at_most_the_batch_size_oldest_first() -> None:
     now = timezone.now()
     ids = history(SUCCEEDED, timedelta(days=10), count=7, now=now)

@@ -19,11 +19,11 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from background_tasks import periodic
+from background_tasks import health, periodic
 from background_tasks.liveness import register, rescue_lost
 from background_tasks.models import CompletedTask, Schedule, Task, Worker
 from background_tasks.testing import run_tasks
-from background_tasks.timezones import aware
+from background_tasks.timezones import aware, to_db
 from tests.helpers import start_worker
 from tests.testapp import tasks
 from tests.testapp.models import TaskRun
@@ -221,3 +221,84 @@ def test_real_worker__runs_what_is_due_and_leaves_what_is_scheduled() -> None:
     assert proc.returncode == 0, err
     assert list(TaskRun.objects.values_list("key", flat=True)) == ["tz-now"]
     assert Task.objects.get().params["args"] == ["tz-later"]
+
+
+FALL_BACK = datetime(2030, 11, 3, 4, 0, tzinfo=dt_timezone.utc)  # 00:00 EDT, New York
+
+
+def test_cron__an_hourly_schedule_fires_once_per_tick_through_a_repeated_hour() -> None:
+    # New York's clocks go back at 06:00 UTC on 2030-11-03: 01:00-02:00 is shown twice.
+    Schedule.objects.create(
+        name="hourly-through-fall-back",
+        task_name=tasks.no_arguments.name,
+        cron="0 * * * *",
+        time_zone="America/New_York",
+        source=Schedule.Source.ADMIN,
+        next_fire_at=to_db(FALL_BACK),
+    )
+
+    for minute in range(0, 4 * 60 + 1):
+        instant = FALL_BACK + timedelta(minutes=minute, seconds=1)
+        periodic.fire_due(to_db(instant))
+
+    run_at = sorted(Task.objects.values_list("run_at", flat=True))
+    if settings.USE_TZ:
+        # Every tick once, the repeated 01:00 in both passes.
+        assert run_at == [FALL_BACK + timedelta(hours=h) for h in range(5)]
+    else:
+        # Every wall-clock hour once: a naive column cannot tell the two 01:00 apart (nor does
+        # PostgreSQL, which reads it as the second), so the second pass is not fired.
+        assert run_at == [datetime(2030, 11, 3, h) for h in range(4)]
+
+
+def test_repeat__an_hourly_series_runs_once_per_occurrence_through_a_repeated_hour(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [FALL_BACK]
+    monkeypatch.setattr(timezone, "now", lambda: to_db(clock[0]))
+    tasks.send_newsletter(4, repeat=Task.HOURLY, schedule=FALL_BACK)
+
+    ran = 0
+    for minute in range(0, 4 * 60 + 1):
+        clock[0] = FALL_BACK + timedelta(minutes=minute, seconds=1)
+        ran += run_tasks(now=to_db(clock[0]), max_tasks=5)  # a loop shows without running on
+
+    runs = sorted(
+        aware(at).astimezone(dt_timezone.utc)
+        for at in CompletedTask.objects.values_list("run_at", flat=True)
+    )
+    assert len(runs) == len(set(runs)) == ran
+    assert ran in (4, 5)
+
+
+@pytest.mark.parametrize(
+    "last_heartbeat",
+    [
+        datetime(2030, 3, 10, 6, 59, 55, tzinfo=dt_timezone.utc),  # 01:59:55, clocks go forward
+        datetime(2030, 11, 3, 5, 59, 55, tzinfo=dt_timezone.utc),  # 01:59:55, clocks go back
+    ],
+)
+def test_rescue__a_live_worker_is_not_taken_for_lost_when_the_clocks_change(
+    last_heartbeat: datetime,
+) -> None:
+    # Ten seconds later, New York's wall clock shows 03:00:05 (spring) or 01:00:05 (autumn).
+    now = last_heartbeat + timedelta(seconds=10)
+    task = tasks.send_newsletter(10)
+    register("tests:alive", [], 1)
+    Worker.objects.filter(id="tests:alive").update(last_heartbeat_at=to_db(last_heartbeat))
+    Task.objects.filter(pk=task.pk).update(locked_by="tests:alive", locked_at=to_db(last_heartbeat))
+
+    assert rescue_lost(to_db(now)) == 0
+
+    assert Task.objects.get(pk=task.pk).locked_by == "tests:alive"
+    assert Worker.objects.filter(id="tests:alive").exists()
+
+
+def test_health__a_heartbeat_just_before_clocks_go_forward_is_fresh_just_after() -> None:
+    last_heartbeat = datetime(2030, 3, 10, 6, 59, 55, tzinfo=dt_timezone.utc)  # 01:59:55
+    register("tests:alive", [], 1)
+    Worker.objects.filter(id="tests:alive").update(last_heartbeat_at=to_db(last_heartbeat))
+
+    result = health.check_workers(to_db(last_heartbeat + timedelta(seconds=10)), [], 60)
+
+    assert result.ok, result

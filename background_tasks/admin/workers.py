@@ -19,6 +19,7 @@ from django.utils.translation import ngettext
 
 from ..conf import app_settings
 from ..models import Task, Worker, WorkerQuerySet
+from ..timezones import window_start
 
 if TYPE_CHECKING:
     WorkerModelAdmin = admin.ModelAdmin[Worker]
@@ -27,7 +28,7 @@ else:
 
 
 def _stale_before() -> datetime:
-    return timezone.now() - timedelta(seconds=float(app_settings.RESCUE_AFTER))
+    return window_start(timezone.now(), timedelta(seconds=float(app_settings.RESCUE_AFTER)))
 
 
 def _is_alive(worker: Worker) -> bool:

@@ -23,6 +23,7 @@ from background_tasks.health import check as health_check
 from background_tasks.models import CompletedTask, Task, TaskState, Worker
 from background_tasks.options import options_of
 from background_tasks.registry import registry
+from background_tasks.timezones import window_start
 
 from . import _output
 from ._args import COMPLETED_STATUSES, non_empty, positive_float, seconds
@@ -147,7 +148,7 @@ def tasks(command: Command, now: datetime, options: dict[str, Any]) -> None:
 def workers(command: Command, now: datetime, options: dict[str, Any]) -> None:
     """Describe every registered worker; "lost" ones missed heartbeats for RESCUE_AFTER."""
     db = operations.using()
-    stale_before = now - timedelta(seconds=float(app_settings.RESCUE_AFTER))
+    stale_before = window_start(now, timedelta(seconds=float(app_settings.RESCUE_AFTER)))
     running = dict(
         Task.objects.using(db)
         .locked()

@@ -269,7 +269,12 @@ class Command(BaseCommand):
         self._fail_on_unknown(unknown, "completed task")
 
     def _prune(self, now: datetime, options: dict[str, Any]) -> None:
-        cutoff = now - timedelta(days=options["older_than"])
+        try:
+            cutoff = now - timedelta(days=options["older_than"])
+        except OverflowError:
+            raise CommandError(
+                f"--older-than {options['older_than']:g}: that many days ago is before the year 1."
+            ) from None
         statuses = sorted(set(options["status"]))
         what = f"{'/'.join(statuses) or 'completed'} tasks finished before {_output.when(cutoff)}"
         if options["dry_run"]:
