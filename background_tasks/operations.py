@@ -26,7 +26,7 @@ from django.utils import timezone
 from . import isolation, lifecycle
 from .enqueue import insert_task
 from .logs import shown
-from .models import CompletedTask, Task
+from .models import QUARANTINED, CompletedTask, Task
 from .wakeup import notify_ready
 
 logger = logging.getLogger("background_tasks")
@@ -71,6 +71,9 @@ class Outcome:
     done: list[int] = field(default_factory=list)
     #: Held by a worker (locked_by set): cancel asks it to stop; run-now leaves it alone.
     running: list[int] = field(default_factory=list)
+    #: Set aside (``locked_by = 'quarantined'``): no worker runs it, so there is nothing to
+    #: cancel or make ready; it is left alone for an operator to fix and release, or delete.
+    quarantined: list[int] = field(default_factory=list)
     #: Locked by another transaction at this moment: skipped, not waited for.
     busy: list[int] = field(default_factory=list)
     #: run-now only: already ready, left in place.
@@ -108,7 +111,8 @@ def cancel(ids: Sequence[int], reason: str = "Cancelled by an operator.") -> Out
             lock_free(Task.objects.using(db).filter(pk__in=ids)).values_list("id", "locked_by")
         )
         waiting = [pk for pk in ids if pk in free and free[pk] is None]
-        running = [pk for pk in ids if pk in free and free[pk] is not None]
+        outcome.quarantined = [pk for pk in ids if pk in free and free[pk] == QUARANTINED]
+        running = [pk for pk in ids if pk in free and free[pk] not in (None, QUARANTINED)]
         if waiting:
             cancel_waiting(waiting, reason)
         if running:
@@ -149,6 +153,7 @@ def request_cancel(task_ids: list[int]) -> int:
     db = using()
     with transaction.atomic(using=db):
         running = Task.objects.using(db).filter(pk__in=task_ids, locked_by__isnull=False)
+        running = running.exclude(locked_by=QUARANTINED)  # nothing runs them to see it
         ids = list(lock_free(running).values_list("pk", flat=True))
         return Task.objects.using(db).filter(pk__in=ids).update(cancel_requested_at=timezone.now())
 
@@ -168,7 +173,10 @@ def run_now(ids: Sequence[int], now: datetime | None = None) -> Outcome:
             )
         }
         waiting = [pk for pk in ids if pk in free and free[pk][0] is None]
-        outcome.running = [pk for pk in ids if pk in free and free[pk][0] is not None]
+        outcome.quarantined = [pk for pk in ids if pk in free and free[pk][0] == QUARANTINED]
+        outcome.running = [
+            pk for pk in ids if pk in free and free[pk][0] not in (None, QUARANTINED)
+        ]
         outcome.done = [pk for pk in waiting if free[pk][1] > now]
         outcome.unchanged = [pk for pk in waiting if free[pk][1] <= now]
         if outcome.done:

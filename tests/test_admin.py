@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from background_tasks.admin import CompletedTaskAdmin, ScheduleAdmin, TaskAdmin, WorkerAdmin
 from background_tasks.conf import app_settings
-from background_tasks.models import CompletedTask, Schedule, Task, Worker
+from background_tasks.models import QUARANTINED, CompletedTask, Schedule, Task, Worker
 from tests.fixtures import StaffLogin, row_locked_elsewhere
 from tests.testapp.models import TaskRun
 
@@ -569,6 +569,48 @@ def test_run_now_action__skips_tasks_a_worker_holds_and_says_how_many(
         "1 task will run now.",
         "1 task skipped: a worker is running it, or it finished.",
     ]
+
+
+def make_quarantined() -> Task:
+    return make_task(
+        locked_by=QUARANTINED, locked_at=timezone.now(), last_error="its result was refused"
+    )
+
+
+@pytest.mark.parametrize("action", ["run_now", "cancel"])
+def test_run_now_and_cancel_actions__leave_a_quarantined_task_alone_and_say_so(
+    admin_client: Client, action: str
+) -> None:
+    quarantined = make_quarantined()
+
+    response = post_action(admin_client, "task", action, [quarantined])
+
+    quarantined.refresh_from_db()
+    assert (quarantined.locked_by, quarantined.cancel_requested_at) == (QUARANTINED, None)
+    assert not CompletedTask.objects.exists()
+    [*_, said] = messages_of(response)
+    assert said.startswith("1 task skipped: it is quarantined, and no worker will run it.")
+
+
+def test_quarantined_task__its_page_says_why_and_offers_delete(admin_client: Client) -> None:
+    quarantined = make_quarantined()
+
+    page = admin_client.get(admin_url("task", "change", quarantined.pk))
+    assert any(m.startswith("This task is quarantined") for m in messages_of(page))
+    assert admin_url("task", "delete", quarantined.pk) in page.content.decode()
+
+    response = admin_client.post(admin_url("task", "delete", quarantined.pk), {"post": "yes"})
+    assert response.status_code == 302
+    assert not Task.objects.filter(pk=quarantined.pk).exists()
+
+
+def test_quarantined_task__deleted_only_while_still_quarantined() -> None:
+    task = make_quarantined()
+    Task.objects.filter(pk=task.pk).update(locked_by=None)  # released meanwhile, by hand
+
+    TaskAdmin(Task, admin.site).delete_model(None, task)  # type: ignore[arg-type]
+
+    assert Task.objects.filter(pk=task.pk).exists()
 
 
 def test_cancel_action__records_waiting_task_as_cancelled(admin_client: Client) -> None:

@@ -810,3 +810,20 @@ def test_prune__never_touches_live_tasks() -> None:
     run("prune", "--older-than", "0")
 
     assert Task.objects.count() == 1
+
+
+@pytest.mark.parametrize("action", ["cancel", "run-now"])
+def test_cancel_and_run_now__leave_a_quarantined_task_alone_and_say_so(action: str) -> None:
+    task = Task.objects.create(
+        task_name="tests.testapp.tasks.record",
+        params={"args": ["k"], "kwargs": {}},
+        locked_by=QUARANTINED,
+        locked_at=timezone.now(),
+    )
+
+    out = run(action, str(task.pk))
+
+    task.refresh_from_db()
+    assert (task.locked_by, task.cancel_requested_at) == (QUARANTINED, None)
+    said = "Skipped (quarantined: no worker runs it; fix the row and release it, or delete it)"
+    assert f"{said}: {task.pk}" in out

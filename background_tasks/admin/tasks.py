@@ -19,7 +19,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from .. import lifecycle, operations
-from ..models import Task, TaskQuerySet
+from ..models import QUARANTINED, Task, TaskQuerySet
 from ..states import STATE_ALIASES, TaskState
 from .dashboard import DashboardUrls
 from .display import TaskColumns, badge
@@ -157,7 +157,18 @@ class TaskAdmin(DashboardUrls, TaskColumns, TaskModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Task | None = None) -> bool:
-        return False
+        # Only a quarantined row, which no worker will ever run or record: deleting it is the
+        # operator's way to be rid of one. Every other task ends through a worker or a cancel,
+        # with a record in the completed tasks.
+        return (
+            obj is not None
+            and obj.locked_by == QUARANTINED
+            and super().has_delete_permission(request, obj)
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Task) -> None:
+        # Fenced: a row released meanwhile (and perhaps claimed since) is left alone.
+        Task.objects.using(operations.using()).filter(pk=obj.pk, locked_by=QUARANTINED).delete()
 
     def get_readonly_fields(self, request: HttpRequest, obj: Task | None = None) -> Any:
         if obj is None or obj.is_locked:
@@ -178,8 +189,14 @@ class TaskAdmin(DashboardUrls, TaskColumns, TaskModelAdmin):
             if request.method == "GET":
                 self.message_user(
                     request,
-                    _("A worker is running this task: it cannot be changed."),
-                    messages.INFO,
+                    _(
+                        "This task is quarantined: no worker will run it (the reason is its "
+                        "last error). Fix the row in the database and set its locked_by back "
+                        "to NULL to run it again, or delete it."
+                    )
+                    if obj.locked_by == QUARANTINED
+                    else _("A worker is running this task: it cannot be changed."),
+                    messages.WARNING if obj.locked_by == QUARANTINED else messages.INFO,
                 )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -224,8 +241,9 @@ class TaskAdmin(DashboardUrls, TaskColumns, TaskModelAdmin):
             % {"count": done},
             messages.SUCCESS,
         )
-        if len(ids) > done:
-            self._report_skipped(request, len(ids) - done)
+        self._report_quarantined(request, len(outcome.quarantined))
+        if len(ids) > done + len(outcome.quarantined):
+            self._report_skipped(request, len(ids) - done - len(outcome.quarantined))
 
     @admin.action(permissions=["change"], description=_("Cancel selected %(verbose_name_plural)s"))
     def cancel(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
@@ -258,7 +276,8 @@ class TaskAdmin(DashboardUrls, TaskColumns, TaskModelAdmin):
                 % {"count": requested},
                 messages.SUCCESS,
             )
-        untouched = len(ids) - cancelled - requested
+        self._report_quarantined(request, len(outcome.quarantined))
+        untouched = len(ids) - cancelled - requested - len(outcome.quarantined)
         if untouched > 0:
             self.message_user(
                 request,
@@ -270,6 +289,21 @@ class TaskAdmin(DashboardUrls, TaskColumns, TaskModelAdmin):
                     untouched,
                 )
                 % {"count": untouched},
+                messages.WARNING,
+            )
+
+    def _report_quarantined(self, request: HttpRequest, count: int) -> None:
+        if count:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d task skipped: it is quarantined, and no worker will run it. Open "
+                    "it to see why; fix it and release it, or delete it.",
+                    "%(count)d tasks skipped: they are quarantined, and no worker will run "
+                    "them. Open each to see why; fix it and release it, or delete it.",
+                    count,
+                )
+                % {"count": count},
                 messages.WARNING,
             )
 

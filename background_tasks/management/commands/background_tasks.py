@@ -24,6 +24,7 @@ from . import _args, _output, _reports
 
 CANCEL_REQUESTED = "Running; cancel requested (the task stops when it next checks is_cancelled())"
 BUSY = "Skipped (locked by another transaction; try again)"
+QUARANTINED = "Skipped (quarantined: no worker runs it; fix the row and release it, or delete it)"
 
 
 class Command(BaseCommand):
@@ -231,6 +232,7 @@ class Command(BaseCommand):
         outcome = operations.cancel(options["ids"])
         self._report(outcome.done, "Cancelled", self.style.SUCCESS)
         self._report(outcome.running, CANCEL_REQUESTED, self.style.SUCCESS)
+        self._report(outcome.quarantined, QUARANTINED, self.style.WARNING)
         self._report(outcome.busy, BUSY, self.style.WARNING)
         self._report_finished(outcome)
         self._fail_on_unknown(outcome.unknown, "task")
@@ -240,6 +242,7 @@ class Command(BaseCommand):
         self._report(outcome.done, "Made ready now", self.style.SUCCESS)
         self._report(outcome.unchanged, "Already ready, left in place", self.style.SUCCESS)
         self._report(outcome.running, "Skipped (running on a worker)", self.style.WARNING)
+        self._report(outcome.quarantined, QUARANTINED, self.style.WARNING)
         self._report(outcome.busy, BUSY, self.style.WARNING)
         self._report_finished(outcome)
         self._fail_on_unknown(outcome.unknown, "task")
