@@ -29,6 +29,7 @@ from background_tasks.isolation import QUARANTINED
 from background_tasks.models import CompletedTask, Task
 from background_tasks.worker import Worker
 from tests.fixtures import refuse_archiving
+from tests.test_isolation import make, make_unloadable
 from tests.testapp import tasks
 from tests.testapp.models import TaskRun
 
@@ -52,6 +53,17 @@ def test_busy_runner__claims_and_runs_each_next_task_itself(
     assert CompletedTask.objects.succeeded().count() == 3
     assert not Task.objects.exists()
     assert first.pk not in {pk for claim in runner_claims for pk in claim}
+
+
+def test_claim_for_two_threads_with_an_unloadable_row__each_claimed_task_runs_once() -> None:
+    make(priority=10, params={"args": ["best"], "kwargs": {}})
+    bad = make_unloadable(priority=0)
+
+    # The main thread claims for both idle threads: the best priority's row, then the next's.
+    assert Worker(burst=True, sleep=60, concurrency=2).run() == 0
+
+    assert runs("best") == 1
+    assert Task.objects.filter(pk=bad).values_list("locked_by", flat=True).get() == QUARANTINED
 
 
 def test_fencing__an_outcome_is_dropped_when_the_row_was_taken_and_the_next_task_still_runs(
