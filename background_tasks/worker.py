@@ -328,7 +328,7 @@ class Worker:
             self._inbox.put(task)
         return len(tasks) == free, not tasks and not self._busy()
 
-    def _release_lost_claims(self) -> None:
+    def _release_lost_claims(self) -> int:
         """Release rows held by this worker that no runner has: claims whose reply was lost.
 
         After a database error the worker cannot tell whether its last claim committed. Rows it
@@ -340,7 +340,7 @@ class Worker:
                 # A runner's claim is still in flight (a slow database): look again next loop.
                 self._releasing = False
                 self._gate.notify_all()
-                return
+                return 0
             self._claims_uncertain = False
             running = list(self._running)
         try:
@@ -355,6 +355,7 @@ class Worker:
                 self._gate.notify_all()
         if released:
             logger.warning("event=lost_claims_released worker=%s count=%s", self.id, released)
+        return released
 
     # -- what runner threads ask (runner.py) ------------------------------------------------
 
@@ -587,6 +588,10 @@ class Worker:
             released += lifecycle.hand_back(
                 [task for task in leftovers if task.pk not in unstarted_ids], self.id
             )
+            if self._claims_uncertain:
+                # A claim whose reply was lost, that the loop ended before looking for: held
+                # by nobody, it would wait for a rescue, which counts an attempt never run.
+                released += self._release_lost_claims()
             liveness.unregister(self.id)
         except _DB_ERRORS as exc:
             logger.error("event=shutdown_db_error worker=%s error=%r", self.id, exc)

@@ -179,6 +179,38 @@ def test_outage_in_the_shared_transaction__no_task_runs_twice_and_none_is_lost(
     assert not Task.objects.exists()
 
 
+def test_stop_right_after_a_lost_reply_at_commit__the_claim_is_released_uncounted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The main thread has not looked for the lost claim yet when the stop ends its loop: the
+    shutdown does, or the row would stay held until a rescue counted an attempt never run."""
+    tasks.record("first")
+    second = tasks.record("second")
+    worker = Worker(sleep=60)
+    real = lifecycle.shared_transaction
+    failures: list[int] = []
+
+    @contextmanager
+    def committed_then_lost(using: str) -> Iterator[list[Callable[[], None]]]:
+        with real(using) as pending:
+            yield pending
+        if not failures:
+            failures.append(1)
+            worker.request_stop()
+            raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(runner_module.lifecycle, "shared_transaction", committed_then_lost)
+
+    assert worker.run() == 0
+
+    assert failures == [1]
+    assert runs("first") == 1
+    assert runs("second") == 0
+    assert CompletedTask.objects.filter(task_id=second.pk).count() == 0
+    left = Task.objects.get(pk=second.pk)
+    assert (left.locked_by, left.attempts) == (None, 0)
+
+
 def test_claimed_as_the_worker_begins_to_stop__the_next_task_is_handed_back_unstarted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
