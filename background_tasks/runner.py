@@ -289,7 +289,7 @@ def write_held_by_main(worker: Worker, runner: Runner, using: str, window: float
                 outcome.write()
     except _DB_ERRORS as exc:
         if not (isolation.is_database_fault(exc) or is_missing_table(exc)):
-            logger.error("event=shared_transaction_error worker=%s error=%r", shown(worker.id), exc)
+            logger.exception("event=shared_transaction_error worker=%s", shown(worker.id))
             runner.held.restore(held, to_runner=True)
             return
         runner.held.restore(held)
