@@ -126,10 +126,10 @@ class Runner:
             try:
                 worker._until_db_ok(lambda: lifecycle.release([task], worker.id))
             except _DB_ERRORS:
-                # Left held: once this worker exits, rescue releases the row.
                 logger.exception(
                     "event=release_failed worker=%s task_id=%s", shown(worker.id), task.pk
                 )
+                worker._claims_uncertain = True  # the shutdown looks for it again
             return False
         return True
 

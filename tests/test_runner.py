@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from django.apps import apps
-from django.db import OperationalError, connection
+from django.db import DataError, OperationalError, connection
 from django.db.models import CASCADE, SET_NULL, ForeignKey, Model
 
 from background_tasks import lifecycle, signals
@@ -229,6 +229,38 @@ def test_claimed_as_the_worker_begins_to_stop__the_next_task_is_handed_back_unst
     assert worker.run() == 0
 
     assert runs("first") == 1
+    assert runs("second") == 0
+    handed_back = Task.objects.get(pk=second.pk)
+    assert (handed_back.locked_by, handed_back.attempts) == (None, 0)
+
+
+def test_hand_back_of_a_task_claimed_as_the_worker_stops_failing__the_shutdown_releases_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tasks.record("first")
+    second = tasks.record("second")
+    worker = Worker(sleep=60)
+    claim = runner_module.claim_tasks
+    release = lifecycle.release
+    refused: list[int] = []
+
+    def claim_then_stop(*args: Any, **kwargs: Any) -> list[Task]:
+        claimed = claim(*args, **kwargs)
+        worker.request_stop()
+        return claimed
+
+    def refused_once(tasks_: list[Task], worker_id: str) -> int:
+        if not refused:
+            refused.append(1)
+            raise DataError("refused (as the database would say)")
+        return release(tasks_, worker_id)
+
+    monkeypatch.setattr(runner_module, "claim_tasks", claim_then_stop)
+    monkeypatch.setattr(lifecycle, "release", refused_once)
+
+    assert worker.run() == 0
+
+    assert refused == [1]
     assert runs("second") == 0
     handed_back = Task.objects.get(pk=second.pk)
     assert (handed_back.locked_by, handed_back.attempts) == (None, 0)
