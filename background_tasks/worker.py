@@ -241,7 +241,9 @@ class Worker:
                     # precisely because the database failed, and would make this a busy loop.
                     self._wait_out(pause, deadline)
                     continue
-                if self.burst and idle:
+                if self.burst and idle and not self._claims_uncertain:
+                    # Not while a runner's claim may have committed unseen: its rows, held by
+                    # nobody, are released and claimed again first.
                     break
                 if not got_full_batch or self._free_slots() == 0:
                     self._wait(self.sleep, deadline)

@@ -211,6 +211,62 @@ def test_stop_right_after_a_lost_reply_at_commit__the_claim_is_released_uncounte
     assert (left.locked_by, left.attempts) == (None, 0)
 
 
+def test_burst_right_after_a_lost_reply_at_commit__the_claim_is_released_and_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The main thread's claim for its idle thread finds nothing (the lost claim holds the
+    row) and its runner is done: before it takes the worker for idle, it looks for the claim."""
+    tasks.record("first")
+    worker = Worker(burst=True, sleep=60, concurrency=2)
+    committed, finished = threading.Event(), threading.Event()
+    real = lifecycle.shared_transaction
+    claim = worker_module.claim_tasks
+    main_claims: list[int] = []
+
+    def enqueue_and_wake(sender: str, task: Task, **kwargs: Any) -> None:
+        if task.params["args"] == ["first"]:
+            tasks.record("second")
+            worker._wake.ring()  # as a poll or a NOTIFY would
+
+    @contextmanager
+    def committed_then_lost(using: str) -> Iterator[list[Callable[[], None]]]:
+        with real(using) as pending:
+            yield pending
+        if not committed.is_set():
+            committed.set()
+            raise OperationalError("server closed the connection unexpectedly")
+
+    def claim_as_the_runner_ends(*args: Any, **kwargs: Any) -> list[Task]:
+        main_claims.append(1)
+        if len(main_claims) == 2:  # the claim for the idle thread, while "first" ends
+            assert committed.wait(10)
+            claimed = claim(*args, **kwargs)
+            assert finished.wait(10)
+            return claimed
+        return claim(*args, **kwargs)
+
+    finish = worker._finished
+
+    def finished_then_noted(task: Task) -> None:
+        finish(task)
+        if task.params["args"] == ["first"]:
+            finished.set()
+
+    monkeypatch.setattr(runner_module.lifecycle, "shared_transaction", committed_then_lost)
+    monkeypatch.setattr(worker_module, "claim_tasks", claim_as_the_runner_ends)
+    monkeypatch.setattr(worker, "_finished", finished_then_noted)
+    signals.task_started.connect(enqueue_and_wake, dispatch_uid="test-enqueue-and-wake")
+    try:
+        assert worker.run() == 0
+    finally:
+        signals.task_started.disconnect(dispatch_uid="test-enqueue-and-wake")
+
+    assert committed.is_set()
+    assert [runs("first"), runs("second")] == [1, 1]
+    assert [r.attempts for r in CompletedTask.objects.all()] == [1, 1]
+    assert not Task.objects.exists()
+
+
 def test_claimed_as_the_worker_begins_to_stop__the_next_task_is_handed_back_unstarted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
