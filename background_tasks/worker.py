@@ -31,6 +31,7 @@ from django.db import (
     connections,
     router,
 )
+from django.db.models import Q
 
 from . import __version__, lifecycle, liveness, logs, periodic, retention
 from .claims import claim_tasks
@@ -344,10 +345,16 @@ class Worker:
                 self._gate.notify_all()
                 return 0
             self._claims_uncertain = False
-            running = list(self._running)
+            running = list(self._running.values())
         try:
             held = Task.objects.using(router.db_for_write(Task)).filter(locked_by=self.id)
-            released = lifecycle.release(list(held.exclude(pk__in=running)), self.id)
+            # By claim, not by id: the lost claim may have taken again the row of a retry due
+            # at once, whose attempt is still being recorded (that task is running yet).
+            ran = Q()
+            for task in running:
+                ran |= Q(pk=task.pk, locked_at=task.locked_at)
+            lost = held.exclude(ran) if running else held
+            released = lifecycle.release(list(lost.only("id", "locked_at")), self.id)
         except BaseException:
             self._claims_uncertain = True
             raise

@@ -267,6 +267,51 @@ def test_burst_right_after_a_lost_reply_at_commit__the_claim_is_released_and_run
     assert not Task.objects.exists()
 
 
+def test_lost_reply_after_a_retry_reclaimed_its_row__the_main_thread_releases_the_new_claim(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The main thread looks for lost claims while the runner still writes the retry again: the
+    row's id is still among the running tasks, but it is held by the lost claim, not by the
+    attempt that ran."""
+    task = tasks.fails_until("retried", 1)
+    worker = Worker(burst=True, sleep=60)
+    real = lifecycle.shared_transaction
+    lost, looked = threading.Event(), threading.Event()
+
+    @contextmanager
+    def committed_then_lost(using: str) -> Iterator[list[Callable[[], None]]]:
+        with real(using) as pending:
+            yield pending
+        if not lost.is_set():
+            lost.set()
+            raise OperationalError("server closed the connection unexpectedly")
+
+    claimed_by_runner = worker._claimed_by_runner
+    release_lost_claims = worker._release_lost_claims
+
+    def claimed_then_wait(claimed: list[Task], reserved: int) -> None:
+        claimed_by_runner(claimed, reserved)
+        if lost.is_set() and not looked.is_set():
+            worker._wake.ring()  # the main thread looks before this runner goes on
+            assert looked.wait(10)
+
+    def release_then_note() -> int:
+        released = release_lost_claims()
+        looked.set()
+        return released
+
+    monkeypatch.setattr(runner_module.lifecycle, "shared_transaction", committed_then_lost)
+    monkeypatch.setattr(worker, "_claimed_by_runner", claimed_then_wait)
+    monkeypatch.setattr(worker, "_release_lost_claims", release_then_note)
+
+    assert worker.run() == 0
+
+    assert lost.is_set() and looked.is_set()
+    assert runs("retried") == 2
+    assert CompletedTask.objects.get(task_id=task.pk).attempts == 2
+    assert not Task.objects.exists()
+
+
 def test_claimed_as_the_worker_begins_to_stop__the_next_task_is_handed_back_unstarted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
