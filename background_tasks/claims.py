@@ -272,11 +272,15 @@ def claim_tasks(
     now = now or timezone.now()
     order = "-priority" if app_settings.priority_descending else "priority"
     claimed: list[Task] = []
+    taken: set[int] = set()
     while limit > 0:
         # One statement claims rows of one priority (see top_level_cte_sql), best first: when
         # it found fewer than asked, the next priority may have more. Claimed rows and rows set
         # aside are no longer claimable, so this loop ends.
         ids, rows = _claim(using, worker_id, queues, limit, now, shared)
+        # A reply that could not be read is found again by the claim's stamp (_held_since),
+        # which the earlier statements of this claim share: their rows are taken already.
+        ids = [pk for pk in ids if pk not in taken]
         if not ids:
             break
         if rows is None:
@@ -286,6 +290,7 @@ def claim_tasks(
         else:
             loaded = keep_complete(sorted(rows, key=_run_order), worker_id)
         claimed.extend(loaded)
+        taken.update(ids)
         limit -= len(ids) if len(loaded) == len(ids) else len(loaded)
     return claimed
 

@@ -45,6 +45,7 @@ from .execution import execute
 from .held_outcomes import HeldOutcome, HeldOutcomes
 from .logs import shown
 from .models import Task
+from .outage import is_missing_table
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -125,10 +126,10 @@ class Runner:
             try:
                 worker._until_db_ok(lambda: lifecycle.release([task], worker.id))
             except _DB_ERRORS:
-                # Left held: once this worker exits, rescue releases the row.
                 logger.exception(
                     "event=release_failed worker=%s task_id=%s", shown(worker.id), task.pk
                 )
+                worker._claims_uncertain = True  # the shutdown looks for it again
             return False
         return True
 
@@ -271,11 +272,13 @@ def write_held_by_main(worker: Worker, runner: Runner, using: str, window: float
     """The main thread: write what ``runner`` has held ``window`` seconds or more, in one
     transaction.
 
-    One try, so that nothing keeps the main thread from its loop (a stop, its heartbeats):
-    after a database error the outcomes go back to the runner and the error is raised, for the
-    loop's pause and a try after it; after any other error they are left to the runner, which
-    writes them with its next outcome (one by one if need be). The outcomes' signals are sent
-    from a thread of their own: a slow receiver must not hold up the heartbeats.
+    One try, so that nothing keeps the main thread from its loop (a stop, its heartbeats,
+    claims for idle runners): after an outage (or a missing table) the outcomes go back to the
+    runner and the error is raised, for the loop's pause and a try after it; after any other
+    error (a value the database refuses: trying again would fail alike) they are left to the
+    runner, which writes them with its next outcome (one by one if need be). The outcomes'
+    signals are sent from a thread of their own: a slow receiver must not hold up the
+    heartbeats.
     """
     held = runner.held.take_overdue(window)
     if not held:
@@ -284,7 +287,11 @@ def write_held_by_main(worker: Worker, runner: Runner, using: str, window: float
         with lifecycle.shared_transaction(using) as pending:
             for outcome in held:
                 outcome.write()
-    except _DB_ERRORS:
+    except _DB_ERRORS as exc:
+        if not (isolation.is_database_fault(exc) or is_missing_table(exc)):
+            logger.exception("event=shared_transaction_error worker=%s", shown(worker.id))
+            runner.held.restore(held, to_runner=True)
+            return
         runner.held.restore(held)
         raise
     except Exception:

@@ -31,6 +31,7 @@ from django.db import (
     connections,
     router,
 )
+from django.db.models import Q
 
 from . import __version__, lifecycle, liveness, logs, periodic, retention
 from .claims import claim_tasks
@@ -241,7 +242,9 @@ class Worker:
                     # precisely because the database failed, and would make this a busy loop.
                     self._wait_out(pause, deadline)
                     continue
-                if self.burst and idle:
+                if self.burst and idle and not self._claims_uncertain:
+                    # Not while a runner's claim may have committed unseen: its rows, held by
+                    # nobody, are released and claimed again first.
                     break
                 if not got_full_batch or self._free_slots() == 0:
                     self._wait(self.sleep, deadline)
@@ -328,7 +331,7 @@ class Worker:
             self._inbox.put(task)
         return len(tasks) == free, not tasks and not self._busy()
 
-    def _release_lost_claims(self) -> None:
+    def _release_lost_claims(self) -> int:
         """Release rows held by this worker that no runner has: claims whose reply was lost.
 
         After a database error the worker cannot tell whether its last claim committed. Rows it
@@ -340,12 +343,18 @@ class Worker:
                 # A runner's claim is still in flight (a slow database): look again next loop.
                 self._releasing = False
                 self._gate.notify_all()
-                return
+                return 0
             self._claims_uncertain = False
-            running = list(self._running)
+            running = list(self._running.values())
         try:
             held = Task.objects.using(router.db_for_write(Task)).filter(locked_by=self.id)
-            released = lifecycle.release(list(held.exclude(pk__in=running)), self.id)
+            # By claim, not by id: the lost claim may have taken again the row of a retry due
+            # at once, whose attempt is still being recorded (that task is running yet).
+            ran = Q()
+            for task in running:
+                ran |= Q(pk=task.pk, locked_at=task.locked_at)
+            lost = held.exclude(ran) if running else held
+            released = lifecycle.release(list(lost.only("id", "locked_at")), self.id)
         except BaseException:
             self._claims_uncertain = True
             raise
@@ -355,6 +364,7 @@ class Worker:
                 self._gate.notify_all()
         if released:
             logger.warning("event=lost_claims_released worker=%s count=%s", self.id, released)
+        return released
 
     # -- what runner threads ask (runner.py) ------------------------------------------------
 
@@ -587,6 +597,10 @@ class Worker:
             released += lifecycle.hand_back(
                 [task for task in leftovers if task.pk not in unstarted_ids], self.id
             )
+            if self._claims_uncertain:
+                # A claim whose reply was lost, that the loop ended before looking for: held
+                # by nobody, it would wait for a rescue, which counts an attempt never run.
+                released += self._release_lost_claims()
             liveness.unregister(self.id)
         except _DB_ERRORS as exc:
             logger.error("event=shutdown_db_error worker=%s error=%r", self.id, exc)

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from django.db import OperationalError
+from django.db import DataError, OperationalError
 
-from background_tasks import lifecycle, signals
+from background_tasks import archive_sql, lifecycle, signals
 from background_tasks import runner as runner_module
 from background_tasks import worker as worker_module
 from background_tasks.isolation import QUARANTINED
@@ -334,3 +334,53 @@ def test_stop_interrupted__while_writing_one_runner_s_outcomes_leaves_no_runner_
 
     task = Task(pk=1)
     assert [runner.held.hold(task, lambda: None) for runner in worker._runners] == [None, None]
+
+
+def test_held_outcome_refused_in_the_main_thread__it_goes_on_claiming_for_idle_threads(
+    monkeypatch: pytest.MonkeyPatch, released: threading.Event
+) -> None:
+    """A value the database refuses is no outage: the main thread leaves that write to the
+    runner, instead of trying it again and again while idle threads wait for a claim."""
+    tasks.record("first")
+    main_refused = threading.Event()
+    refused: list[int] = []
+    move = archive_sql.move_held
+
+    def refuse(connection: Any, moved_id: int, *args: Any) -> bool:
+        if moved_id in refused:
+            if threading.current_thread().name == "worker-main":
+                main_refused.set()
+            raise DataError("value out of range (as the database would say)")
+        return move(connection, moved_id, *args)
+
+    monkeypatch.setattr(archive_sql, "move_held", refuse)
+
+    def after_first(sender: str, task: Task, **kwargs: Any) -> None:
+        if task.params["args"] == ["first"]:  # claimed by its runner as one batch
+            refused.append(tasks.record("bad").pk)
+            tasks.waits_for_release("slow")  # runs until "other" is done
+
+    def release_once_other_done(sender: str, task: Task, **kwargs: Any) -> None:
+        if task.params["args"] == ["other"]:
+            released.set()
+
+    signals.task_started.connect(after_first, dispatch_uid="test-after-first")
+    signals.task_succeeded.connect(release_once_other_done, dispatch_uid="test-release")
+    worker = Worker(burst=True, sleep=0.05, concurrency=2, batch_size=3, batch_window=0.005)
+    exit_codes: list[int] = []
+    thread = threading.Thread(target=lambda: exit_codes.append(worker.run()), name="worker-main")
+    try:
+        thread.start()
+        assert main_refused.wait(10), "the main thread never wrote the held outcome"
+        tasks.record("other")  # for the idle thread, while "slow" runs
+        thread.join(30)
+    finally:
+        signals.task_started.disconnect(dispatch_uid="test-after-first")
+        signals.task_succeeded.disconnect(dispatch_uid="test-release")
+        released.set()
+        thread.join(30)
+
+    assert exit_codes == [0]
+    assert [runs(key) for key in ("first", "other", "slow", "bad")] == [1, 1, 1, 1]
+    assert Task.objects.get(pk=refused[0]).locked_by == QUARANTINED
+    assert CompletedTask.objects.succeeded().count() == 3

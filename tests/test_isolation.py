@@ -92,6 +92,18 @@ def test_claim__skips_and_quarantines_a_row_it_cannot_load_and_fills_the_slot() 
     assert claim_tasks("w:1:a", [], 5) == []
 
 
+def test_claim__a_row_it_cannot_load_at_a_later_priority_leaves_each_claimed_row_once() -> None:
+    # The first statement takes the one row of the best priority; the second's reply cannot
+    # be read (PostgreSQL converts as it fetches), and is found again by the claim's stamp.
+    good = make(priority=10)
+    bad = make_unloadable(priority=0)
+
+    claimed = claim_tasks("w:1:a", [], 2)
+
+    assert [task.pk for task in claimed] == [good.pk]
+    assert held_by(bad)[0] == QUARANTINED
+
+
 def test_claim__counts_no_further_at_the_attempts_ceiling() -> None:
     task = make(attempts=isolation.ATTEMPTS_CEILING)
 

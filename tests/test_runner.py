@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from django.apps import apps
-from django.db import OperationalError, connection
+from django.db import DataError, OperationalError, connection
 from django.db.models import CASCADE, SET_NULL, ForeignKey, Model
 
 from background_tasks import lifecycle, signals
@@ -29,6 +29,7 @@ from background_tasks.isolation import QUARANTINED
 from background_tasks.models import CompletedTask, Task
 from background_tasks.worker import Worker
 from tests.fixtures import refuse_archiving
+from tests.test_isolation import make, make_unloadable
 from tests.testapp import tasks
 from tests.testapp.models import TaskRun
 
@@ -52,6 +53,17 @@ def test_busy_runner__claims_and_runs_each_next_task_itself(
     assert CompletedTask.objects.succeeded().count() == 3
     assert not Task.objects.exists()
     assert first.pk not in {pk for claim in runner_claims for pk in claim}
+
+
+def test_claim_for_two_threads_with_an_unloadable_row__each_claimed_task_runs_once() -> None:
+    make(priority=10, params={"args": ["best"], "kwargs": {}})
+    bad = make_unloadable(priority=0)
+
+    # The main thread claims for both idle threads: the best priority's row, then the next's.
+    assert Worker(burst=True, sleep=60, concurrency=2).run() == 0
+
+    assert runs("best") == 1
+    assert Task.objects.filter(pk=bad).values_list("locked_by", flat=True).get() == QUARANTINED
 
 
 def test_fencing__an_outcome_is_dropped_when_the_row_was_taken_and_the_next_task_still_runs(
@@ -167,6 +179,139 @@ def test_outage_in_the_shared_transaction__no_task_runs_twice_and_none_is_lost(
     assert not Task.objects.exists()
 
 
+def test_stop_right_after_a_lost_reply_at_commit__the_claim_is_released_uncounted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The main thread has not looked for the lost claim yet when the stop ends its loop: the
+    shutdown does, or the row would stay held until a rescue counted an attempt never run."""
+    tasks.record("first")
+    second = tasks.record("second")
+    worker = Worker(sleep=60)
+    real = lifecycle.shared_transaction
+    failures: list[int] = []
+
+    @contextmanager
+    def committed_then_lost(using: str) -> Iterator[list[Callable[[], None]]]:
+        with real(using) as pending:
+            yield pending
+        if not failures:
+            failures.append(1)
+            worker.request_stop()
+            raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(runner_module.lifecycle, "shared_transaction", committed_then_lost)
+
+    assert worker.run() == 0
+
+    assert failures == [1]
+    assert runs("first") == 1
+    assert runs("second") == 0
+    assert CompletedTask.objects.filter(task_id=second.pk).count() == 0
+    left = Task.objects.get(pk=second.pk)
+    assert (left.locked_by, left.attempts) == (None, 0)
+
+
+def test_burst_right_after_a_lost_reply_at_commit__the_claim_is_released_and_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The main thread's claim for its idle thread finds nothing (the lost claim holds the
+    row) and its runner is done: before it takes the worker for idle, it looks for the claim."""
+    tasks.record("first")
+    worker = Worker(burst=True, sleep=60, concurrency=2)
+    committed, finished = threading.Event(), threading.Event()
+    real = lifecycle.shared_transaction
+    claim = worker_module.claim_tasks
+    main_claims: list[int] = []
+
+    def enqueue_and_wake(sender: str, task: Task, **kwargs: Any) -> None:
+        if task.params["args"] == ["first"]:
+            tasks.record("second")
+            worker._wake.ring()  # as a poll or a NOTIFY would
+
+    @contextmanager
+    def committed_then_lost(using: str) -> Iterator[list[Callable[[], None]]]:
+        with real(using) as pending:
+            yield pending
+        if not committed.is_set():
+            committed.set()
+            raise OperationalError("server closed the connection unexpectedly")
+
+    def claim_as_the_runner_ends(*args: Any, **kwargs: Any) -> list[Task]:
+        main_claims.append(1)
+        if len(main_claims) == 2:  # the claim for the idle thread, while "first" ends
+            assert committed.wait(10)
+            claimed = claim(*args, **kwargs)
+            assert finished.wait(10)
+            return claimed
+        return claim(*args, **kwargs)
+
+    finish = worker._finished
+
+    def finished_then_noted(task: Task) -> None:
+        finish(task)
+        if task.params["args"] == ["first"]:
+            finished.set()
+
+    monkeypatch.setattr(runner_module.lifecycle, "shared_transaction", committed_then_lost)
+    monkeypatch.setattr(worker_module, "claim_tasks", claim_as_the_runner_ends)
+    monkeypatch.setattr(worker, "_finished", finished_then_noted)
+    signals.task_started.connect(enqueue_and_wake, dispatch_uid="test-enqueue-and-wake")
+    try:
+        assert worker.run() == 0
+    finally:
+        signals.task_started.disconnect(dispatch_uid="test-enqueue-and-wake")
+
+    assert committed.is_set()
+    assert [runs("first"), runs("second")] == [1, 1]
+    assert [r.attempts for r in CompletedTask.objects.all()] == [1, 1]
+    assert not Task.objects.exists()
+
+
+def test_lost_reply_after_a_retry_reclaimed_its_row__the_main_thread_releases_the_new_claim(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The main thread looks for lost claims while the runner still writes the retry again: the
+    row's id is still among the running tasks, but it is held by the lost claim, not by the
+    attempt that ran."""
+    task = tasks.fails_until("retried", 1)
+    worker = Worker(burst=True, sleep=60)
+    real = lifecycle.shared_transaction
+    lost, looked = threading.Event(), threading.Event()
+
+    @contextmanager
+    def committed_then_lost(using: str) -> Iterator[list[Callable[[], None]]]:
+        with real(using) as pending:
+            yield pending
+        if not lost.is_set():
+            lost.set()
+            raise OperationalError("server closed the connection unexpectedly")
+
+    claimed_by_runner = worker._claimed_by_runner
+    release_lost_claims = worker._release_lost_claims
+
+    def claimed_then_wait(claimed: list[Task], reserved: int) -> None:
+        claimed_by_runner(claimed, reserved)
+        if lost.is_set() and not looked.is_set():
+            worker._wake.ring()  # the main thread looks before this runner goes on
+            assert looked.wait(10)
+
+    def release_then_note() -> int:
+        released = release_lost_claims()
+        looked.set()
+        return released
+
+    monkeypatch.setattr(runner_module.lifecycle, "shared_transaction", committed_then_lost)
+    monkeypatch.setattr(worker, "_claimed_by_runner", claimed_then_wait)
+    monkeypatch.setattr(worker, "_release_lost_claims", release_then_note)
+
+    assert worker.run() == 0
+
+    assert lost.is_set() and looked.is_set()
+    assert runs("retried") == 2
+    assert CompletedTask.objects.get(task_id=task.pk).attempts == 2
+    assert not Task.objects.exists()
+
+
 def test_claimed_as_the_worker_begins_to_stop__the_next_task_is_handed_back_unstarted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -185,6 +330,38 @@ def test_claimed_as_the_worker_begins_to_stop__the_next_task_is_handed_back_unst
     assert worker.run() == 0
 
     assert runs("first") == 1
+    assert runs("second") == 0
+    handed_back = Task.objects.get(pk=second.pk)
+    assert (handed_back.locked_by, handed_back.attempts) == (None, 0)
+
+
+def test_hand_back_of_a_task_claimed_as_the_worker_stops_failing__the_shutdown_releases_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tasks.record("first")
+    second = tasks.record("second")
+    worker = Worker(sleep=60)
+    claim = runner_module.claim_tasks
+    release = lifecycle.release
+    refused: list[int] = []
+
+    def claim_then_stop(*args: Any, **kwargs: Any) -> list[Task]:
+        claimed = claim(*args, **kwargs)
+        worker.request_stop()
+        return claimed
+
+    def refused_once(tasks_: list[Task], worker_id: str) -> int:
+        if not refused:
+            refused.append(1)
+            raise DataError("refused (as the database would say)")
+        return release(tasks_, worker_id)
+
+    monkeypatch.setattr(runner_module, "claim_tasks", claim_then_stop)
+    monkeypatch.setattr(lifecycle, "release", refused_once)
+
+    assert worker.run() == 0
+
+    assert refused == [1]
     assert runs("second") == 0
     handed_back = Task.objects.get(pk=second.pk)
     assert (handed_back.locked_by, handed_back.attempts) == (None, 0)
