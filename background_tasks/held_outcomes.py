@@ -9,7 +9,7 @@ busy with a longer task): whoever takes an outcome from here writes it, so each 
 The main thread tries once: if that fails it gives the outcomes back (``restore``), for itself
 to try again after its outage pause, or for the runner to write with its next outcome. A runner
 about to go idle first waits until no outcome of its own is out with the main thread
-(``settled``), so that none given back is left behind with nobody to write it.
+(``take_settled``), so that none given back is left behind with nobody to write it.
 """
 
 from __future__ import annotations
@@ -103,10 +103,18 @@ class HeldOutcomes:
         with self._changed:
             self._items[:0] = taken
 
-    def settled(self) -> None:
-        """Wait until the main thread has no outcome of this runner out."""
+    def take_settled(self) -> list[HeldOutcome]:
+        """Wait until the main thread has no outcome of this runner out, then take every held
+        outcome (a runner about to go idle).
+
+        One lock section: were the wait and the take two, the main thread could take outcomes
+        between them and, its write refused, give them back to a runner that has gone idle.
+        """
         with self._changed:
             self._changed.wait_for(lambda: not self._out)
+            taken, self._items = self._items, []
+            self._left_to_runner = False
+            return taken
 
     def due_at(self, window: float) -> float | None:
         """When the main thread should write the held outcomes (None: it has nothing to do)."""

@@ -212,8 +212,7 @@ class Runner:
         Normally nothing: a batch's last outcome writes the others. Outcomes the main thread
         took and gave back (its write failed) may be left, and nobody else would write them.
         """
-        self.held.settled()
-        held = self.held.take()
+        held = self.held.take_settled()
         if not held:
             return
         try:
