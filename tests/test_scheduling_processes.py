@@ -4,9 +4,8 @@
   once; the unique index leaves exactly one row per call. Callers replacing a repeating
   unique task while busy workers run it never fail (on MySQL/MariaDB they used to deadlock).
 - Cron: three ``process_tasks`` workers, no leader, several schedules; every tick is
-  enqueued exactly once. Cron ticks are a minute apart, so the test plays the clock: each
-  round it sets every schedule's ``next_fire_at`` to a new past tick and waits until the
-  workers have fired it.
+  enqueued exactly once. The test plays the clock: each round it sets every schedule's
+  ``next_fire_at`` to a new past tick and waits until the workers have fired it.
 """
 
 from __future__ import annotations
@@ -210,6 +209,13 @@ SCHEDULES = 4
 ROUNDS = 10
 
 
+#: A cron whose real ticks are years apart. Firing a tick moves a schedule to its first real
+#: tick after now; with "* * * * *" that tick came due whenever the test ran across a minute
+#: boundary, and the workers fired it between two rounds: its task broke the exactly-once
+#: count, and its last_fired_at could replace a round's before the test saw it.
+NEVER_DUE_DURING_THE_TEST = "0 0 29 2 *"
+
+
 def make_schedules() -> list[Schedule]:
     """Admin schedules (worker start-up sync leaves those alone), not due until a round says so."""
     return [
@@ -217,7 +223,7 @@ def make_schedules() -> list[Schedule]:
             name=f"race-{i}",
             task_name=CRON_TICK,
             params={"args": [f"cron:{i}"], "kwargs": {}},
-            cron="* * * * *",
+            cron=NEVER_DUE_DURING_THE_TEST,
             source=Schedule.Source.ADMIN,
             next_fire_at=None,
         )
@@ -235,7 +241,7 @@ def play_rounds(schedule_ids: Sequence[int], ticks: Sequence[datetime]) -> None:
                 == len(schedule_ids)
             ),
             # A round takes well under a second. The deadline is not a speed limit: a tick lost
-            # never fires at all (its schedule moves to a real minute, never this tick), while on
+            # never fires at all (its schedule moves to a real tick, years away), while on
             # SQLite a loaded machine can keep a worker waiting for the write lock up to the
             # test settings' 20 s busy timeout.
             timeout=60,
@@ -273,7 +279,7 @@ def test_cron__three_workers_enqueue_every_tick_of_every_schedule_exactly_once()
             timeout=20,
             message="the workers to run every enqueued tick",
         )
-        # Every schedule has moved on to its next real tick, a minute away at most.
+        # Every schedule has moved on to its next real tick, in the future.
         left_due = Schedule.objects.filter(pk__in=schedule_ids, next_fire_at__lte=timezone.now())
         assert not left_due.exists()
     assert group.returncodes == [0] * WORKERS, group.report()
