@@ -141,6 +141,25 @@ def test_refused_outcome__is_failed_or_quarantined_alone_and_the_next_task_runs_
     assert not Task.objects.filter(locked_by__contains=":").exists()  # no worker holds a row
 
 
+def lose_first_commit_reply(
+    monkeypatch: pytest.MonkeyPatch, lost: threading.Event, then: Callable[[], None] = lambda: None
+) -> None:
+    """Let the first shared transaction commit, then report its reply lost (as a dropped
+    connection would): ``lost`` is set and ``then`` called just before. Later ones go through."""
+    real = lifecycle.shared_transaction
+
+    @contextmanager
+    def committed_then_lost(using: str) -> Iterator[list[Callable[[], None]]]:
+        with real(using) as pending:
+            yield pending
+        if not lost.is_set():
+            lost.set()
+            then()
+            raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(runner_module.lifecycle, "shared_transaction", committed_then_lost)
+
+
 @pytest.mark.parametrize("when", ["before_commit", "after_commit"])
 def test_outage_in_the_shared_transaction__no_task_runs_twice_and_none_is_lost(
     monkeypatch: pytest.MonkeyPatch, when: str
@@ -187,23 +206,12 @@ def test_stop_right_after_a_lost_reply_at_commit__the_claim_is_released_uncounte
     tasks.record("first")
     second = tasks.record("second")
     worker = Worker(sleep=60)
-    real = lifecycle.shared_transaction
-    failures: list[int] = []
-
-    @contextmanager
-    def committed_then_lost(using: str) -> Iterator[list[Callable[[], None]]]:
-        with real(using) as pending:
-            yield pending
-        if not failures:
-            failures.append(1)
-            worker.request_stop()
-            raise OperationalError("server closed the connection unexpectedly")
-
-    monkeypatch.setattr(runner_module.lifecycle, "shared_transaction", committed_then_lost)
+    lost = threading.Event()
+    lose_first_commit_reply(monkeypatch, lost, then=worker.request_stop)
 
     assert worker.run() == 0
 
-    assert failures == [1]
+    assert lost.is_set()
     assert runs("first") == 1
     assert runs("second") == 0
     assert CompletedTask.objects.filter(task_id=second.pk).count() == 0
@@ -219,7 +227,6 @@ def test_burst_right_after_a_lost_reply_at_commit__the_claim_is_released_and_run
     tasks.record("first")
     worker = Worker(burst=True, sleep=60, concurrency=2)
     committed, finished = threading.Event(), threading.Event()
-    real = lifecycle.shared_transaction
     claim = worker_module.claim_tasks
     main_claims: list[int] = []
 
@@ -227,14 +234,6 @@ def test_burst_right_after_a_lost_reply_at_commit__the_claim_is_released_and_run
         if task.params["args"] == ["first"]:
             tasks.record("second")
             worker._wake.ring()  # as a poll or a NOTIFY would
-
-    @contextmanager
-    def committed_then_lost(using: str) -> Iterator[list[Callable[[], None]]]:
-        with real(using) as pending:
-            yield pending
-        if not committed.is_set():
-            committed.set()
-            raise OperationalError("server closed the connection unexpectedly")
 
     def claim_as_the_runner_ends(*args: Any, **kwargs: Any) -> list[Task]:
         main_claims.append(1)
@@ -252,7 +251,7 @@ def test_burst_right_after_a_lost_reply_at_commit__the_claim_is_released_and_run
         if task.params["args"] == ["first"]:
             finished.set()
 
-    monkeypatch.setattr(runner_module.lifecycle, "shared_transaction", committed_then_lost)
+    lose_first_commit_reply(monkeypatch, committed)
     monkeypatch.setattr(worker_module, "claim_tasks", claim_as_the_runner_ends)
     monkeypatch.setattr(worker, "_finished", finished_then_noted)
     signals.task_started.connect(enqueue_and_wake, dispatch_uid="test-enqueue-and-wake")
@@ -275,16 +274,7 @@ def test_lost_reply_after_a_retry_reclaimed_its_row__the_main_thread_releases_th
     attempt that ran."""
     task = tasks.fails_until("retried", 1)
     worker = Worker(burst=True, sleep=60)
-    real = lifecycle.shared_transaction
     lost, looked = threading.Event(), threading.Event()
-
-    @contextmanager
-    def committed_then_lost(using: str) -> Iterator[list[Callable[[], None]]]:
-        with real(using) as pending:
-            yield pending
-        if not lost.is_set():
-            lost.set()
-            raise OperationalError("server closed the connection unexpectedly")
 
     claimed_by_runner = worker._claimed_by_runner
     release_lost_claims = worker._release_lost_claims
@@ -300,7 +290,7 @@ def test_lost_reply_after_a_retry_reclaimed_its_row__the_main_thread_releases_th
         looked.set()
         return released
 
-    monkeypatch.setattr(runner_module.lifecycle, "shared_transaction", committed_then_lost)
+    lose_first_commit_reply(monkeypatch, lost)
     monkeypatch.setattr(worker, "_claimed_by_runner", claimed_then_wait)
     monkeypatch.setattr(worker, "_release_lost_claims", release_then_note)
 
@@ -518,18 +508,8 @@ def test_commit_reported_failed_after_a_retry_reclaimed_its_row__every_attempt_r
     """No backoff: the retry's own transaction claims the row again. Its COMMIT happens, but
     is reported failed: writing the retry again must not undo the new claim unrun."""
     failing = tasks.always_fails()
-    real = lifecycle.shared_transaction
-    failures: list[int] = []
-
-    @contextmanager
-    def fails_once_after_commit(using: str) -> Iterator[list[Callable[[], None]]]:
-        with real(using) as pending:
-            yield pending
-        if not failures:
-            failures.append(1)
-            raise OperationalError("server closed the connection unexpectedly")
-
-    monkeypatch.setattr(runner_module.lifecycle, "shared_transaction", fails_once_after_commit)
+    lost = threading.Event()
+    lose_first_commit_reply(monkeypatch, lost)
     started: list[int] = []
 
     def count(sender: str, task: Task, **kwargs: Any) -> None:
@@ -541,7 +521,7 @@ def test_commit_reported_failed_after_a_retry_reclaimed_its_row__every_attempt_r
     finally:
         signals.task_started.disconnect(dispatch_uid="test-count-starts")
 
-    assert failures == [1]
+    assert lost.is_set()
     assert started == [1, 2, 3]
     done = CompletedTask.objects.get(task_id=failing.pk)
     assert (done.status, done.attempts) == (CompletedTask.Status.FAILED, 3)
