@@ -20,18 +20,18 @@ rows scheduled ahead.
 
 from __future__ import annotations
 
-import time
 import weakref
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from django.db import OperationalError, connections, router
+from django.db import connections, router
 from django.utils import timezone
 
 from . import claimed_rows
 from .conf import app_settings
+from .deadlocks import retry_deadlocks
 from .isolation import ATTEMPTS_CEILING, is_database_fault, keep_complete, load_held
 from .short_transactions import short_transaction
 
@@ -39,9 +39,6 @@ if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
 
     from .models import Task
-
-MYSQL_RETRYABLE_ERRORS = (1213, 1205)  # deadlock, lock wait timeout
-MYSQL_RETRIES = 5
 
 
 def order_by_sql(descending_priority: bool) -> str:
@@ -399,15 +396,7 @@ def _table(connection: BaseDatabaseWrapper) -> str:
 def _claim_mysql(
     using: str, worker_id: str, queues: Sequence[str], limit: int, now: datetime, descending: bool
 ) -> tuple[list[int], list[Task] | None]:
-    for attempt in range(MYSQL_RETRIES):
-        try:
-            return _claim_generic(using, worker_id, queues, limit, now, descending)
-        except OperationalError as exc:
-            code = exc.args[0] if exc.args else None
-            if code not in MYSQL_RETRYABLE_ERRORS or attempt == MYSQL_RETRIES - 1:
-                raise
-            time.sleep(0.01 * (attempt + 1))  # brief pause before retrying a deadlocked claim
-    return [], None
+    return retry_deadlocks(lambda: _claim_generic(using, worker_id, queues, limit, now, descending))
 
 
 def _claim_generic(

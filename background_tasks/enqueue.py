@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from datetime import datetime
@@ -11,7 +10,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django.db import (
     DatabaseError,
     IntegrityError,
-    OperationalError,
     connections,
     models,
     router,
@@ -21,7 +19,6 @@ from django.utils import timezone
 
 from . import signals
 from .bulk_insert import insert_rows
-from .claims import MYSQL_RETRIES, MYSQL_RETRYABLE_ERRORS
 from .columns import (
     TASK_NAME_LENGTH,
     VERBOSE_NAME_LENGTH,
@@ -30,6 +27,7 @@ from .columns import (
     text_problem,
 )
 from .conf import app_settings
+from .deadlocks import retry_deadlocks
 from .exceptions import InvalidTaskError
 from .schema import require_migrated
 from .serialization import decode_params, params_hash
@@ -253,20 +251,16 @@ def _retried(using: str, rows: Sequence[Task], write: Callable[[], _T]) -> _T:
     so the write is retried; inside one, the caller's whole transaction is gone and it must
     know.
     """
-    for attempt in range(1, MYSQL_RETRIES + 1):
-        try:
-            return write()
-        except OperationalError as exc:
-            connection = connections[using]
-            code = exc.args[0] if exc.args else None
-            retryable = connection.vendor == "mysql" and code in MYSQL_RETRYABLE_ERRORS
-            if not retryable or connection.in_atomic_block or attempt == MYSQL_RETRIES:
-                raise
-            for row in rows:
-                row.pk = None
-                row._state.adding = True
-            time.sleep(0.01 * attempt)  # let the transaction that won the deadlock commit
-    raise AssertionError("unreachable")  # pragma: no cover
+    connection = connections[using]
+    if connection.vendor != "mysql" or connection.in_atomic_block:
+        return write()
+
+    def unsaved() -> None:
+        for row in rows:
+            row.pk = None
+            row._state.adding = True
+
+    return retry_deadlocks(write, before_retry=unsaved)
 
 
 def _write(row: Task, using: str, replace: bool, notifying: _Notifying | None = None) -> Task:

@@ -24,13 +24,13 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from django.db import DatabaseError, OperationalError, connections, router, transaction
+from django.db import DatabaseError, connections, router, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import outcome_hours
-from .claims import MYSQL_RETRIES, MYSQL_RETRYABLE_ERRORS
 from .conf import app_settings
+from .deadlocks import retry_deadlocks
 from .models import CompletedTask
 
 logger = logging.getLogger("background_tasks")
@@ -84,22 +84,19 @@ def prune_batch(status: str, cutoff: datetime, limit: int) -> int:
         return deleted
     if connection.vendor != "mysql" or connection.in_atomic_block:
         return _prune_locked(status, cutoff, limit, using)
+
     # Two workers' batches can still deadlock in InnoDB (their locking reads walk the
     # (status, finished_at) index, their deletes the rows): the batch is tried again, as a
     # claim is, rather than logged as an error.
-    for attempt in range(MYSQL_RETRIES):
-        try:
-            # Under REPEATABLE READ the locking read would also lock the gap after the batch,
-            # and with it the insert of every new record at the end of that range; READ
-            # COMMITTED takes no gap locks. Applies to the next transaction only.
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            return _prune_locked(status, cutoff, limit, using)
-        except OperationalError as exc:
-            code = exc.args[0] if exc.args else None
-            if code not in MYSQL_RETRYABLE_ERRORS or attempt == MYSQL_RETRIES - 1:
-                raise
-    return 0
+    def read_committed_batch() -> int:
+        # Under REPEATABLE READ the locking read would also lock the gap after the batch, and
+        # with it the insert of every new record at the end of that range; READ COMMITTED
+        # takes no gap locks. Applies to the next transaction only.
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        return _prune_locked(status, cutoff, limit, using)
+
+    return retry_deadlocks(read_committed_batch)
 
 
 def _prune_locked(status: str, cutoff: datetime, limit: int, using: str) -> int:

@@ -22,6 +22,7 @@ from background_tasks.claims import (
     sqlite_claim_params,
     sqlite_claim_sql,
 )
+from background_tasks.deadlocks import MYSQL_RETRIES
 from background_tasks.models import CompletedTask, Task
 from background_tasks.operations import cancel_waiting
 from tests.fixtures import row_locked_elsewhere
@@ -365,12 +366,12 @@ def test_mysql_claim__other_errors_are_raised_at_once(monkeypatch: pytest.Monkey
 
 
 def test_mysql_claim__gives_up_after_the_last_retry(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeClaim([OperationalError(1213, "deadlock")] * (claims.MYSQL_RETRIES + 1))
+    fake = FakeClaim([OperationalError(1213, "deadlock")] * (MYSQL_RETRIES + 1))
     monkeypatch.setattr(claims, "_claim_generic", fake)
 
     with pytest.raises(OperationalError, match="deadlock"):
         claims._claim_mysql("default", "w", [], 1, NOW, True)
-    assert fake.calls == claims.MYSQL_RETRIES
+    assert fake.calls == MYSQL_RETRIES
 
 
 # -- row locks held by another open transaction (PostgreSQL, MySQL/MariaDB) --------------------

@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "installed",
             "schema",
             "outage",
+            "deadlocks",
             "memory",
             "logs",
             "worker_logging",
