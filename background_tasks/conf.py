@@ -112,10 +112,13 @@ class Settings:
     #: Times a task still running at a worker's shutdown is handed back uncounted; after that,
     #: each such hand-back counts as a failed attempt, so a task that never ends gives up.
     MAX_HANDBACKS = Setting(3)
-    #: Tasks a runner thread claims at once and whose outcomes it records in one commit (1: each
-    #: task on its own). See "Batching very short tasks" in docs/delivery-semantics.md.
-    BATCH_SIZE = Setting(1)
-    #: Seconds a finished task's outcome may wait for the rest of its batch before it is written.
+    #: Tasks a runner thread claims at once, after a task shorter than BATCH_WINDOW, and whose
+    #: outcomes it records in one commit (1: each task on its own). See "Batching very short
+    #: tasks" in docs/delivery-semantics.md.
+    BATCH_SIZE = Setting(10)
+    #: Seconds a finished task's outcome may wait for the rest of its batch before it is written;
+    #: also the task length under which a runner claims a batch, and the time after which the
+    #: tasks of a batch waiting behind a longer task are released for others.
     BATCH_WINDOW = Setting(0.005)
     #: Resident memory (MB) past which a worker stops between tasks to be restarted (None: never).
     MAX_MEMORY: Setting[float | None] = Setting(None)

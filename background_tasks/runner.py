@@ -21,24 +21,26 @@ The shared transaction changes no guarantee:
   undo a claim of the same row;
 - the claimed task is registered with the worker, then the outcome's signals are sent.
 
-With ``BATCH_SIZE`` > 1 the runner claims up to that many tasks at once and runs them one after
-the other; each finished task's outcome is held (held_outcomes.py) until the last of the batch
-is done, and all of them are written in the transaction that claims the next batch. An outcome
-waits at most ``BATCH_WINDOW``: past that the runner writes what it holds at its next outcome,
-or the worker's main thread writes it while the runner is still busy with a longer task.
+With ``BATCH_SIZE`` > 1 (the default), after a task shorter than ``BATCH_WINDOW`` the runner
+claims up to that many tasks at once and runs them one after the other (claimed_ahead.py);
+after a longer one it claims one. Each finished task's outcome is held (held_outcomes.py) until
+the last of the batch is done, and all of them are written in the transaction that claims the
+next batch. An outcome waits at most ``BATCH_WINDOW``: past that the runner writes what it
+holds at its next outcome, or the worker's main thread writes it while the runner is still busy
+with a longer task, and releases the tasks of the batch waiting behind that one.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from django.db import DatabaseError, InterfaceError, connections, router
 
 from . import isolation, lifecycle, recording
+from .claimed_ahead import ClaimedAhead
 from .claims import claim_tasks, prepare_transaction
 from .connection_reuse import refresh_connections
 from .execution import execute
@@ -64,9 +66,10 @@ class Runner:
         self.worker = worker
         self.using = router.db_for_write(Task)
         #: Tasks this runner claimed itself and has not started, in claim order.
-        self._queued: deque[Task] = deque()
+        self.ahead = ClaimedAhead(worker.clock)
         self._current: Task | None = None
         self.held = HeldOutcomes(worker.clock)
+        self._first_task = True
 
     def run(self) -> None:
         worker = self.worker
@@ -76,6 +79,7 @@ class Runner:
             task, own = worker._inbox.get(), False
             while task is not None:
                 self._current = task
+                self.ahead.began()
                 try:
                     if self._may_start(task, own):
                         if outages_seen != worker._outage.generation:
@@ -87,9 +91,10 @@ class Runner:
                         self._execute(task)
                 finally:
                     self._current = None
+                    self.ahead.ended()
                     if not self.held.holds(task):
                         worker._finished(task)
-                following = self._take_next()
+                following = self.ahead.start_next()
                 if following is not None:
                     task, own = following, True
                 else:
@@ -110,10 +115,7 @@ class Runner:
 
     def queued(self) -> list[Task]:
         """The tasks this runner claimed and has not started (read by the main thread)."""
-        return list(self._queued)
-
-    def _take_next(self) -> Task | None:
-        return self._queued.popleft() if self._queued else None
+        return self.ahead.snapshot()
 
     def _may_start(self, task: Task, own: bool) -> bool:
         """Return True to run ``task``; a task this runner claimed is released if it may not."""
@@ -148,7 +150,7 @@ class Runner:
         """
         worker = self.worker
         if (
-            self._queued
+            self.ahead
             and worker.batch_size > 1
             and worker._claiming()
             and self._current is not None
@@ -160,7 +162,8 @@ class Runner:
                     worker._wake.ring()  # the main thread writes them should the window close
                 return None
         held = self.held.take()
-        wanted = 0 if self._queued else worker._reserve_claims(worker.batch_size)
+        wanted = 0 if self.ahead else worker._reserve_claims(self._claim_size())
+        self._first_task = False
         if not held and not wanted:
             return worker._until_db_ok(action)
         claimed: list[Task] = []
@@ -195,7 +198,11 @@ class Runner:
         # rows are known to the worker (a stop waits for them, a shutdown hands them back).
         if wanted:
             worker._claimed_by_runner(claimed, wanted)
-            self._queued.extend(claimed)
+            self.ahead.add(claimed)
+            if len(claimed) > 1:
+                # Tasks wait behind the first: the main thread is to release them should it
+                # outrun the window (claimed_ahead.py), and must wake up for that.
+                worker._wake.ring()
         worker._outcomes_written([outcome.task for outcome in held])
         try:
             lifecycle.after_commit(pending)
@@ -205,6 +212,20 @@ class Runner:
             self._give_back_queued()
             raise
         return result
+
+    def _claim_size(self) -> int:
+        """How many tasks to claim next: a batch after a task shorter than BATCH_WINDOW, else one.
+
+        Tasks longer than the window gain nothing from a batch (their commit is a small part of
+        their time), and tasks claimed behind one would wait for it. A runner's first task
+        says nothing yet (its time includes opening the thread's connection): a batch.
+        """
+        worker = self.worker
+        if worker.batch_size > 1 and (
+            self._first_task or self.ahead.running_for() < worker.batch_window
+        ):
+            return worker.batch_size
+        return 1
 
     def _write_held_before_idle(self) -> None:
         """Write what this runner still holds before it waits for the main thread.
@@ -237,8 +258,7 @@ class Runner:
         for its batch is left to the worker's shutdown, which writes it.
         """
         left = [task] if task is not None and not self.held.holds(task) else []
-        left += self._queued
-        self._queued.clear()
+        left += self.ahead.take_all()
         worker = self.worker
         try:
             lifecycle.release(left, worker.id)
@@ -249,8 +269,7 @@ class Runner:
             worker._finished(each)
 
     def _give_back_queued(self) -> None:
-        queued = list(self._queued)
-        self._queued.clear()
+        queued = self.ahead.take_all()
         if not queued:
             return
         worker = self.worker

@@ -434,10 +434,38 @@ class Worker:
         self._wake.ring()
 
     def _write_overdue_outcomes(self) -> None:
-        """Write the outcomes runners have held longer than BATCH_WINDOW (busy with a task)."""
+        """Write the outcomes runners have held longer than BATCH_WINDOW (busy with a task),
+        and release the tasks of a batch waiting behind a task that ran longer than that."""
         using = router.db_for_write(Task)
         for runner in self._runners:
             write_held_by_main(self, runner, using, self.batch_window)
+            self._release_behind_long_task(runner)
+
+    def _release_behind_long_task(self, runner: Runner) -> None:
+        """Release, unstarted and uncounted, the tasks ``runner`` claimed ahead for its batch,
+        once the task before them has run BATCH_WINDOW or more: another runner or worker can
+        take them instead of waiting for it (claimed_ahead.py)."""
+        waiting = runner.ahead.take_if_behind(self.batch_window)
+        if not waiting:
+            return
+        try:
+            lifecycle.release(waiting, self.id)
+        except _DB_ERRORS:
+            # Held by nobody running them: the loop looks for them once the database answers
+            # again, and releases them (after its pause, should this be an outage).
+            self._claims_uncertain = True
+            raise
+        finally:
+            with self._lock:
+                self.claimed -= len(waiting)  # never run: --max-tasks may claim them again
+            for task in waiting:
+                self._finished(task)
+        logger.debug(
+            "event=batch_released worker=%s task_ids=%s",
+            self.id,
+            ",".join(str(task.pk) for task in waiting),
+        )
+        self._wake.ring()  # claim again for whatever is idle
 
     def _write_all_held_outcomes(self) -> None:
         """At shutdown: hold no more, and write every outcome still held (their tasks ended).
@@ -472,7 +500,10 @@ class Worker:
         thread.start()
 
     def _held_outcomes_due(self) -> float | None:
-        dues = [due for r in self._runners if (due := r.held.due_at(self.batch_window)) is not None]
+        """When the main thread next has held outcomes to write or a batch to release."""
+        window = self.batch_window
+        dues = [due for r in self._runners if (due := r.held.due_at(window)) is not None]
+        dues += [due for r in self._runners if (due := r.ahead.due_at(window)) is not None]
         return min(dues, default=None)
 
     def _free_slots(self) -> int:

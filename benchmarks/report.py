@@ -132,14 +132,12 @@ def drain(
 
 def _scaling(results: Sequence[DrainResult]) -> str:
     """Busy rates of the other runs as multiples of run (a): 1 process, 1 thread."""
-    one = next(
-        (r for r in results if r.processes == 1 and r.concurrency == 1 and r.batch == 1), None
-    )
+    one = next((r for r in results if r.label == "(a)"), None)
     if one is None:
         return ""
     lines = [
         f"{r.label} {r.processes} process(es) x {r.concurrency} thread(s)"
-        f"{f', --batch {r.batch}' if r.batch > 1 else ''}: "
+        f", --batch {r.batch}: "
         f"{r.busy_rate / one.busy_rate:.2f}x {one.label}"
         for r in results
         if r is not one and r.conn_max_age == one.conn_max_age

@@ -15,9 +15,6 @@ from django.db import DatabaseError, connection
 from . import ceiling, claim_cost, dashboard, db, latency, machine, memory, report, throughput
 from .workers import load_average
 
-#: The --batch of drain run (f).
-BENCH_BATCH = 10
-
 
 def _progress(message: str) -> None:
     print(f"... {message}", file=sys.stderr, flush=True)
@@ -104,17 +101,18 @@ def _enqueue(args: argparse.Namespace, top: ceiling.Ceiling | None) -> Any:
 
 
 def _drain(args: argparse.Namespace, top: ceiling.Ceiling | None) -> Any:
-    runs: list[tuple[str, int, int, str | None, int]] = [
-        ("a", 1, 1, None, 1),
-        ("b", args.workers, 1, None, 1),
+    # None: the worker's default batching (BATCH_SIZE, for tasks shorter than BATCH_WINDOW).
+    runs: list[tuple[str, int, int, str | None, int | None]] = [
+        ("a", 1, 1, None, None),
+        ("b", args.workers, 1, None, None),
     ]
     if args.conn_max_age is None:
         # The same as (a) with persistent connections: what Django's default CONN_MAX_AGE costs.
-        runs.append(("c", 1, 1, "none", 1))
+        runs.append(("c", 1, 1, "none", None))
     # The scaling the targets name, as ratios to (a): threads of one process, and processes.
-    runs += [("d", 1, 4, None, 1), ("e", 2, 1, None, 1)]
-    # (a) with batching (--batch, off by default): what one commit per BENCH_BATCH tasks gains.
-    runs.append(("f", 1, 1, None, BENCH_BATCH))
+    runs += [("d", 1, 4, None, None), ("e", 2, 1, None, None)]
+    # (a) without batching (--batch 1): one commit per task, what a crash can re-run is least.
+    runs.append(("f", 1, 1, None, 1))
     _progress("drain: start-up cost of one worker on an empty queue")
     startup = throughput.measure_startup()
     results = []

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 
+from background_tasks.conf import app_settings
 from background_tasks.models import CompletedTask, Task
 from background_tasks.serialization import encode_params, params_hash
 
@@ -61,7 +62,7 @@ class DrainResult:
     cpu_seconds: float  # all worker processes, user + system, start-up included
     startup_cpu_seconds: float
     per_worker: tuple[int, ...]
-    batch: int = 1  # --batch (1: none)
+    batch: int = 1  # the worker's BATCH_SIZE (--batch, else the default); 1: no batching
 
     @property
     def wall_rate(self) -> float:
@@ -160,19 +161,21 @@ def measure_drain(
     label: str,
     startup: StartupResult,
     conn_max_age: str | None = None,
-    batch: int = 1,
+    batch: int | None = None,
 ) -> DrainResult:
     """Time real ``process_tasks --burst`` processes draining ``count`` ready no-op tasks.
 
     ``conn_max_age`` overrides CONN_MAX_AGE in the workers ("none": persistent connections);
-    ``batch`` above 1 runs them with ``--batch``.
+    ``batch`` runs them with ``--batch`` (None: the default, BATCH_SIZE).
     """
     db.empty()
     db.insert(Task, db.noop_task_rows(count, run_at=timezone.now() - timedelta(seconds=1)))
     db.analyze()
     args = ["--burst", "--concurrency", str(concurrency)]
-    if batch > 1:
+    if batch is not None:
         args += ["--batch", str(batch)]
+    else:
+        batch = int(app_settings.BATCH_SIZE)
     env = {"BENCH_CONN_MAX_AGE": conn_max_age} if conn_max_age is not None else None
     cpu = children_cpu_seconds()
     start = time.perf_counter()

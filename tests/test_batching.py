@@ -107,7 +107,10 @@ def test_batch__two_threads_each_claim_their_own_batches(monkeypatch: pytest.Mon
 
     signals.task_started.connect(note_thread, dispatch_uid="test-note-thread")
     try:
-        assert Worker(burst=True, sleep=60, concurrency=2, batch_size=3).run() == 0
+        assert (
+            Worker(burst=True, sleep=60, concurrency=2, batch_size=3, batch_window=NO_WINDOW).run()
+            == 0
+        )
     finally:
         signals.task_started.disconnect(dispatch_uid="test-note-thread")
 
@@ -149,6 +152,39 @@ def test_window__an_outcome_held_behind_a_longer_task_is_written_by_the_main_thr
     assert written_by["quick"] == "background_tasks-signals"
     assert written_by["first"].startswith("background_tasks-runner")
     assert written_by["last"].startswith("background_tasks-runner")
+    assert not Task.objects.exists()
+
+
+def test_window__tasks_claimed_behind_a_longer_task_are_released_and_the_next_claim_is_one(
+    released: threading.Event, runner_claims: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = tasks.record("first")
+    slow = tasks.waits_for_release("slow")  # runs until the two behind it are released
+    behind = [tasks.record(f"behind-{i}") for i in range(2)]
+    behind_ids = [task.pk for task in behind]
+    release = lifecycle.release
+    released_while_slow_ran: list[list[int]] = []
+
+    def noted(claimed: list[Task], worker_id: str) -> int:
+        count = release(claimed, worker_id)
+        if not released.is_set():
+            released_while_slow_ran.append([task.pk for task in claimed])
+            released.set()
+        return count
+
+    monkeypatch.setattr(worker_module.lifecycle, "release", noted)
+
+    assert Worker(burst=True, sleep=60, batch_size=3, batch_window=0.005).run() == 0
+
+    # "first" was short: its outcome's claim took a batch of three. "slow" outran the window:
+    # the main thread released the two behind it (unstarted, uncounted) while it ran, and the
+    # claim after it took one task, not a batch.
+    assert runner_claims[0] == [slow.pk, *behind_ids]
+    assert released_while_slow_ran == [behind_ids]
+    assert runner_claims[1] == behind_ids[:1]
+    assert [runs(key) for key in ("first", "slow", "behind-0", "behind-1")] == [1, 1, 1, 1]
+    history = CompletedTask.objects.filter(task_id__in=[first.pk, slow.pk, *behind_ids])
+    assert [record.attempts for record in history.order_by("task_id")] == [1] * 4
     assert not Task.objects.exists()
 
 

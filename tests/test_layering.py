@@ -87,7 +87,18 @@ LAYERS: list[tuple[str, set[str]]] = [
             "operations",
         },
     ),
-    ("worker", {"worker", "runner", "held_outcomes", "database_wait", "supervisor", "child"}),
+    (
+        "worker",
+        {
+            "worker",
+            "runner",
+            "held_outcomes",
+            "claimed_ahead",
+            "database_wait",
+            "supervisor",
+            "child",
+        },
+    ),
     (
         "interfaces",
         {

@@ -45,7 +45,7 @@ def test_busy_runner__claims_and_runs_each_next_task_itself(
 ) -> None:
     first, second, third = (tasks.record(key) for key in ("one", "two", "three"))
 
-    assert Worker(burst=True, sleep=60).run() == 0
+    assert Worker(burst=True, sleep=60, batch_size=1).run() == 0
 
     # The main thread claimed the first; each outcome's transaction claimed the next.
     assert runner_claims == [[second.pk], [third.pk], []]

@@ -101,10 +101,10 @@ class Command(BaseCommand):
             type=positive_int,
             default=None,
             metavar="N",
-            help="Each thread claims up to N tasks at once and records their outcomes in one "
-            "commit, for very short tasks (default: BACKGROUND_TASKS_BATCH_SIZE, 1: no "
-            "batching). A crash can then run again up to N tasks that had finished; see "
-            "docs/delivery-semantics.md.",
+            help="After a task shorter than BACKGROUND_TASKS_BATCH_WINDOW, each thread claims "
+            "up to N tasks at once and records their outcomes in one commit (default: "
+            "BACKGROUND_TASKS_BATCH_SIZE, 10; 1: no batching). A crash can then run again "
+            "the tasks that finished in the last window; see docs/delivery-semantics.md.",
         )
         parser.add_argument(
             "--shutdown-grace",
