@@ -437,6 +437,10 @@ class Schedule(models.Model):
     ``next_fire_at`` is the tick waiting to be enqueued. The worker that enqueues a tick moves
     it forward with a compare-and-set (``UPDATE ... WHERE next_fire_at = <tick>``) in the same
     transaction as the task insert, so exactly one of any number of workers wins each tick.
+
+    ``orphaned_at`` marks a code or settings schedule that a worker's definitions lacked when
+    it started (an older version, during a rolling deploy, or the definition was removed): it
+    is kept, with its pause and its tick, and does not fire until a definition takes it back.
     """
 
     class Source(models.TextChoices):
@@ -474,6 +478,16 @@ class Schedule(models.Model):
         _("defined in"), max_length=10, choices=Source.choices, default=Source.ADMIN
     )
     next_fire_at = models.DateTimeField(_("next fire time"), null=True, blank=True)
+    orphaned_at = models.DateTimeField(
+        _("orphaned at"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "When a worker started without this schedule's definition in code or settings. "
+            "An orphaned schedule does not fire until a worker that defines it starts again."
+        ),
+    )
     last_fired_at = models.DateTimeField(_("last tick enqueued"), null=True, blank=True)
     last_task_id = models.BigIntegerField(_("last task id"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)

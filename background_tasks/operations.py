@@ -247,14 +247,20 @@ def failed_to_retry(name: str | None = None) -> models.QuerySet[CompletedTask]:
 
     Leaving those out makes ``retry --all-failed`` safe to repeat: a second run does not queue
     the same calls again, whether the first run's copies are still waiting or already ran.
+    "Since" includes the instant of the failure: the next occurrence of a repeating task is
+    inserted with its failure, ``created_at`` equal to the record's ``finished_at``, and the
+    series goes on by itself.
     """
 
     def since(model: type[Task] | type[CompletedTask]) -> Exists:
-        return Exists(
-            model.objects.using(using()).filter(
-                task_hash=OuterRef("task_hash"), created_at__gt=OuterRef("finished_at")
-            )
+        calls = model.objects.using(using()).filter(
+            task_hash=OuterRef("task_hash"), created_at__gte=OuterRef("finished_at")
         )
+        if model is CompletedTask:
+            # A record created and finished at the same instant (a coarse clock) is not a
+            # later call of itself.
+            calls = calls.exclude(pk=OuterRef("pk"))
+        return Exists(calls)
 
     records = CompletedTask.objects.using(using()).failed().order_by("finished_at", "id")
     if name:

@@ -239,9 +239,9 @@ def worker_states(now: datetime, running_limit: int = 500) -> list[WorkerState]:
 
 
 def next_ticks(limit: int = 10) -> list[Schedule]:
-    """Return the enabled cron schedules that fire next, soonest first."""
+    """Return the enabled cron schedules that fire next, soonest first (orphaned ones do not)."""
     return list(
         Schedule.objects.using(_using())
-        .filter(enabled=True, next_fire_at__isnull=False)
+        .filter(enabled=True, orphaned_at__isnull=True, next_fire_at__isnull=False)
         .order_by("next_fire_at", "name")[:limit]
     )

@@ -4,7 +4,7 @@ Exactly once per tick without a leader: every worker looks for due schedules, an
 whose compare-and-set moves ``next_fire_at`` from the due tick to the next one inserts the task
 in that same transaction. Any other worker's update matches no row, so it enqueues nothing.
 
-Slightly over 400 lines: a definition is validated, synced and fired with the same rules
+About 450 lines: a definition is validated, synced and fired with the same rules
 (names, queue, catch-up), and splitting them would spread one rule over three modules.
 """
 
@@ -278,10 +278,15 @@ def sync_schedules(now: datetime | None = None) -> None:
     """Make the schedule table match the definitions in code and settings.
 
     New definitions are created; changed ones updated (a new cron or time zone restarts from
-    the next tick); ones no longer defined are deleted. ``enabled`` is never touched, so that an
-    operator's pause survives a deploy. Schedules made in the admin are left alone unless a
-    definition in code or settings has the same name: the definition then takes the row over
-    (the admin form refuses such names, so this only happens when a definition is added later).
+    the next tick). A code or settings row this process has no definition for is marked
+    orphaned, not deleted: during a rolling deploy a worker still running the older code
+    starts next to the new ones, and deleting the schedules only the new code declares would
+    lose an operator's pause on them (and their tick) when the new code created them again.
+    An orphaned row does not fire; a definition of its name takes it back as it was.
+    ``enabled`` is never touched, so that an operator's pause survives a deploy. Schedules made
+    in the admin are left alone unless a definition in code or settings has the same name: the
+    definition then takes the row over (the admin form refuses such names, so this only
+    happens when a definition is added later).
     """
     from .models import Schedule
 
@@ -290,7 +295,7 @@ def sync_schedules(now: datetime | None = None) -> None:
     using = router.db_for_write(Schedule)
     for definition in definitions.values():
         existing = Schedule.objects.using(using).filter(name=definition.name).first()
-        wanted = definition.fields()
+        wanted: dict[str, Any] = {**definition.fields(), "orphaned_at": None}
         if existing is None:
             row = Schedule(name=definition.name, **wanted)
             row.next_fire_at = first_fire(row, now)
@@ -309,9 +314,32 @@ def sync_schedules(now: datetime | None = None) -> None:
             existing.next_fire_at = first_fire(existing, now)
             changed["next_fire_at"] = existing.next_fire_at
         existing.save(using=using, update_fields=[*changed, "updated_at"])
-    Schedule.objects.using(using).filter(
-        source__in=[Schedule.Source.CODE, Schedule.Source.SETTINGS]
-    ).exclude(name__in=list(definitions)).delete()
+        if "orphaned_at" in changed:
+            logger.info("event=schedule_adopted schedule=%s", shown(definition.name))
+    _orphan_undefined(list(definitions), using, now)
+
+
+def _orphan_undefined(defined: list[str], using: str, now: datetime) -> None:
+    """Mark the code and settings schedules that ``defined`` does not name as orphaned."""
+    from .models import Schedule
+
+    rows = (
+        Schedule.objects.using(using)
+        .filter(
+            source__in=[Schedule.Source.CODE, Schedule.Source.SETTINGS], orphaned_at__isnull=True
+        )
+        .exclude(name__in=defined)
+    )
+    for pk, name in list(rows.values_list("pk", "name")):
+        # One row at a time, each only if still unmarked: a worker that defines it may have
+        # taken it back meanwhile, and it is then left as that worker made it.
+        if rows.filter(pk=pk).update(orphaned_at=now, updated_at=now):
+            logger.warning(
+                "event=schedule_orphaned schedule=%s hint=%r",
+                shown(name),
+                "no definition in this worker's code or settings; it does not fire until a "
+                "worker that defines it starts (delete it in the admin if it was removed)",
+            )
 
 
 def fire_due(now: datetime | None = None) -> int:
@@ -326,7 +354,7 @@ def fire_due(now: datetime | None = None) -> int:
 
     now = now or dj_timezone.now()
     fired = 0
-    due = Schedule.objects.filter(enabled=True, next_fire_at__lte=now)
+    due = Schedule.objects.filter(enabled=True, orphaned_at__isnull=True, next_fire_at__lte=now)
     for schedule_id, name in list(due.values_list("id", "name")):
         try:
             # Loaded one by one, so that a row that cannot be loaded stops only itself; and
@@ -363,10 +391,11 @@ def fire_one(schedule: Schedule, now: datetime) -> Task | None:
     )
     using = router.db_for_write(Schedule)
     with transaction.atomic(using=using):
-        # enabled=True: a pause committed since this worker read the row stops the tick too.
+        # enabled=True: a pause committed since this worker read the row stops the tick too
+        # (and so does an orphaning).
         won = (
             Schedule.objects.using(using)
-            .filter(pk=schedule.pk, next_fire_at=tick, enabled=True)
+            .filter(pk=schedule.pk, next_fire_at=tick, enabled=True, orphaned_at__isnull=True)
             .update(next_fire_at=next_tick, **({} if skip else {"last_fired_at": tick}))
         )
         if not won or skip:
@@ -412,7 +441,8 @@ def seconds_until_next_fire(now: datetime | None = None) -> float | None:
     from .models import Schedule
 
     now = now or dj_timezone.now()
-    soonest = Schedule.objects.filter(enabled=True).aggregate(at=Min("next_fire_at"))["at"]
+    live = Schedule.objects.filter(enabled=True, orphaned_at__isnull=True)
+    soonest = live.aggregate(at=Min("next_fire_at"))["at"]
     if soonest is None:
         return None
     return float(max(0.0, (soonest - now) / timedelta(seconds=1)))

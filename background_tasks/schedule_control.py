@@ -2,7 +2,8 @@
 
 The admin's enable/disable actions and ``background_tasks schedules`` both come here. A pause
 is the ``enabled`` flag, which the sync at worker start never touches, so a paused schedule
-defined in code or settings stays paused across deploys.
+defined in code or settings stays paused across deploys (a worker that does not define it
+marks it orphaned rather than deleting it, so not even an older version's worker loses it).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def overview() -> list[dict[str, Any]]:
     )
     described = []
     for schedule in rows:
+        fires = schedule.enabled and schedule.orphaned_at is None
         if schedule.last_task_id is None:
             last_status = None
         elif schedule.last_task_pending:
@@ -62,10 +64,11 @@ def overview() -> list[dict[str, Any]]:
                 "cron": schedule.cron,
                 "time_zone": schedule.time_zone,
                 "enabled": schedule.enabled,
+                "orphaned_at": schedule.orphaned_at,
                 "source": schedule.source,
                 "catch_up": schedule.catch_up,
                 "queue": schedule.queue,
-                "next_fire_at": schedule.next_fire_at if schedule.enabled else None,
+                "next_fire_at": schedule.next_fire_at if fires else None,
                 "last_fired_at": schedule.last_fired_at,
                 "last_task_id": schedule.last_task_id,
                 "last_task_status": last_status,

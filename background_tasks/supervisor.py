@@ -251,7 +251,9 @@ class Supervisor:
                     return
                 # Kept for the next try; if this supervisor stops first, the rescue of lost
                 # workers releases the rows.
-                self._database_failed(exc, "reap_failed", child.worker_id)
+                if not self._outage.down:
+                    logger.error("event=reap_failed worker=%s error=%r", child.worker_id, exc)
+                self._database_failed(exc)
                 return
             self._database_ok()
             self._unrecorded.remove(child)
@@ -266,7 +268,9 @@ class Supervisor:
                     return  # the children stop with exit code 5, and so will the supervisor
                 # Go on with the tasks last seen held: a child cannot finish one (nor claim
                 # another) while the database is down, so they are still its tasks.
-                self._database_failed(exc, "time_limit_check_failed")
+                if not self._outage.down:
+                    logger.error("event=time_limit_check_failed error=%r", exc)
+                self._database_failed(exc)
             else:
                 self._database_ok()
         now = timezone.now()
@@ -298,10 +302,12 @@ class Supervisor:
         """Tell whether the outage backoff allows a database query now."""
         return time.monotonic() >= self._next_db_try
 
-    def _database_failed(self, exc: BaseException, event: str, worker_id: str = "-") -> None:
-        """Close the broken connection and back off before the next database query."""
-        if not self._outage.down:
-            logger.error("event=%s worker=%s error=%r", event, worker_id, exc)
+    def _database_failed(self, exc: BaseException) -> None:
+        """Close the broken connection and back off before the next database query.
+
+        The caller logs the first error of an outage (``self._outage.down`` still False) under
+        its own event name; the later ones are the outage's lines.
+        """
         self._next_db_try = time.monotonic() + self._outage.failed(exc)
         with contextlib.suppress(DatabaseError, InterfaceError):
             connection.close()

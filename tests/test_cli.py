@@ -568,6 +568,34 @@ def test_retry__all_failed_twice_enqueues_each_call_once() -> None:
     assert Task.objects.count() == 1
 
 
+def test_retry__all_failed_leaves_a_repeating_task_whose_next_occurrence_is_queued() -> None:
+    # The next occurrence is inserted with the failure, its created_at equal to the record's
+    # finished_at: that call is queued again, so retrying it would run the series twice.
+    tasks.always_fails(repeat=Task.HOURLY)
+    run_tasks()
+    record = CompletedTask.objects.get(status=CompletedTask.Status.FAILED)
+    follower = Task.objects.get()
+    assert follower.created_at == record.finished_at
+
+    out = run("retry", "--all-failed")
+
+    assert out.strip() == "No failed tasks to retry."
+    assert list(Task.objects.values_list("pk", flat=True)) == [follower.pk]
+    # Named by its id, it is retried: the operator asked for that run.
+    run("retry", str(record.pk))
+    assert Task.objects.count() == 2
+
+
+def test_retry__all_failed_retries_a_failure_whose_own_record_was_created_as_it_finished() -> None:
+    # A record created and finished at the same instant (a coarse clock) is not its own retry.
+    at = timezone.now()
+    record = make_completed(created_at=at, finished_at=at)
+
+    out = run("retry", "--all-failed")
+
+    assert f"Completed task {record.pk} enqueued again" in out
+
+
 def test_retry__reads_many_completed_tasks_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(operations, "RETRY_CHUNK", 2)
     records = [make_completed(params={"args": [n], "kwargs": {}}) for n in range(5)]

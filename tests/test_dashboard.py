@@ -277,6 +277,9 @@ def test_dashboard__lists_the_next_cron_ticks_soonest_first(admin_client: Client
     Schedule.objects.create(
         name="paused", task_name=NAME, cron="* * * * *", enabled=False, next_fire_at=now
     )
+    Schedule.objects.create(
+        name="orphaned", task_name=NAME, cron="* * * * *", orphaned_at=now, next_fire_at=now
+    )
 
     response = admin_client.get(reverse(DASHBOARD))
 

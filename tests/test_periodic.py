@@ -85,7 +85,7 @@ def test_sync__keeps_an_operators_pause_and_restarts_after_a_cron_change() -> No
     assert schedule.next_fire_at == datetime(2026, 3, 11, 3, 0, tzinfo=UTC)
 
 
-def test_sync__deletes_code_schedules_no_longer_defined_and_keeps_admin_ones() -> None:
+def test_sync__marks_code_schedules_no_longer_defined_orphaned_and_keeps_admin_ones() -> None:
     Schedule.objects.create(
         name="gone", task_name="x", cron="* * * * *", source=Schedule.Source.CODE
     )
@@ -94,8 +94,71 @@ def test_sync__deletes_code_schedules_no_longer_defined_and_keeps_admin_ones() -
     )
 
     periodic.sync_schedules(NOW)
+    periodic.sync_schedules(NOW + timedelta(hours=1))  # an orphan keeps its first mark
 
-    assert set(Schedule.objects.values_list("name", flat=True)) == {"mine", "tests.nightly_report"}
+    orphaned = dict(Schedule.objects.values_list("name", "orphaned_at"))
+    assert orphaned == {"gone": NOW, "mine": None, "tests.nightly_report": None}
+
+
+def _new_code_declares_extra() -> None:
+    periodic.periodic(tasks.no_arguments, "0 5 * * *", name="tests.extra")
+
+
+@pytest.mark.usefixtures("code_schedules")
+def test_sync__a_worker_running_older_code_keeps_the_pause_of_a_schedule_it_does_not_know() -> None:
+    # A rolling deploy: the new code declares tests.extra, an operator pauses it, then a worker
+    # still running the old code (without that declaration) starts, then a new one again.
+    _new_code_declares_extra()
+    periodic.sync_schedules(NOW)
+    extra = Schedule.objects.get(name="tests.extra")
+    assert schedule_control.pause(extra, NOW).changed
+
+    new_code = dict(periodic._code_definitions)
+    del periodic._code_definitions["tests.extra"]
+    periodic.sync_schedules(NOW + timedelta(minutes=1))  # the old worker
+    periodic._code_definitions.update(new_code)
+    periodic.sync_schedules(NOW + timedelta(minutes=2))  # a new worker
+
+    kept = Schedule.objects.get(name="tests.extra")
+    assert kept.pk == extra.pk
+    assert (kept.enabled, kept.orphaned_at) == (False, None)
+    assert kept.next_fire_at == datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
+
+
+@pytest.mark.usefixtures("code_schedules")
+def test_sync__a_schedule_taken_back_keeps_its_tick_and_catches_up_the_ticks_missed() -> None:
+    _new_code_declares_extra()
+    periodic.sync_schedules(NOW)
+    new_code = dict(periodic._code_definitions)
+    del periodic._code_definitions["tests.extra"]
+    periodic.sync_schedules(NOW)  # orphaned until the next day's 05:00 tick has passed
+    after_the_tick = datetime(2026, 3, 11, 5, 30, tzinfo=UTC)
+    periodic.fire_due(after_the_tick)
+    extra_ticks = Task.objects.filter(verbose_name__startswith="tests.extra @")
+    assert not extra_ticks.exists()  # an orphan does not fire
+
+    periodic._code_definitions.update(new_code)
+    periodic.sync_schedules(after_the_tick)
+
+    # catch_up="once", as after a time with no worker running: the missed tick runs once.
+    periodic.fire_due(after_the_tick)
+    assert [t.scheduled_at for t in extra_ticks] == [datetime(2026, 3, 11, 5, 0, tzinfo=UTC)]
+
+
+def test_fire_due__ignores_orphaned_schedules() -> None:
+    _schedule(orphaned_at=NOW)
+
+    assert periodic.fire_due(NOW + timedelta(minutes=5)) == 0
+    assert periodic.seconds_until_next_fire(NOW) is None
+
+
+def test_fire_one__a_schedule_orphaned_after_a_worker_read_it_does_not_fire() -> None:
+    read_by_a_worker = _schedule()
+    Schedule.objects.filter(pk=read_by_a_worker.pk).update(orphaned_at=NOW)
+
+    assert periodic.fire_one(read_by_a_worker, NOW + timedelta(seconds=1)) is None
+
+    assert Task.objects.count() == 0
 
 
 @override_settings(

@@ -401,6 +401,16 @@ def test_schedule_delete__is_refused_for_a_code_or_settings_schedule(
     assert Schedule.objects.filter(pk=schedule.pk).exists()
 
 
+def test_schedule_delete__removes_an_orphaned_code_schedule(admin_client: Client) -> None:
+    schedule = make_schedule(source=Schedule.Source.CODE, orphaned_at=NOW)
+
+    response = admin_client.get(admin_url("schedule", "change", schedule.pk))
+    assert "orphaned: will not fire" in response.content.decode()
+    admin_client.post(admin_url("schedule", "delete", schedule.pk), {"post": "yes"})
+
+    assert not Schedule.objects.exists()
+
+
 def test_schedule_delete__removes_an_admin_schedule(admin_client: Client) -> None:
     schedule = make_schedule()
 

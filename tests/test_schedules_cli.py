@@ -80,6 +80,18 @@ def test_schedules_json__has_every_schedule_with_times_in_iso_format() -> None:
     assert data["last_task_status"] is None
 
 
+def test_schedules__an_orphaned_schedule_shows_as_such_with_no_next_tick() -> None:
+    make_schedule(name="a-gone", source="code", orphaned_at=NOW)
+    make_schedule(name="b-gone-paused", source="code", orphaned_at=NOW, enabled=False)
+
+    lines = run().splitlines()
+    data = json.loads(run("--json"))
+
+    assert lines[1].split()[-4:] == ["orphaned", "-", "-", "-"]
+    assert lines[2].split()[-4:] == ["paused,orphaned", "-", "-", "-"]
+    assert [(d["orphaned_at"], d["next_fire_at"]) for d in data] == [(NOW.isoformat(), None)] * 2
+
+
 def test_schedules__with_none_says_so() -> None:
     assert run().strip() == "No schedules."
 

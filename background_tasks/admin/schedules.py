@@ -2,7 +2,8 @@
 
 A schedule defined in code or settings is written back from its definition whenever a worker
 starts, so the admin lets an operator change only its ``enabled`` flag (which that sync keeps,
-so a pause survives a deploy). Schedules made here are entirely the admin's.
+so a pause survives a deploy), and delete it only once it is orphaned (no longer defined).
+Schedules made here are entirely the admin's.
 
 A schedule enqueues tasks, so whatever makes one fire (creating it, editing what or when it
 runs, enabling it, running it now) also takes the permission to add tasks (``add_task``):
@@ -48,6 +49,7 @@ TIMING_FIELDS = frozenset({"cron", "time_zone", "enabled"})
 #: What the workers record; never edited by hand.
 STATE_FIELDS = (
     "source",
+    "orphaned_at",
     "next_fire_display",
     "last_fired_at",
     "last_task_link",
@@ -68,6 +70,11 @@ _DEFINED_ELSEWHERE = {
         "schedule stays disabled across deploys."
     ),
 }
+_ORPHANED = _(
+    "No worker that started since this schedule was orphaned defines it in its code or "
+    "settings: it does not fire. A worker that defines it takes it back as it is (paused or "
+    "not) when it starts. Delete it once no version of your code declares it any more."
+)
 # str() gives the value at run time; mypy with django-stubs 6.1 misreads nested choices members
 # as their (value, label) tuples, and comparing against those fails type checking.
 _FROM_ADMIN = str(Schedule.Source.ADMIN)
@@ -143,6 +150,8 @@ class ScheduleAdmin(ScheduleModelAdmin):
         if obj is not None and obj.source != _FROM_ADMIN:
             # Static text only: the admin template renders a fieldset description unescaped.
             what["description"] = _DEFINED_ELSEWHERE.get(obj.source, _DEFINED_ELSEWHERE["code"])
+            if obj.orphaned_at is not None:
+                what["description"] = _ORPHANED
         fieldsets: list[tuple[Any, dict[str, Any]]] = [
             (None, what),
             (_("When"), {"fields": ("cron", "time_zone", "catch_up", "enabled")}),
@@ -165,8 +174,9 @@ class ScheduleAdmin(ScheduleModelAdmin):
         return STATE_FIELDS
 
     def has_delete_permission(self, request: HttpRequest, obj: Schedule | None = None) -> bool:
-        # A deleted code or settings schedule comes back, enabled, at the next worker start.
-        if obj is not None and obj.source != _FROM_ADMIN:
+        # A deleted code or settings schedule comes back, enabled, at the next worker start;
+        # an orphaned one only if a worker that defines it starts again.
+        if obj is not None and obj.source != _FROM_ADMIN and obj.orphaned_at is None:
             return False
         return super().has_delete_permission(request, obj)
 
@@ -234,6 +244,8 @@ class ScheduleAdmin(ScheduleModelAdmin):
                 shown = format_html("{}", utc_text)
         if not obj.enabled:
             shown = format_html("{}<br><small>{}</small>", shown, _("disabled: will not fire"))
+        if obj.orphaned_at is not None:
+            shown = format_html("{}<br><small>{}</small>", shown, _("orphaned: will not fire"))
         return shown
 
     @admin.display(description=_("last task"))

@@ -303,7 +303,7 @@ def _list_schedules(command: Command, options: dict[str, Any]) -> None:
             s["task"],
             s["cron"],
             s["time_zone"] or timezone.get_default_timezone_name(),
-            "yes" if s["enabled"] else "paused",
+            _schedule_state(s),
             _output.when(s["next_fire_at"]),
             _output.when(s["last_fired_at"]),
             "-" if s["last_task_id"] is None else f"#{s['last_task_id']} {s['last_task_status']}",
@@ -313,6 +313,14 @@ def _list_schedules(command: Command, options: dict[str, Any]) -> None:
     headers = ["NAME", "TASK", "CRON", "ZONE", "ENABLED", "NEXT TICK", "LAST TICK", "LAST TASK"]
     for line in _output.table(headers, rows):
         command.stdout.write(line)
+
+
+def _schedule_state(schedule: dict[str, Any]) -> str:
+    """``yes``, ``paused``, and ``orphaned`` (which does not fire either) added when it is."""
+    state = "yes" if schedule["enabled"] else "paused"
+    if schedule["orphaned_at"] is None:
+        return state
+    return "orphaned" if schedule["enabled"] else "paused,orphaned"
 
 
 def import_legacy(command: Command, now: datetime, options: dict[str, Any]) -> None:
