@@ -47,6 +47,11 @@ if TYPE_CHECKING:
 _VARIES = object()
 #: The columns the rows of ``task_rows.rows_like()`` differ in.
 _VARYING_LIKE = frozenset({"params", "task_hash"})
+#: PostgreSQL: the most characters of JSON text sent for one statement's rows. A jsonb value
+#: holds at most 256 MB (2**28 - 1 bytes), and the rows of a statement are one value: rows
+#: larger together are split into several statements. Well below it: the jsonb form of a
+#: document takes up to six times its text (12 bytes for each ``0,`` of an array of zeros).
+_DOCUMENT_BUDGET = 32 * 1024 * 1024
 
 #: Each column of a statement with its one value for every row, or ``_VARIES``.
 Columns = list[tuple["Field[Any, Any]", Any]]
@@ -357,6 +362,13 @@ def _insert_from_json(
             document = json.dumps([list(values) for values in zip(*encoded, strict=True)])
         except (TypeError, ValueError):  # a value JSON cannot hold: Django knows how to write it
             return False
+        if len(document) > _DOCUMENT_BUDGET and len(rows) > 1:
+            # Each part's values are JSON as the whole's were: every part is written.
+            step = -(-len(rows) // -(-len(document) // _DOCUMENT_BUDGET))
+            del document  # not kept while the parts are encoded and sent
+            for start in range(0, len(rows), step):
+                _insert_from_json(rows[start : start + step], using, connection, statement)
+            return True
         params = [*statement.scalars, document]
     else:
         params = [*statement.scalars, len(rows)]

@@ -471,3 +471,23 @@ def test_bulk__on_mysql_a_row_too_large_to_send_is_refused_by_its_index_and_noth
     )
     # Refused before anything was sent: the caller's transaction goes on.
     assert Task.objects.count() == 0
+
+
+# -- PostgreSQL: statements within what one jsonb value holds ------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's jsonb")
+def test_bulk__on_postgresql_rows_larger_together_than_one_jsonb_value_are_all_written(
+    wakeups: list[str],
+) -> None:
+    # A jsonb value holds at most 256 MB (2**28 - 1 bytes), and the rows of a statement are
+    # sent as one: together, more than that.
+    payload = "x" * (1024 * 1024)
+    count = 270
+
+    rows = tasks.send_newsletter.bulk([(n, payload) for n in range(count)], batch_size=count)
+
+    assert [row.pk for row in rows] == sorted(Task.objects.values_list("pk", flat=True))
+    stored = Task.objects.order_by("pk").values_list("params__args__0", flat=True)
+    assert list(stored) == list(range(count))
