@@ -35,8 +35,7 @@ from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from django.db import DataError
-
+from .packets import checked_size
 from .serialization import params_hash
 from .short_transactions import next_result, takes_batches
 
@@ -193,41 +192,16 @@ def _values(connection: BaseDatabaseWrapper, record: CompletedTask) -> list[Any]
     return values
 
 
-#: The most bytes the SQL text of a history statement takes beyond its values, with room to
-#: spare: the column names, the fenced delete, the quotes around each value.
-_SQL_ALLOWANCE = 16 * 1024
-
-#: ``max_allowed_packet`` of each MySQL/MariaDB connection, read on first use.
-_packet_limits: weakref.WeakKeyDictionary[BaseDatabaseWrapper, int] = weakref.WeakKeyDictionary()
-
-
 def _refuse_oversized(connection: BaseDatabaseWrapper, values: list[Any]) -> None:
     """MySQL/MariaDB: raise DataError if a statement sending ``values`` exceeds the server's
     ``max_allowed_packet``.
 
-    The server refuses such a statement and drops the connection, and the client is told so
-    with an error it cannot tell from an outage (1153, or "server has gone away" when the
-    server closed first): the worker would wait it out for ever. Refused here, before anything
-    is sent, it is a value the database cannot take, as a value it refuses is: a success is
-    then recorded without its result.
+    The server would refuse it with an error the worker cannot tell from an outage, and wait
+    out for ever (see ``packets``). Refused here, before anything is sent, it is a value the
+    database cannot take, as a value it refuses is: a success is then recorded without its
+    result.
     """
-    limit = _packet_limits.get(connection)
-    if limit is None:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT @@max_allowed_packet")
-            limit = _packet_limits[connection] = int(cursor.fetchone()[0])
-    # At most 4 bytes per character in UTF-8, each escaped to at most 2: most statements are
-    # known to fit without converting anything.
-    text = sum(len(value) for value in values if isinstance(value, str))
-    if 8 * text + 64 * len(values) + _SQL_ALLOWANCE <= limit:
-        return
-    literal = connection.connection.literal
-    size = sum(len(literal(value)) for value in values) + _SQL_ALLOWANCE
-    if size > limit:
-        raise DataError(
-            f"the history row would take about {size} bytes to send, more than the database's "
-            f"max_allowed_packet ({limit} bytes)"
-        )
+    checked_size(connection, values, "the history row")
 
 
 def move_held(

@@ -25,13 +25,15 @@ not sent, as with ``bulk_create()``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections
+
+from .packets import SQL_ALLOWANCE, checked_size, packet_limit, size_bound
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -45,15 +47,29 @@ if TYPE_CHECKING:
 _VARIES = object()
 #: The columns the rows of ``task_rows.rows_like()`` differ in.
 _VARYING_LIKE = frozenset({"params", "task_hash"})
+#: PostgreSQL: the most characters of JSON text sent for one statement's rows. A jsonb value
+#: holds at most 256 MB (2**28 - 1 bytes), and the rows of a statement are one value: rows
+#: larger together are split into several statements. Well below it: the jsonb form of a
+#: document takes up to six times its text (12 bytes for each ``0,`` of an array of zeros).
+_DOCUMENT_BUDGET = 32 * 1024 * 1024
 
 #: Each column of a statement with its one value for every row, or ``_VARIES``.
 Columns = list[tuple["Field[Any, Any]", Any]]
 
 
 def insert_rows(
-    rows: Sequence[Task], using: str, batch_size: int, *, template: Task | None = None
+    rows: Sequence[Task],
+    using: str,
+    batch_size: int,
+    *,
+    template: Task | None = None,
+    measured: Measured | None = None,
 ) -> None:
     """INSERT new ``rows`` in statements of at most ``batch_size`` rows; set their ids.
+
+    On MySQL/MariaDB a statement also holds at most half of the server's
+    ``max_allowed_packet`` in bytes, and a row too large to be sent is refused before any row
+    is written (see ``measure_rows()``, whose result for these rows ``measured`` is).
 
     ``template``: a row every row equals but for ``params`` and ``task_hash`` (see
     ``insert_tasks()``): its values are taken as the shared ones instead of comparing every
@@ -63,7 +79,7 @@ def insert_rows(
         return
     connection = connections[using]
     meta = type(rows[0])._meta
-    fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field]
+    fields = _fields(meta)
     like = _columns_like(fields, template) if template is not None else None
     if connection.vendor == "postgresql":
         # The statement of rows like a template is the same for every batch: built once.
@@ -77,6 +93,14 @@ def insert_rows(
                     _bulk_create(batch, using)
     elif connection.features.can_return_rows_from_bulk_insert:
         size = max(1, min(batch_size, _rows_per_statement(connection, fields, rows)))
+        if connection.vendor == "mysql":
+            measured = measured or measure_rows(rows, using, template=template)
+        if measured is not None:
+            budget = packet_limit(connection) // 2
+            for start, stop in _spans(measured.sizes, size, budget):
+                per_column = [values[start:stop] for values in measured.per_column]
+                _insert_values(rows[start:stop], using, connection, measured.columns, per_column)
+            return
         for start in range(0, len(rows), size):
             batch = rows[start : start + size]
             columns = like or _columns(fields, batch)
@@ -85,8 +109,84 @@ def insert_rows(
             else:
                 _insert_values(batch, using, connection, columns)
     else:
+        if measured is None and connection.vendor == "mysql":
+            measure_rows(rows, using, template=template)  # refuses a row too large to send
         for row in rows:
             row.save(using=using, force_insert=True)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """MySQL/MariaDB: the values of rows prepared for their statements, and each row's size."""
+
+    columns: Columns
+    #: Each column's prepared values, a value per row.
+    per_column: list[list[Any]]
+    #: At least the bytes each row's values take in a statement.
+    sizes: list[int]
+
+
+def measure_rows(
+    rows: Sequence[Task], using: str, *, template: Task | None = None
+) -> Measured | None:
+    """MySQL/MariaDB: prepare the values of ``rows`` and measure each row; refuse a large one.
+
+    Raise DataError naming the first row (as the item of a bulk call at its index) that would
+    exceed the server's ``max_allowed_packet`` in a statement of its own: the server would
+    refuse it and drop the connection, with an error a caller cannot tell from an outage.
+    None elsewhere, and for values only Django knows how to write (then the rows are not
+    measured).
+    """
+    connection = connections[using]
+    if connection.vendor != "mysql" or not rows:
+        return None
+    fields = _fields(type(rows[0])._meta)
+    like = _columns_like(fields, template) if template is not None else None
+    columns = like or _columns(fields, rows)
+    if columns is None or _expression_in(columns, rows):
+        return None
+    per_column = _prepared(rows, connection, columns)
+    if per_column is None:
+        return None
+    # Each row's values: the shared ones (the same in every row, bounded once) and its own.
+    shared: list[Any] = []
+    varying: list[list[Any]] = []
+    for (_, value), values in zip(columns, per_column, strict=True):
+        if value is _VARIES:
+            varying.append(values)
+        else:
+            shared.append(values[0])
+    shared_bound = size_bound(shared)
+    room = packet_limit(connection) - SQL_ALLOWANCE
+    sizes: list[int] = []
+    owns = zip(*varying, strict=True) if varying else [()] * len(rows)
+    for index, own in enumerate(owns):
+        own_bound = size_bound(own)
+        bound = None if shared_bound is None or own_bound is None else shared_bound + own_bound
+        if bound is None or bound > room:
+            what = f"Item {index} of the bulk call"
+            bound = checked_size(connection, [*shared, *own], what, bound)
+        sizes.append(bound)
+    return Measured(columns, per_column, sizes)
+
+
+def _spans(sizes: list[int], most_rows: int, budget: int) -> Iterator[tuple[int, int]]:
+    """Split rows of ``sizes`` into runs of at most ``most_rows`` rows and ``budget`` bytes.
+
+    A row larger than ``budget`` is a run of its own.
+    """
+    start = 0
+    while start < len(sizes):
+        stop, total = start + 1, sizes[start]
+        while stop < len(sizes) and stop - start < most_rows and total + sizes[stop] <= budget:
+            total += sizes[stop]
+            stop += 1
+        yield start, stop
+        start = stop
+
+
+def _fields(meta: Options[Any]) -> list[Field[Any, Any]]:
+    return [f for f in meta.local_concrete_fields if f is not meta.auto_field]
 
 
 def _rows_per_statement(
@@ -152,22 +252,23 @@ def _expression_in(columns: Columns, rows: Sequence[Task]) -> bool:
 
 
 def _insert_values(
-    rows: Sequence[Task], using: str, connection: BaseDatabaseWrapper, columns: Columns
+    rows: Sequence[Task],
+    using: str,
+    connection: BaseDatabaseWrapper,
+    columns: Columns,
+    per_column: list[list[Any]] | None = None,
 ) -> None:
-    """One ``INSERT … VALUES (…), (…) RETURNING id``, each shared value prepared once."""
+    """One ``INSERT … VALUES (…), (…) RETURNING id``, each shared value prepared once.
+
+    ``per_column``: the values already prepared (``_prepared()``).
+    """
+    if per_column is None:
+        per_column = _prepared(rows, connection, columns)
+        if per_column is None:
+            return _bulk_create(rows, using)
     meta = type(rows[0])._meta
     quote = connection.ops.quote_name
-    names: list[str] = []
-    per_column: list[list[Any]] = []
-    for field, shared in columns:
-        if hasattr(field, "get_placeholder"):  # a column written with SQL of its own
-            return _bulk_create(rows, using)
-        names.append(quote(field.column))
-        if shared is not _VARIES:
-            per_column.append([field.get_db_prep_save(shared, connection)] * len(rows))
-        else:
-            prep = field.get_db_prep_save
-            per_column.append([prep(value, connection) for value in _values(field, rows)])
+    names = [quote(field.column) for field, _ in columns]
     row_sql = f"({', '.join(['%s'] * len(names))})"
     sql = (
         f"INSERT INTO {quote(meta.db_table)} ({', '.join(names)}) "
@@ -178,6 +279,23 @@ def _insert_values(
         cursor.execute(sql, params)
         ids = [found[0] for found in cursor.fetchall()]
     _set_ids(rows, ids, using)
+
+
+def _prepared(
+    rows: Sequence[Task], connection: BaseDatabaseWrapper, columns: Columns
+) -> list[list[Any]] | None:
+    """Each column's values as the driver takes them, a value per row, each shared one prepared
+    once; None if a column is written with SQL of its own (only Django knows how)."""
+    per_column: list[list[Any]] = []
+    for field, shared in columns:
+        if hasattr(field, "get_placeholder"):
+            return None
+        if shared is not _VARIES:
+            per_column.append([field.get_db_prep_save(shared, connection)] * len(rows))
+        else:
+            prep = field.get_db_prep_save
+            per_column.append([prep(value, connection) for value in _values(field, rows)])
+    return per_column
 
 
 @dataclass(frozen=True)
@@ -244,6 +362,13 @@ def _insert_from_json(
             document = json.dumps([list(values) for values in zip(*encoded, strict=True)])
         except (TypeError, ValueError):  # a value JSON cannot hold: Django knows how to write it
             return False
+        if len(document) > _DOCUMENT_BUDGET and len(rows) > 1:
+            # Each part's values are JSON as the whole's were: every part is written.
+            step = -(-len(rows) // -(-len(document) // _DOCUMENT_BUDGET))
+            del document  # not kept while the parts are encoded and sent
+            for start in range(0, len(rows), step):
+                _insert_from_json(rows[start : start + step], using, connection, statement)
+            return True
         params = [*statement.scalars, document]
     else:
         params = [*statement.scalars, len(rows)]

@@ -18,7 +18,7 @@ from django.db import (
 from django.utils import timezone
 
 from . import signals
-from .bulk_insert import insert_rows
+from .bulk_insert import Measured, insert_rows, measure_rows
 from .columns import (
     TASK_NAME_LENGTH,
     VERBOSE_NAME_LENGTH,
@@ -120,9 +120,11 @@ def insert_tasks(
     same name and arguments (``remove_existing_tasks``), idle PostgreSQL workers are woken
     once per queue with a row ready now, and ``task_created`` is sent for every row inserted.
 
-    Every row is checked before any is written. Several rows are written in one transaction
-    (the caller's, if there is one), the plain ones (no unique key, no ``replace``) in
-    multi-row ``INSERT`` statements of at most ``batch_size`` rows.
+    Every row is checked before any is written (on MySQL/MariaDB also its size: a row too
+    large to send is refused with a DataError naming its index in ``rows``). Several rows are
+    written in one transaction (the caller's, if there is one), the plain ones (no unique key,
+    no ``replace``) in multi-row ``INSERT`` statements of at most ``batch_size`` rows (and, on
+    MySQL/MariaDB, at most half of ``max_allowed_packet`` bytes).
 
     ``robust_signal``: send ``task_created`` so that a raising receiver is only logged (for
     inserts by a worker or an operator, where the row must stand whatever a receiver does);
@@ -149,6 +151,7 @@ def insert_tasks(
     if not rows:
         return []
     require_migrated(using)
+    measure_rows(rows, using)  # MySQL/MariaDB: a row too large to send is refused first
     standing = _retried(using, rows, lambda: _write_all(rows, using, replace, batch_size))
     # A row that is not the one standing lost to a pending copy: nothing was created for it.
     created = [row for row, stood in zip(rows, standing, strict=True) if stood is row]
@@ -165,11 +168,13 @@ def _insert_alike(
 ) -> list[Task]:
     """``insert_tasks()`` of rows equal to ``template`` but for their arguments: all stand."""
     require_migrated(using)
+    # MySQL/MariaDB: a row too large to send is refused before the transaction begins.
+    measured = measure_rows(rows, using, template=template)
 
     def write() -> None:
         # In a caller's transaction no savepoint, as in _write_all().
         with transaction.atomic(using=using, savepoint=False):
-            _bulk_insert(rows, using, batch_size, template=template)
+            _bulk_insert(rows, using, batch_size, template=template, measured=measured)
 
     _retried(using, rows, write)
     if template.run_at <= timezone.now():
@@ -330,10 +335,15 @@ def _write_all(
 
 
 def _bulk_insert(
-    rows: Sequence[Task], using: str, batch_size: int | None, *, template: Task | None = None
+    rows: Sequence[Task],
+    using: str,
+    batch_size: int | None,
+    *,
+    template: Task | None = None,
+    measured: Measured | None = None,
 ) -> None:
     """INSERT ``rows`` in statements of at most ``batch_size`` rows, setting their ids."""
-    insert_rows(rows, using, batch_size or BATCH_SIZE, template=template)
+    insert_rows(rows, using, batch_size or BATCH_SIZE, template=template, measured=measured)
 
 
 def _delete_pending_duplicates(row: Task, using: str) -> None:

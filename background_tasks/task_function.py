@@ -176,12 +176,15 @@ class TaskFunction(Generic[P, R]):
 
         Every call is checked before anything is written; an error names the item's index and
         nothing is written. The rows are inserted in the current transaction (else in one
-        transaction of their own), in multi-row INSERTs of at most ``batch_size`` rows. With
-        ``BACKGROUND_TASKS_IMMEDIATE`` each call runs inline instead, in order.
+        transaction of their own), in multi-row INSERTs of at most ``batch_size`` rows, and of
+        fewer where they are large (on MySQL/MariaDB at most half of ``max_allowed_packet``
+        bytes). With ``BACKGROUND_TASKS_IMMEDIATE`` each call runs inline instead, in order.
 
         Raises:
             InvalidTaskArguments: An item's arguments cannot be stored or do not fit.
             InvalidTaskError: An item or an option is not valid.
+            django.db.DataError: On MySQL/MariaDB, an item's row is too large to be sent in
+                one statement (``max_allowed_packet``); nothing is written.
         """
         from .bulk import enqueue_many
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.db.models import Value
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -334,7 +335,9 @@ def test_single_enqueue__in_autocommit_is_one_statement_and_no_transaction_of_it
 
 
 def test_bulk__of_many_rows_costs_its_inserts_and_one_wake_up_per_queue() -> None:
-    tasks.record("warm-up")
+    # Read once per process and connection: whether the tables are migrated, and on
+    # MySQL/MariaDB the server's max_allowed_packet.
+    tasks.send_newsletter.bulk([(0,), (1,)])
 
     with CaptureQueriesContext(connection) as queries:
         tasks.send_newsletter.bulk([(i,) for i in range(10)], batch_size=4)
@@ -408,3 +411,83 @@ def test_insert_tasks__without_ids_from_a_multi_row_insert_saves_row_by_row(
 
     assert inserts(queries) == 3
     assert sorted(Task.objects.values_list("pk", flat=True)) == [r.pk for r in rows]
+
+
+# -- MySQL/MariaDB: statements within max_allowed_packet ----------------------------------------
+
+
+def max_allowed_packet() -> int:
+    if connection.vendor != "mysql":
+        pytest.skip("only MySQL/MariaDB limit the size of a statement")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT @@max_allowed_packet")
+        packet = int(cursor.fetchone()[0])
+    if packet > 32 * 1024 * 1024:
+        pytest.skip("a larger max_allowed_packet than this test should fill")
+    return packet
+
+
+def test_bulk__on_mysql_rows_larger_together_than_max_allowed_packet_are_all_written(
+    wakeups: list[str],
+) -> None:
+    packet = max_allowed_packet()
+    # Quotes and backslashes: each is escaped in the JSON text, and each character of that
+    # again by the driver. About 60 KB of JSON a row, more than 100 KB sent.
+    payload = 'ab"\\' * 10_000
+    count = packet // 80_000
+
+    with CaptureQueriesContext(connection) as queries:
+        rows = tasks.send_newsletter.bulk(
+            [(n, f"{n:06d}{payload}") for n in range(count)], batch_size=count
+        )
+
+    statements = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    assert sum(map(len, statements)) > packet  # together, more than one statement can send
+    assert len(statements) > 1 and all(len(sql.encode()) <= packet for sql in statements)
+    assert [row.pk for row in rows] == sorted(Task.objects.values_list("pk", flat=True))
+    stored = {row.params["args"][0]: row.params["args"][1] for row in Task.objects.all()}
+    assert stored == {n: f"{n:06d}{payload}" for n in range(count)}
+
+
+@pytest.mark.parametrize("path", ["alike", "own options", "row by row"])
+def test_bulk__on_mysql_a_row_too_large_to_send_is_refused_by_its_index_and_nothing_written(
+    path: str, monkeypatch: pytest.MonkeyPatch, wakeups: list[str]
+) -> None:
+    packet = max_allowed_packet()
+    if path == "row by row":  # MySQL (not MariaDB): no ids from a multi-row INSERT
+        monkeypatch.setattr(type(connection.features), "can_return_rows_from_bulk_insert", False)
+    calls: list[Any] = [(n, "small") for n in range(3)]
+    calls[2] = (2, "x" * packet)
+    if path == "own options":
+        calls[0] = tasks.send_newsletter.call(0, "small", priority=3)
+
+    with pytest.raises(DataError) as refused:
+        tasks.send_newsletter.bulk(calls)
+
+    assert re.fullmatch(
+        rf"Item 2 of the bulk call would take about [\d,]+ bytes to send, more than the "
+        rf"database's max_allowed_packet \({packet:,} bytes\)",
+        str(refused.value),
+    )
+    # Refused before anything was sent: the caller's transaction goes on.
+    assert Task.objects.count() == 0
+
+
+# -- PostgreSQL: statements within what one jsonb value holds ------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's jsonb")
+def test_bulk__on_postgresql_rows_larger_together_than_one_jsonb_value_are_all_written(
+    wakeups: list[str],
+) -> None:
+    # A jsonb value holds at most 256 MB (2**28 - 1 bytes), and the rows of a statement are
+    # sent as one: together, more than that.
+    payload = "x" * (1024 * 1024)
+    count = 270
+
+    rows = tasks.send_newsletter.bulk([(n, payload) for n in range(count)], batch_size=count)
+
+    assert [row.pk for row in rows] == sorted(Task.objects.values_list("pk", flat=True))
+    stored = Task.objects.order_by("pk").values_list("params__args__0", flat=True)
+    assert list(stored) == list(range(count))

@@ -61,6 +61,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "charsets",
             "isolation",
             "wakeup",
+            "packets",
             "bulk_insert",
             "task_progress",
             "retention",
