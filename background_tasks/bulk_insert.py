@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 #: A column whose value differs between the rows of a statement (else its value is shared).
 _VARIES = object()
-#: The columns the rows of ``task_rows.rows_like()`` differ in.
+#: The columns the rows of one ``task_rows.RowMaker`` differ in.
 _VARYING_LIKE = frozenset({"params", "task_hash"})
 
 #: Each column of a statement with its one value for every row, or ``_VARIES``.
