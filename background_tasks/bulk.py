@@ -7,7 +7,7 @@ Every call is checked before anything is written; the rows then go through the o
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,13 +19,13 @@ from .conf import app_settings
 from .enqueue import insert_tasks
 from .exceptions import InvalidTaskError
 from .serialization import decode_params
-from .task_rows import build_row, call_params, rows_like
+from .task_rows import RowMaker, call_params, call_rows
 
 if TYPE_CHECKING:
     from .models import Task
     from .task_function import TaskFunction
 
-#: The call options ``build_row()`` takes; ``unique`` is applied here, and
+#: The call options ``call_rows()`` takes; ``unique`` is applied here, and
 #: ``remove_existing_tasks`` is an option of the whole bulk call.
 _ROW_OPTIONS = frozenset(
     {"schedule", "priority", "queue", "verbose_name", "creator", "repeat", "repeat_until"}
@@ -114,8 +114,8 @@ def _checked_rows(
     shared = {key: value for key, value in options.items() if key in _ROW_OPTIONS}
     unique = options.get("unique")
     shared_unique = task.unique if unique is None else unique
-    # Makes the rows of the calls without options of their own, like the first of them.
-    like: Callable[[dict[str, Any]], Task] | None = None
+    # Makes the rows of the calls without options of their own.
+    like: RowMaker | None = None
     # Whether every row is like the first (no call with options of its own, none unique): then
     # the insert path checks and writes their shared values once.
     alike = not shared_unique
@@ -138,9 +138,11 @@ def _checked_rows(
                 row = like(call_params(task, args, kwargs))
             else:
                 merged = {**shared, **{k: v for k, v in own.items() if k in _ROW_OPTIONS}}
-                row = build_row(task, args, kwargs, now=now, **merged)
+                params = call_params(task, args, kwargs)
+                make = call_rows(task, now=now, **merged)
+                row = make(params)
                 if not own:
-                    like = rows_like(row)
+                    like = make
         except (TypeError, ValueError) as exc:
             raise _at(index, exc) from exc
         if own:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 #: A column whose value differs between the rows of a statement (else its value is shared).
 _VARIES = object()
-#: The columns the rows of ``task_rows.rows_like()`` differ in.
+#: The columns the rows of one ``task_rows.RowMaker`` differ in.
 _VARYING_LIKE = frozenset({"params", "task_hash"})
 #: PostgreSQL: the most characters of JSON text sent for one statement's rows. A jsonb value
 #: holds at most 256 MB (2**28 - 1 bytes), and the rows of a statement are one value: rows

@@ -131,7 +131,7 @@ def insert_tasks(
     otherwise a receiver's exception propagates to the caller, as for a call of a task.
 
     ``template``: a row that every row of ``rows`` equals but for ``params`` and ``task_hash``
-    (as ``task_rows.rows_like()`` makes them, none with a ``unique_key``). It is checked
+    (as a ``task_rows.RowMaker`` makes them, none with a ``unique_key``). It is checked
     instead of each row, and its values are written once per statement.
     """
     if len(rows) == 1:

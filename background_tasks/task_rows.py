@@ -1,11 +1,17 @@
 """A call of a registered task → the unsaved ``Task`` row it becomes, every option checked.
 
-Kept apart from the insert path (``enqueue.py``), which writes rows however they were made.
+Every row made from a call is made here, by ``build_row()`` or by a ``RowMaker`` from
+``call_rows()``: the call's options are checked once and become a template row (one
+``Model.__init__``), and each call's row is a copy of it with the call's arguments. A task keeps
+the template of its calls that set no option but ``schedule`` (the common call), so that such a
+call costs a copy, not a model instance built field by field. Kept apart from the insert path
+(``enqueue.py``), which writes rows however they were made.
 """
 
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from datetime import timezone as dt_timezone
@@ -25,7 +31,7 @@ from .columns import (
 )
 from .exceptions import InvalidTaskError
 from .options import call_queue_and_priority
-from .serialization import check_signature, encode_params, params_hash, params_hasher
+from .serialization import check_signature, encode_params, params_hasher
 from .timezones import aware, to_db
 
 if TYPE_CHECKING:
@@ -48,20 +54,79 @@ def build_row(
     repeat_until: datetime | None = None,
 ) -> Task:
     """Validate a call and return the unsaved Task row it becomes."""
-    Task = task_model()
     params = call_params(task, args, kwargs)
-    # The maths is in aware datetimes; the row gets what its columns hold (naive without USE_TZ).
-    clock = aware(now)
-    schedule = task.schedule if schedule is None else schedule
-    tz = _zone_for(schedule, repeat_until)
-    run_at = to_db(timing.resolve_run_at(schedule, clock, tz))
-    repeat_spec = timing.encode_repeat(repeat)
-    if repeat_until is not None:
-        repeat_until = (
-            to_db(timing.resolve_run_at(repeat_until, clock, tz))
-            if isinstance(repeat_until, datetime)
-            else _bad_repeat_until(task.name, repeat_until)
+    make = call_rows(
+        task,
+        now=now,
+        schedule=schedule,
+        priority=priority,
+        queue=queue,
+        verbose_name=verbose_name,
+        creator=creator,
+        repeat=repeat,
+        repeat_until=repeat_until,
+    )
+    return make(params)
+
+
+def call_rows(
+    task: TaskFunction[Any, Any],
+    *,
+    now: datetime,
+    schedule: Any = None,
+    priority: int | None = None,
+    queue: str | None = None,
+    verbose_name: str | None = None,
+    creator: models.Model | None = None,
+    repeat: Any = None,
+    repeat_until: datetime | None = None,
+) -> RowMaker:
+    """Check the options of calls of ``task`` made at ``now``; return the maker of their rows.
+
+    A call that sets no option but ``schedule`` gets a copy of the task's own template, with
+    the call's times: the template is built and checked on the first such call, and again when
+    a default it holds changes (the settings' queue or priority).
+    """
+    if (
+        queue is None
+        and priority is None
+        and verbose_name is None
+        and creator is None
+        and repeat is None
+        and repeat_until is None
+    ):
+        times = _times(task, now, schedule)  # checked first, as for a call with options
+        return _default_rows(task).at(times)
+    return RowMaker(
+        _template(
+            task,
+            now=now,
+            schedule=schedule,
+            priority=priority,
+            queue=queue,
+            verbose_name=verbose_name,
+            creator=creator,
+            repeat=repeat,
+            repeat_until=repeat_until,
         )
+    )
+
+
+def _template(
+    task: TaskFunction[Any, Any],
+    *,
+    now: datetime,
+    schedule: Any,
+    priority: int | None,
+    queue: str | None,
+    verbose_name: str | None,
+    creator: models.Model | None,
+    repeat: Any,
+    repeat_until: datetime | None,
+) -> Task:
+    """Check a call's options and return the row of its calls, without arguments yet."""
+    Task = task_model()
+    times = _times(task, now, schedule, repeat, repeat_until)
     queue, priority = call_queue_and_priority(task, queue, priority)
     problem = priority_problem(priority)
     if problem:
@@ -78,23 +143,142 @@ def build_row(
 
     row = Task(
         task_name=task.name,
-        params=params,
-        task_hash=params_hash(task.name, params),
+        params=None,  # each row's own, with its hash
+        task_hash="",
         verbose_name=verbose_name or "",
         queue=queue,
         priority=priority,
-        run_at=run_at,
-        scheduled_at=run_at,
         max_attempts=task.max_attempts,
-        repeat=repeat_spec,
-        repeat_until=repeat_until,
-        repeat_anchor=run_at if repeat_spec else None,
-        # The call's clock, as ``run_at`` of a call that runs now: the same instant.
-        created_at=to_db(clock),
+        **times,
     )
     if creator is not None:
         _set_creator(task.name, row, creator, router.db_for_write(Task))
     return row
+
+
+def _times(
+    task: TaskFunction[Any, Any],
+    now: datetime,
+    schedule: Any,
+    repeat: Any = None,
+    repeat_until: Any = None,
+) -> dict[str, Any]:
+    """Check a call's times; return its time columns: when it runs, its repeats, its clock."""
+    # The maths is in aware datetimes; the row gets what its columns hold (naive without USE_TZ).
+    clock = aware(now)
+    schedule = task.schedule if schedule is None else schedule
+    tz = _zone_for(schedule, repeat_until)
+    run_at = to_db(timing.resolve_run_at(schedule, clock, tz))
+    repeat_spec = timing.encode_repeat(repeat)
+    if repeat_until is not None:
+        repeat_until = (
+            to_db(timing.resolve_run_at(repeat_until, clock, tz))
+            if isinstance(repeat_until, datetime)
+            else _bad_repeat_until(task.name, repeat_until)
+        )
+    return {
+        "run_at": run_at,
+        "scheduled_at": run_at,
+        "repeat": repeat_spec,
+        "repeat_until": repeat_until,
+        "repeat_anchor": run_at if repeat_spec else None,
+        # The call's clock, as ``run_at`` of a call that runs now: the same instant.
+        "created_at": to_db(clock),
+    }
+
+
+class RowMaker:
+    """Makes the rows of calls with the same options: copies of one checked template row.
+
+    Building a model instance field by field costs more than checking and encoding the call's
+    arguments. A row differs from the template only in ``params`` and ``task_hash`` (what
+    ``insert_tasks(template=...)`` relies on), and its ``unique_key`` is None. Each row gets its
+    own copy of the template's lists and dicts (a model's ``default=list``); other values are
+    shared, and not changed in place by anything.
+    """
+
+    __slots__ = ("_fields_cache", "_hash", "_model", "_mutable", "_spare", "_state")
+
+    def __init__(self, template: Task, *, spare: bool = True) -> None:
+        """Copy ``template``'s values; with ``spare``, the first row is ``template`` itself."""
+        state = template.__dict__.copy()
+        del state["_state"]
+        state["unique_key"] = None
+        self._mutable = tuple(name for name, value in state.items() if type(value) in (list, dict))
+        for name in self._mutable:
+            state[name] = state[name].copy()
+        self._state = state
+        #: The related objects the template holds (the creator, when there is one).
+        self._fields_cache = dict(template._state.fields_cache)
+        self._model = type(template)
+        self._hash = _hasher(template.task_name)
+        self._spare = template if spare else None
+
+    def at(self, times: dict[str, Any]) -> RowMaker:
+        """Return a maker of the same rows with other time columns (from ``_times()``)."""
+        maker = RowMaker.__new__(RowMaker)
+        maker._state = {**self._state, **times}
+        maker._mutable = self._mutable
+        maker._fields_cache = self._fields_cache
+        maker._model = self._model
+        maker._hash = self._hash
+        maker._spare = None
+        return maker
+
+    def __call__(self, params: dict[str, Any]) -> Task:
+        """Return the new unsaved row of a call with these (checked) ``params``."""
+        row = self._spare
+        if row is not None:
+            self._spare = None
+        else:
+            values = self._state.copy()
+            for name in self._mutable:
+                values[name] = values[name].copy()
+            row_state = values["_state"] = ModelState()
+            if self._fields_cache:
+                row_state.fields_cache = dict(self._fields_cache)
+            row = self._model.__new__(self._model)
+            # The instance's attributes at once: what Model.__init__ would set one by one.
+            row.__dict__ = values
+        row.params = params
+        row.task_hash = self._hash(params)
+        return row
+
+
+#: Each task's maker of the rows of its calls that set no option but ``schedule``, with the
+#: defaults it holds. Weak: a task that is no longer referenced takes its template along.
+_DEFAULT_ROWS: weakref.WeakKeyDictionary[
+    TaskFunction[Any, Any], tuple[tuple[Any, ...], RowMaker]
+] = weakref.WeakKeyDictionary()
+
+
+def _default_rows(task: TaskFunction[Any, Any]) -> RowMaker:
+    """Return the maker of ``task``'s rows of calls without options; new if a default changed."""
+    queue, priority = call_queue_and_priority(task, None, None)
+    defaults = (task.name, queue, priority, task.max_attempts)
+    known = _DEFAULT_ROWS.get(task)
+    if known is not None and known[0] == defaults:
+        return known[1]
+    template = _template(
+        task,
+        now=timezone.now(),
+        schedule=None,
+        priority=None,
+        queue=None,
+        verbose_name=None,
+        creator=None,
+        repeat=None,
+        repeat_until=None,
+    )
+    maker = RowMaker(template, spare=False)
+    _DEFAULT_ROWS[task] = (defaults, maker)
+    return maker
+
+
+@functools.lru_cache(maxsize=1024)
+def _hasher(task_name: str) -> Callable[[dict[str, Any]], str]:
+    """Return ``params_hasher(task_name)``, built once per task name."""
+    return params_hasher(task_name)
 
 
 @functools.cache
@@ -111,44 +295,6 @@ def call_params(
     """Check that a call's arguments fit the function and are JSON; return them as stored."""
     check_signature(task.name, task.func, args, kwargs)
     return encode_params(task.name, task.func, args, kwargs)
-
-
-def rows_like(template: Task) -> Callable[[dict[str, Any]], Task]:
-    """Return a maker of new unsaved rows equal to ``template`` but for their arguments.
-
-    For the calls of a bulk call that share their options: building a model instance field by
-    field costs more than checking and encoding the call's arguments. A row differs from the
-    template only in ``params`` and ``task_hash`` (what ``insert_tasks(template=...)`` relies
-    on), and its ``unique_key`` is None. Each row gets its own copy of the template's lists and
-    dicts (a model's ``default=list``); other values are shared, and not changed in place by
-    anything.
-    """
-    model = type(template)
-    new = model.__new__
-    state = template.__dict__.copy()
-    fields_cache = template._state.fields_cache
-    del state["_state"]
-    state["unique_key"] = None
-    mutable = [
-        name for name, value in state.items() if type(value) in (list, dict) and name != "params"
-    ]
-    hash_params = params_hasher(template.task_name)
-
-    def make(params: dict[str, Any]) -> Task:
-        values = state.copy()
-        for name in mutable:
-            values[name] = values[name].copy()
-        values["params"] = params
-        values["task_hash"] = hash_params(params)
-        row_state = values["_state"] = ModelState()
-        if fields_cache:  # the creator, when there is one
-            row_state.fields_cache = dict(fields_cache)
-        row = new(model)
-        # The instance's attributes at once: what Model.__init__ would set one by one.
-        row.__dict__ = values
-        return row
-
-    return make
 
 
 def _zone_for(*times: object) -> tzinfo:

@@ -1,8 +1,8 @@
 """The rows of a bulk call whose items share their options: made from one template, written once.
 
-``task.bulk()`` makes the rows of the calls without options of their own as copies of the
-first (``task_rows.rows_like()``) and hands that row to the insert path as their template; the
-rows must be what single calls write, each its own object.
+``task.bulk()`` makes the rows of the calls without options of their own as copies of one
+checked template (``task_rows.RowMaker``), as a single call does, and hands the first row to the
+insert path as their template; the rows must be what single calls write, each its own object.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from unittest.mock import patch
 
 import pytest
 from django.db import connection
+from django.db.models.signals import post_init
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -77,6 +78,27 @@ def test_bulk__rows_with_shared_options_store_what_single_calls_store(
         )
     stored = Task.objects.get(pk=rows[2].pk)
     assert stored.creator == user and stored.run_at == when
+
+
+def test_bulk__calls_without_options_copy_the_template_single_calls_copy(clock: Any) -> None:
+    single = tasks.send_newsletter(1, schedule=60)  # builds the task's template
+    built: list[Task] = []
+
+    def remember(instance: Task, **kwargs: object) -> None:
+        built.append(instance)
+
+    post_init.connect(remember, sender=Task, dispatch_uid="test-bulk-rows-inits")
+    try:
+        rows = tasks.send_newsletter.bulk([(1,), (2,), (3,)], schedule=60)
+    finally:
+        post_init.disconnect(sender=Task, dispatch_uid="test-bulk-rows-inits")
+
+    assert built == []
+    fields = [f.attname for f in Task._meta.concrete_fields if f.attname != "id"]
+    assert Task.objects.values(*fields).get(pk=rows[0].pk) == Task.objects.values(*fields).get(
+        pk=single.pk
+    )
+    assert [row.params["args"] for row in rows] == [[1], [2], [3]]
 
 
 def test_bulk__each_returned_row_is_its_own_object_equal_to_what_is_stored() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -11,8 +11,10 @@ import pytest
 import time_machine
 from django.contrib.auth.models import User
 from django.db import connection, transaction
+from django.db.models.signals import post_init
 from django.test import override_settings
 
+from background_tasks.exceptions import InvalidTaskError
 from background_tasks.models import Task
 from background_tasks.serialization import params_hash
 from background_tasks.task_function import RESERVED_KWARGS
@@ -63,6 +65,70 @@ def test_call__default_queue_and_priority_come_from_the_settings() -> None:
     task = tasks.record("k")
 
     assert (task.queue, task.priority) == ("misc", 3)
+
+
+@pytest.fixture
+def model_inits() -> Iterator[list[Task]]:
+    """Every Task instance built by ``Model.__init__`` (not a copy of a template), in order."""
+    built: list[Task] = []
+
+    def remember(instance: Task, **kwargs: object) -> None:
+        built.append(instance)
+
+    post_init.connect(remember, sender=Task, dispatch_uid="tests-model-inits")
+    yield built
+    post_init.disconnect(sender=Task, dispatch_uid="tests-model-inits")
+
+
+def test_call__without_options_copies_the_task_s_checked_template(
+    clock: Clock, model_inits: list[Task]
+) -> None:
+    first = tasks.send_newsletter(1)
+    model_inits.clear()
+
+    rows = [
+        tasks.send_newsletter(2, template="daily"),
+        tasks.send_newsletter(3, schedule=60),
+        tasks.send_newsletter(4, unique=True),
+    ]
+
+    # No model instance built field by field: each row is a copy of the task's template.
+    assert model_inits == []
+    first.worker_ids.append("changed in place")
+    assert [row.worker_ids for row in rows] == [[], [], []]
+    # Each row is the one a call with its options spelled out stores.
+    spelled = tasks.send_newsletter(2, template="daily", queue="emails", verbose_name="")
+    fields = [f.attname for f in Task._meta.concrete_fields if f.attname not in {"id"}]
+    assert Task.objects.values(*fields).get(pk=rows[0].pk) == Task.objects.values(*fields).get(
+        pk=spelled.pk
+    )
+    assert rows[1].run_at == T0 + timedelta(seconds=60) and rows[1].created_at == T0
+    assert rows[2].unique_key == rows[2].task_hash
+    assert len({id(row) for row in rows}) == 3 and all(row.pk for row in rows)
+
+
+def test_call__without_options_follows_a_changed_default_queue_or_priority(
+    model_inits: list[Task],
+) -> None:
+    assert tasks.record("before").queue == "default"
+    model_inits.clear()
+
+    with override_settings(
+        BACKGROUND_TASKS_DEFAULT_QUEUE="misc", BACKGROUND_TASKS_DEFAULT_PRIORITY=1
+    ):
+        changed = [tasks.record(str(key)) for key in range(3)]
+        # One new template for the new defaults, not one instance per call.
+        assert len(model_inits) == 1
+        with (
+            override_settings(BACKGROUND_TASKS_DEFAULT_QUEUE=""),
+            pytest.raises(InvalidTaskError, match="queue must be a non-empty string"),
+        ):
+            tasks.record("refused")  # a new template is checked as the first was
+
+    assert [(row.queue, row.priority) for row in changed] == [("misc", 1)] * 3
+    after = tasks.record("after")
+    assert (after.queue, after.priority) == ("default", 0)
+    assert Task.objects.filter(priority=1).count() == 3 and Task.objects.count() == 5
 
 
 # -- schedule= ----------------------------------------------------------------------------------
