@@ -367,7 +367,9 @@ def record_runner_error(worker: Worker, task: Task, exc: Exception) -> None:
             )
         )
     except Exception:
-        # Left held: once this worker exits, rescue releases the row.
+        # Left held: once this worker exits, the rescue records the attempt as failed. Not a
+        # lost claim: released uncounted, it would run again with its attempt never counted.
+        worker._outcome_not_recorded(task)
         logger.exception(
             "event=outcome_not_recorded worker=%s task_id=%s", shown(worker.id), task.pk
         )

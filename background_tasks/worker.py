@@ -107,6 +107,9 @@ class Worker:
         self.processed = 0
         self._inbox: queue.Queue[Task | None] = queue.Queue()
         self._running: dict[int, Task] = {}
+        #: Tasks whose outcome could not be recorded at all (runner.record_runner_error): held
+        #: until this worker is gone and the rescue records the attempt as failed.
+        self._unrecorded: list[Task] = []
         #: Runner threads waiting for a task from the main thread (its claims are for them).
         self._idle_runners = concurrency
         self._runners: list[Runner] = []
@@ -345,7 +348,9 @@ class Worker:
                 self._gate.notify_all()
                 return 0
             self._claims_uncertain = False
-            running = list(self._running.values())
+            # Rows whose outcome could not be recorded are not lost claims: their attempt ran,
+            # and the rescue counts it once this worker is gone.
+            running = [*self._running.values(), *self._unrecorded]
         try:
             held = Task.objects.using(router.db_for_write(Task)).filter(locked_by=self.id)
             # By claim, not by id: the lost claim may have taken again the row of a retry due
@@ -414,6 +419,11 @@ class Worker:
             # at once), and that claim is another Task object.
             if self._running.get(task.pk) is task:
                 del self._running[task.pk]
+
+    def _outcome_not_recorded(self, task: Task) -> None:
+        """Even the failure of ``task``'s attempt could not be written: its row stays held."""
+        with self._lock:
+            self._unrecorded.append(task)
 
     def _outcomes_written(self, tasks: list[Task]) -> None:
         """Held outcomes (BATCH_SIZE > 1) of these tasks are written: they are done."""
