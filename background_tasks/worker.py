@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from django.db import (
     DatabaseError,
@@ -51,6 +51,9 @@ from .models import Task
 from .outage import Outage, is_missing_table, is_outage, pause_before_try
 from .runner import Runner, write_held_by_main
 from .wakeup import Alarm, Listener
+
+if TYPE_CHECKING:
+    from .claimed_ahead import ClaimedAhead
 
 logger = logging.getLogger("background_tasks")
 
@@ -403,12 +406,20 @@ class Worker:
             self._runner_claims += 1
             return wanted
 
-    def _claimed_by_runner(self, tasks: list[Task], reserved: int) -> None:
-        """Take note of what a runner claim of ``reserved`` tasks got (nothing if it failed)."""
+    def _claimed_by_runner(
+        self, tasks: list[Task], reserved: int, ahead: ClaimedAhead | None = None
+    ) -> None:
+        """Take note of what a runner claim of ``reserved`` tasks got (nothing if it failed).
+
+        ``ahead``: the runner's tasks claimed ahead, which get these in the same lock section,
+        so that the shutdown never sees them running without seeing them there.
+        """
         with self._gate:
             self.claimed -= reserved - len(tasks)
             for task in tasks:
                 self._running[task.pk] = task
+            if ahead is not None:
+                ahead.add(tasks)
             self._runner_claims -= 1
             self._gate.notify_all()
 
@@ -629,9 +640,11 @@ class Worker:
             while self._runner_claims and not self._force_requested:
                 self._gate.wait(1.0)
             leftovers = list(self._running.values())
-        # Tasks a runner claimed for its batch and has not started (it is still busy with a
-        # longer one): released uncounted like the inbox's, not handed back.
-        unstarted += [task for runner in self._runners for task in runner.queued()]
+            # Tasks a runner claimed and has not started (it is still busy with a longer one,
+            # or releasing them): released uncounted like the inbox's, not handed back. Read in
+            # the lock section of the running ones: a runner takes its next task out of its
+            # queue under this lock (runner.Runner._take_next).
+            unstarted += [task for runner in self._runners for task in runner.queued()]
         unstarted_ids = {task.pk for task in unstarted}
         try:
             released = lifecycle.release(unstarted, self.id)

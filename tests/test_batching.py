@@ -233,6 +233,62 @@ def test_stop__the_outcomes_held_are_written_and_the_batch_s_unstarted_tasks_rel
     assert [(t.locked_by, t.attempts) for t in waiting] == [(None, 0)] * 2
 
 
+def test_grace_over_as_the_runner_takes_its_next_task__it_is_released_unstarted_not_handed_back(
+    monkeypatch: pytest.MonkeyPatch, released: threading.Event
+) -> None:
+    """The grace period is over just as the runner ends its long task and takes the next one of
+    its batch, to release it unstarted (the worker is stopping). The shutdown must count that
+    task among the unstarted ones, not among those still running: a hand-back is counted in
+    ``handbacks``, and past MAX_HANDBACKS recorded as a failed attempt that never ran."""
+    tasks.record("first")
+    tasks.waits_for_release("slow")
+    after = tasks.record("after")
+    worker = Worker(sleep=60, batch_size=2, batch_window=NO_WINDOW, shutdown_grace=0)
+    taken, handed_back = threading.Event(), threading.Event()
+    write_all = worker._write_all_held_outcomes
+    writes: list[int] = []
+    release, hand_back = lifecycle.release, lifecycle.hand_back
+
+    def stop_when_slow_starts(sender: str, task: Task, **kwargs: Any) -> None:
+        if task.params["args"] == ["slow"]:
+            worker.request_stop()
+
+    def write_all_then_end_slow() -> None:
+        write_all()
+        writes.append(1)
+        if len(writes) == 2:  # the grace period is over: "slow" ends now
+            released.set()
+            assert taken.wait(10), "the runner never took its next task"
+
+    def runner_release(tasks_: list[Task], worker_id: str) -> int:
+        if threading.current_thread().name.startswith("background_tasks-runner"):
+            taken.set()  # "after" is out of the runner's queue, not yet released
+            assert handed_back.wait(10), "the shutdown never handed back"
+        return release(tasks_, worker_id)
+
+    def hand_back_then_note(tasks_: list[Task], worker_id: str) -> int:
+        try:
+            return hand_back(tasks_, worker_id)
+        finally:
+            handed_back.set()
+
+    monkeypatch.setattr(worker, "_write_all_held_outcomes", write_all_then_end_slow)
+    monkeypatch.setattr(lifecycle, "release", runner_release)
+    monkeypatch.setattr(lifecycle, "hand_back", hand_back_then_note)
+    signals.task_started.connect(stop_when_slow_starts, dispatch_uid="test-stop")
+    try:
+        assert worker.run() == 0
+    finally:
+        signals.task_started.disconnect(dispatch_uid="test-stop")
+        handed_back.set()
+        for thread in worker._threads:
+            thread.join(10)
+
+    assert [runs(key) for key in ("first", "slow", "after")] == [1, 1, 0]
+    left = Task.objects.get(pk=after.pk)
+    assert (left.locked_by, left.attempts, left.handbacks) == (None, 0, 0)
+
+
 @pytest.mark.parametrize("concurrency", [1, 2])
 def test_max_tasks__is_respected_exactly_with_batches(concurrency: int) -> None:
     for i in range(9):

@@ -282,8 +282,8 @@ def test_lost_reply_after_a_retry_reclaimed_its_row__the_main_thread_releases_th
     claimed_by_runner = worker._claimed_by_runner
     release_lost_claims = worker._release_lost_claims
 
-    def claimed_then_wait(claimed: list[Task], reserved: int) -> None:
-        claimed_by_runner(claimed, reserved)
+    def claimed_then_wait(claimed: list[Task], reserved: int, *queue: Any) -> None:
+        claimed_by_runner(claimed, reserved, *queue)
         if lost.is_set() and not looked.is_set():
             worker._wake.ring()  # the main thread looks before this runner goes on
             assert looked.wait(10)
