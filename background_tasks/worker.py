@@ -659,8 +659,9 @@ class Worker:
         except _DB_ERRORS as exc:
             logger.error("event=shutdown_db_error worker=%s error=%r", self.id, exc)
             released = 0
-        for thread in list(self._signal_threads):  # the signals of outcomes already written
-            thread.join(max(0.0, grace_end - self.clock()))
+        if not self._wait_for_signal_threads():
+            logger.warning("event=worker_forced_exit worker=%s", self.id)
+            return EXIT_FORCED
         logger.info(
             "event=worker_stopped worker=%s processed=%s released=%s",
             self.id,
@@ -672,6 +673,31 @@ class Worker:
             with contextlib.suppress(*_DB_ERRORS):
                 connection.close()
         return EXIT_OK
+
+    def _wait_for_signal_threads(self) -> bool:
+        """Wait until the signals of the outcomes the main thread wrote are sent; return False
+        if a second stop request ended the wait.
+
+        Not bounded by the grace period: it is for running tasks, and may be spent already (an
+        outcome written as it ends would never be signalled, its thread cut off as the
+        process exits). Receivers are short, as they are in a runner thread.
+        """
+        with self._lock:
+            threads = [thread for thread in self._signal_threads if thread.is_alive()]
+        if not threads:
+            return True
+        logger.info(
+            "event=worker_stopping worker=%s stopping: waiting for the receivers of the signals "
+            "of %s outcome write(s); press Ctrl-C again to stop now",
+            self.id,
+            len(threads),
+        )
+        for thread in threads:
+            while thread.is_alive():
+                if self._force_requested:
+                    return False
+                thread.join(0.5)  # a second stop request is seen within that time
+        return True
 
     def _announce_stop(self, running: int) -> None:
         """Say what a stop request waits for, and how to cut it short."""

@@ -8,6 +8,7 @@ database refuses, a failed commit, and the window bounding how long an outcome w
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -287,6 +288,56 @@ def test_grace_over_as_the_runner_takes_its_next_task__it_is_released_unstarted_
     assert [runs(key) for key in ("first", "slow", "after")] == [1, 1, 0]
     left = Task.objects.get(pk=after.pk)
     assert (left.locked_by, left.attempts, left.handbacks) == (None, 0, 0)
+
+
+def test_stop__the_signals_of_outcomes_the_main_thread_wrote_are_sent_before_the_worker_exits(
+    released: threading.Event,
+) -> None:
+    """The shutdown writes the outcome held for "quick" once the grace period is spent (here it
+    is 0): its signals go out from a thread of their own, and a process exits without waiting
+    for such threads. The worker waits for them, and says so."""
+    tasks.record("first")
+    tasks.record("quick")
+    tasks.waits_for_release("slow")
+    worker = Worker(sleep=60, batch_size=3, batch_window=NO_WINDOW, shutdown_grace=0)
+    said_so, sent = threading.Event(), []
+
+    class NoteWaiting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting for the receivers" in record.getMessage():
+                said_so.set()
+
+    def stop_when_slow_starts(sender: str, task: Task, **kwargs: Any) -> None:
+        if task.params["args"] == ["slow"]:
+            worker.request_stop()
+
+    def slow_receiver(sender: str, task: Task, **kwargs: Any) -> None:
+        # A receiver that takes longer than what is left of the grace period.
+        if task.params["args"] == ["quick"] and said_so.wait(10):
+            sent.append("quick")
+
+    handler = NoteWaiting()
+    logger = logging.getLogger("background_tasks")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    signals.task_started.connect(stop_when_slow_starts, dispatch_uid="test-stop")
+    signals.task_succeeded.connect(slow_receiver, dispatch_uid="test-slow-receiver")
+    try:
+        assert worker.run() == 0
+        done = list(sent)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        signals.task_started.disconnect(dispatch_uid="test-stop")
+        signals.task_succeeded.disconnect(dispatch_uid="test-slow-receiver")
+        said_so.set()
+        released.set()
+        for thread in [*worker._threads, *worker._signal_threads]:
+            thread.join(10)
+
+    assert done == ["quick"]
+    assert [runs(key) for key in ("first", "quick")] == [1, 1]
 
 
 @pytest.mark.parametrize("concurrency", [1, 2])
