@@ -110,7 +110,8 @@ def test_claim__a_reply_it_cannot_read_takes_no_row_of_another_claim_at_the_same
 ) -> None:
     """Two claims of one worker read the same instant (two of its threads, a coarse clock). The
     second one's reply cannot be read, so its rows are found again by the claim's stamp: that
-    stamp must name the second claim alone, or the first claim's row runs twice."""
+    stamp must name the second claim alone, or the first claim's row runs twice. (PostgreSQL and
+    SQLite; MySQL/MariaDB's claim reads its rows before it marks them, and never looks again.)"""
     good = make(priority=10)
     bad = make_unloadable(priority=0)
 
