@@ -20,9 +20,10 @@ rows scheduled ahead.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -266,7 +267,7 @@ def claim_tasks(
     from .models import Task
 
     using = using or router.db_for_write(Task)
-    now = now or timezone.now()
+    now = now or claim_stamp()
     order = "-priority" if app_settings.priority_descending else "priority"
     claimed: list[Task] = []
     taken: set[int] = set()
@@ -290,6 +291,36 @@ def claim_tasks(
         taken.update(ids)
         limit -= len(ids) if len(loaded) == len(ids) else len(loaded)
     return claimed
+
+
+#: How far back a claim stamp may be from the last one and still be moved past it.
+_STAMP_WINDOW = timedelta(seconds=1)
+_stamp_lock = threading.Lock()
+#: The last claim stamp this process gave (see claim_stamp).
+_last_stamp: list[datetime] = []
+
+
+def claim_stamp() -> datetime:
+    """Return the time to stamp a new claim with (``locked_at``, and "now" for readiness).
+
+    (holder, locked_at) names one claim (see :func:`_held_since` and ``lifecycle._held``),
+    but the threads of a worker claim under one id, and two of them may read the same
+    microsecond (or the same tick of a coarse clock): a claim whose reply could not be read
+    would then find the other claim's rows as its own, and run them a second time. So a stamp
+    that is not after the last one this process gave is moved one microsecond past it. A clock
+    set back by more than ``_STAMP_WINDOW`` is followed (claims must not wait for it).
+    """
+    now = timezone.now()
+    with _stamp_lock:
+        last = _last_stamp[0] if _last_stamp else None
+        if (
+            last is not None
+            and (last.tzinfo is None) == (now.tzinfo is None)
+            and last - _STAMP_WINDOW < now <= last
+        ):
+            now = last + timedelta(microseconds=1)
+        _last_stamp[:] = [now]
+    return now
 
 
 def _run_order(task: Task) -> tuple[Any, ...]:
@@ -379,7 +410,8 @@ def _returning_claim_sql(
 def _held_since(using: str, worker_id: str, now: datetime) -> list[int]:
     """Find the ids of the rows a claim stamped, when its reply could not be read.
 
-    A worker claims with a fresh ``now`` each time, so (holder, locked_at) names one claim.
+    A worker's claims are stamped apart (:func:`claim_stamp`), even those of two threads at
+    the same instant, so (holder, locked_at) names one claim.
     """
     from .models import Task
 

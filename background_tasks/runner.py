@@ -67,6 +67,9 @@ class Runner:
         self.using = router.db_for_write(Task)
         #: Tasks this runner claimed itself and has not started, in claim order.
         self.ahead = ClaimedAhead(worker.clock)
+        #: Tasks taken out of ``ahead`` never to start (the worker is stopping), until they are
+        #: released: the shutdown counts them among the unstarted (``queued()``).
+        self._unstarted: list[Task] = []
         self._current: Task | None = None
         self.held = HeldOutcomes(worker.clock)
         self._first_task = True
@@ -94,7 +97,8 @@ class Runner:
                     self.ahead.ended()
                     if not self.held.holds(task):
                         worker._finished(task)
-                following = self.ahead.start_next()
+                    self._forget_unstarted([task])
+                following = self._take_next()
                 if following is not None:
                     task, own = following, True
                 else:
@@ -114,17 +118,46 @@ class Runner:
             connections.close_all()
 
     def queued(self) -> list[Task]:
-        """The tasks this runner claimed and has not started (read by the main thread)."""
-        return self.ahead.snapshot()
+        """The tasks this runner claimed and has not started, nor will (read by the main
+        thread, holding the worker's lock: see ``_take_next``)."""
+        return [*self._unstarted, *self.ahead.snapshot()]
+
+    def _take_next(self) -> Task | None:
+        """Take the next task this runner claimed, and decide there whether it may start.
+
+        In the worker's lock, as the shutdown's look at the running and unstarted tasks is: a
+        task taken out as the worker stops is seen there as unstarted, never as one that ran
+        (it would be handed back, a hand-back counted in ``handbacks``).
+        """
+        worker = self.worker
+        with worker._lock:
+            task = self.ahead.start_next()
+            if task is not None and not worker._claiming():
+                self._unstarted.append(task)
+            return task
+
+    def _set_aside_all(self) -> list[Task]:
+        """Take every task claimed ahead out, never to start (see ``_take_next``)."""
+        with self.worker._lock:
+            taken = self.ahead.take_all()
+            self._unstarted.extend(taken)
+        return taken
+
+    def _forget_unstarted(self, tasks: list[Task]) -> None:
+        """These tasks are released (or left for the shutdown to release) and no longer among
+        the worker's running tasks: the shutdown need not see them here."""
+        if self._unstarted:
+            with self.worker._lock:
+                self._unstarted = [t for t in self._unstarted if all(t is not x for x in tasks)]
 
     def _may_start(self, task: Task, own: bool) -> bool:
         """Return True to run ``task``; a task this runner claimed is released if it may not."""
         worker = self.worker
         if worker._force_requested:
             return False
-        if own and not worker._claiming():
-            # Claimed just as the worker began to stop: handed back unstarted, uncounted, as
-            # the main thread's unstarted claims are.
+        if own and any(task is unstarted for unstarted in self._unstarted):
+            # Claimed just as the worker began to stop (see _take_next): handed back
+            # unstarted, uncounted, as the main thread's unstarted claims are.
             try:
                 worker._until_db_ok(lambda: lifecycle.release([task], worker.id))
             except _DB_ERRORS:
@@ -197,8 +230,7 @@ class Runner:
         # Registered before the outcome's signals run: while a slow receiver runs, the claimed
         # rows are known to the worker (a stop waits for them, a shutdown hands them back).
         if wanted:
-            worker._claimed_by_runner(claimed, wanted)
-            self.ahead.add(claimed)
+            worker._claimed_by_runner(claimed, wanted, self.ahead)
             if len(claimed) > 1:
                 # Tasks wait behind the first: the main thread is to release them should it
                 # outrun the window (claimed_ahead.py), and must wake up for that.
@@ -258,7 +290,7 @@ class Runner:
         for its batch is left to the worker's shutdown, which writes it.
         """
         left = [task] if task is not None and not self.held.holds(task) else []
-        left += self.ahead.take_all()
+        left += self._set_aside_all()
         worker = self.worker
         try:
             lifecycle.release(left, worker.id)
@@ -267,9 +299,10 @@ class Runner:
             worker._claims_uncertain = True
         for each in left:
             worker._finished(each)
+        self._forget_unstarted(left)
 
     def _give_back_queued(self) -> None:
-        queued = self.ahead.take_all()
+        queued = self._set_aside_all()
         if not queued:
             return
         worker = self.worker
@@ -284,6 +317,7 @@ class Runner:
             worker._claims_uncertain = True  # the main thread looks for them again
         for task in queued:
             worker._finished(task)
+        self._forget_unstarted(queued)
 
 
 def write_held_by_main(worker: Worker, runner: Runner, using: str, window: float) -> None:
@@ -367,7 +401,9 @@ def record_runner_error(worker: Worker, task: Task, exc: Exception) -> None:
             )
         )
     except Exception:
-        # Left held: once this worker exits, rescue releases the row.
+        # Left held: once this worker exits, the rescue records the attempt as failed. Not a
+        # lost claim: released uncounted, it would run again with its attempt never counted.
+        worker._outcome_not_recorded(task)
         logger.exception(
             "event=outcome_not_recorded worker=%s task_id=%s", shown(worker.id), task.pk
         )

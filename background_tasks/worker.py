@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from django.db import (
     DatabaseError,
@@ -51,6 +51,9 @@ from .models import Task
 from .outage import Outage, is_missing_table, is_outage, pause_before_try
 from .runner import Runner, write_held_by_main
 from .wakeup import Alarm, Listener
+
+if TYPE_CHECKING:
+    from .claimed_ahead import ClaimedAhead
 
 logger = logging.getLogger("background_tasks")
 
@@ -107,6 +110,9 @@ class Worker:
         self.processed = 0
         self._inbox: queue.Queue[Task | None] = queue.Queue()
         self._running: dict[int, Task] = {}
+        #: Tasks whose outcome could not be recorded at all (runner.record_runner_error): held
+        #: until this worker is gone and the rescue records the attempt as failed.
+        self._unrecorded: list[Task] = []
         #: Runner threads waiting for a task from the main thread (its claims are for them).
         self._idle_runners = concurrency
         self._runners: list[Runner] = []
@@ -345,7 +351,9 @@ class Worker:
                 self._gate.notify_all()
                 return 0
             self._claims_uncertain = False
-            running = list(self._running.values())
+            # Rows whose outcome could not be recorded are not lost claims: their attempt ran,
+            # and the rescue counts it once this worker is gone.
+            running = [*self._running.values(), *self._unrecorded]
         try:
             held = Task.objects.using(router.db_for_write(Task)).filter(locked_by=self.id)
             # By claim, not by id: the lost claim may have taken again the row of a retry due
@@ -398,12 +406,20 @@ class Worker:
             self._runner_claims += 1
             return wanted
 
-    def _claimed_by_runner(self, tasks: list[Task], reserved: int) -> None:
-        """Take note of what a runner claim of ``reserved`` tasks got (nothing if it failed)."""
+    def _claimed_by_runner(
+        self, tasks: list[Task], reserved: int, ahead: ClaimedAhead | None = None
+    ) -> None:
+        """Take note of what a runner claim of ``reserved`` tasks got (nothing if it failed).
+
+        ``ahead``: the runner's tasks claimed ahead, which get these in the same lock section,
+        so that the shutdown never sees them running without seeing them there.
+        """
         with self._gate:
             self.claimed -= reserved - len(tasks)
             for task in tasks:
                 self._running[task.pk] = task
+            if ahead is not None:
+                ahead.add(tasks)
             self._runner_claims -= 1
             self._gate.notify_all()
 
@@ -414,6 +430,11 @@ class Worker:
             # at once), and that claim is another Task object.
             if self._running.get(task.pk) is task:
                 del self._running[task.pk]
+
+    def _outcome_not_recorded(self, task: Task) -> None:
+        """Even the failure of ``task``'s attempt could not be written: its row stays held."""
+        with self._lock:
+            self._unrecorded.append(task)
 
     def _outcomes_written(self, tasks: list[Task]) -> None:
         """Held outcomes (BATCH_SIZE > 1) of these tasks are written: they are done."""
@@ -619,9 +640,11 @@ class Worker:
             while self._runner_claims and not self._force_requested:
                 self._gate.wait(1.0)
             leftovers = list(self._running.values())
-        # Tasks a runner claimed for its batch and has not started (it is still busy with a
-        # longer one): released uncounted like the inbox's, not handed back.
-        unstarted += [task for runner in self._runners for task in runner.queued()]
+            # Tasks a runner claimed and has not started (it is still busy with a longer one,
+            # or releasing them): released uncounted like the inbox's, not handed back. Read in
+            # the lock section of the running ones: a runner takes its next task out of its
+            # queue under this lock (runner.Runner._take_next).
+            unstarted += [task for runner in self._runners for task in runner.queued()]
         unstarted_ids = {task.pk for task in unstarted}
         try:
             released = lifecycle.release(unstarted, self.id)
@@ -636,8 +659,9 @@ class Worker:
         except _DB_ERRORS as exc:
             logger.error("event=shutdown_db_error worker=%s error=%r", self.id, exc)
             released = 0
-        for thread in list(self._signal_threads):  # the signals of outcomes already written
-            thread.join(max(0.0, grace_end - self.clock()))
+        if not self._wait_for_signal_threads():
+            logger.warning("event=worker_forced_exit worker=%s", self.id)
+            return EXIT_FORCED
         logger.info(
             "event=worker_stopped worker=%s processed=%s released=%s",
             self.id,
@@ -649,6 +673,31 @@ class Worker:
             with contextlib.suppress(*_DB_ERRORS):
                 connection.close()
         return EXIT_OK
+
+    def _wait_for_signal_threads(self) -> bool:
+        """Wait until the signals of the outcomes the main thread wrote are sent; return False
+        if a second stop request ended the wait.
+
+        Not bounded by the grace period: it is for running tasks, and may be spent already (an
+        outcome written as it ends would never be signalled, its thread cut off as the
+        process exits). Receivers are short, as they are in a runner thread.
+        """
+        with self._lock:
+            threads = [thread for thread in self._signal_threads if thread.is_alive()]
+        if not threads:
+            return True
+        logger.info(
+            "event=worker_stopping worker=%s stopping: waiting for the receivers of the signals "
+            "of %s outcome write(s); press Ctrl-C again to stop now",
+            self.id,
+            len(threads),
+        )
+        for thread in threads:
+            while thread.is_alive():
+                if self._force_requested:
+                    return False
+                thread.join(0.5)  # a second stop request is seen within that time
+        return True
 
     def _announce_stop(self, running: int) -> None:
         """Say what a stop request waits for, and how to cut it short."""

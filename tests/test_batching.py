@@ -8,6 +8,7 @@ database refuses, a failed commit, and the window bounding how long an outcome w
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -231,6 +232,112 @@ def test_stop__the_outcomes_held_are_written_and_the_batch_s_unstarted_tasks_rel
     assert [runs(key) for key in ("first", "quick", "slow")] == [1, 1, 1]
     waiting = Task.objects.filter(pk__in=rest)
     assert [(t.locked_by, t.attempts) for t in waiting] == [(None, 0)] * 2
+
+
+def test_grace_over_as_the_runner_takes_its_next_task__it_is_released_unstarted_not_handed_back(
+    monkeypatch: pytest.MonkeyPatch, released: threading.Event
+) -> None:
+    """The grace period is over just as the runner ends its long task and takes the next one of
+    its batch, to release it unstarted (the worker is stopping). The shutdown must count that
+    task among the unstarted ones, not among those still running: a hand-back is counted in
+    ``handbacks``, and past MAX_HANDBACKS recorded as a failed attempt that never ran."""
+    tasks.record("first")
+    tasks.waits_for_release("slow")
+    after = tasks.record("after")
+    worker = Worker(sleep=60, batch_size=2, batch_window=NO_WINDOW, shutdown_grace=0)
+    taken, handed_back = threading.Event(), threading.Event()
+    write_all = worker._write_all_held_outcomes
+    writes: list[int] = []
+    release, hand_back = lifecycle.release, lifecycle.hand_back
+
+    def stop_when_slow_starts(sender: str, task: Task, **kwargs: Any) -> None:
+        if task.params["args"] == ["slow"]:
+            worker.request_stop()
+
+    def write_all_then_end_slow() -> None:
+        write_all()
+        writes.append(1)
+        if len(writes) == 2:  # the grace period is over: "slow" ends now
+            released.set()
+            assert taken.wait(10), "the runner never took its next task"
+
+    def runner_release(tasks_: list[Task], worker_id: str) -> int:
+        if threading.current_thread().name.startswith("background_tasks-runner"):
+            taken.set()  # "after" is out of the runner's queue, not yet released
+            assert handed_back.wait(10), "the shutdown never handed back"
+        return release(tasks_, worker_id)
+
+    def hand_back_then_note(tasks_: list[Task], worker_id: str) -> int:
+        try:
+            return hand_back(tasks_, worker_id)
+        finally:
+            handed_back.set()
+
+    monkeypatch.setattr(worker, "_write_all_held_outcomes", write_all_then_end_slow)
+    monkeypatch.setattr(lifecycle, "release", runner_release)
+    monkeypatch.setattr(lifecycle, "hand_back", hand_back_then_note)
+    signals.task_started.connect(stop_when_slow_starts, dispatch_uid="test-stop")
+    try:
+        assert worker.run() == 0
+    finally:
+        signals.task_started.disconnect(dispatch_uid="test-stop")
+        handed_back.set()
+        for thread in worker._threads:
+            thread.join(10)
+
+    assert [runs(key) for key in ("first", "slow", "after")] == [1, 1, 0]
+    left = Task.objects.get(pk=after.pk)
+    assert (left.locked_by, left.attempts, left.handbacks) == (None, 0, 0)
+
+
+def test_stop__the_signals_of_outcomes_the_main_thread_wrote_are_sent_before_the_worker_exits(
+    released: threading.Event,
+) -> None:
+    """The shutdown writes the outcome held for "quick" once the grace period is spent (here it
+    is 0): its signals go out from a thread of their own, and a process exits without waiting
+    for such threads. The worker waits for them, and says so."""
+    tasks.record("first")
+    tasks.record("quick")
+    tasks.waits_for_release("slow")
+    worker = Worker(sleep=60, batch_size=3, batch_window=NO_WINDOW, shutdown_grace=0)
+    said_so, sent = threading.Event(), []
+
+    class NoteWaiting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting for the receivers" in record.getMessage():
+                said_so.set()
+
+    def stop_when_slow_starts(sender: str, task: Task, **kwargs: Any) -> None:
+        if task.params["args"] == ["slow"]:
+            worker.request_stop()
+
+    def slow_receiver(sender: str, task: Task, **kwargs: Any) -> None:
+        # A receiver that takes longer than what is left of the grace period.
+        if task.params["args"] == ["quick"] and said_so.wait(10):
+            sent.append("quick")
+
+    handler = NoteWaiting()
+    logger = logging.getLogger("background_tasks")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    signals.task_started.connect(stop_when_slow_starts, dispatch_uid="test-stop")
+    signals.task_succeeded.connect(slow_receiver, dispatch_uid="test-slow-receiver")
+    try:
+        assert worker.run() == 0
+        done = list(sent)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        signals.task_started.disconnect(dispatch_uid="test-stop")
+        signals.task_succeeded.disconnect(dispatch_uid="test-slow-receiver")
+        said_so.set()
+        released.set()
+        for thread in [*worker._threads, *worker._signal_threads]:
+            thread.join(10)
+
+    assert done == ["quick"]
+    assert [runs(key) for key in ("first", "quick")] == [1, 1]
 
 
 @pytest.mark.parametrize("concurrency", [1, 2])

@@ -21,6 +21,7 @@ from background_tasks.models import QUARANTINED, CompletedTask, Schedule, Task, 
 from background_tasks.outage import is_outage
 from background_tasks.outcomes import Outcome
 from background_tasks.supervisor import Child, Supervisor
+from tests.fixtures import Clock
 
 pytestmark = pytest.mark.django_db
 
@@ -102,6 +103,25 @@ def test_claim__a_row_it_cannot_load_at_a_later_priority_leaves_each_claimed_row
 
     assert [task.pk for task in claimed] == [good.pk]
     assert held_by(bad)[0] == QUARANTINED
+
+
+def test_claim__a_reply_it_cannot_read_takes_no_row_of_another_claim_at_the_same_instant(
+    clock: Clock,
+) -> None:
+    """Two claims of one worker read the same instant (two of its threads, a coarse clock). The
+    second one's reply cannot be read, so its rows are found again by the claim's stamp: that
+    stamp must name the second claim alone, or the first claim's row runs twice. (PostgreSQL and
+    SQLite; MySQL/MariaDB's claim reads its rows before it marks them, and never looks again.)"""
+    good = make(priority=10)
+    bad = make_unloadable(priority=0)
+
+    (first,) = claim_tasks("w:1:a", [], 1)
+    second = claim_tasks("w:1:a", [], 1)
+
+    assert first.pk == good.pk
+    assert second == []
+    assert held_by(bad)[0] == QUARANTINED
+    assert held_by(good.pk)[0] == "w:1:a"
 
 
 def test_claim__counts_no_further_at_the_attempts_ceiling() -> None:

@@ -10,16 +10,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.apps import apps
 from django.db import DataError, OperationalError, connection
 from django.db.models import CASCADE, SET_NULL, ForeignKey, Model
+from django.utils import timezone
 
-from background_tasks import lifecycle, signals
+from background_tasks import lifecycle, liveness, recording, signals
 from background_tasks import runner as runner_module
 from background_tasks import worker as worker_module
+from background_tasks.conf import app_settings
 from background_tasks.exit_codes import (
     EXIT_DATABASE_UNAVAILABLE,
     EXIT_MEMORY_LIMIT,
@@ -279,8 +282,8 @@ def test_lost_reply_after_a_retry_reclaimed_its_row__the_main_thread_releases_th
     claimed_by_runner = worker._claimed_by_runner
     release_lost_claims = worker._release_lost_claims
 
-    def claimed_then_wait(claimed: list[Task], reserved: int) -> None:
-        claimed_by_runner(claimed, reserved)
+    def claimed_then_wait(claimed: list[Task], reserved: int, *queue: Any) -> None:
+        claimed_by_runner(claimed, reserved, *queue)
         if lost.is_set() and not looked.is_set():
             worker._wake.ring()  # the main thread looks before this runner goes on
             assert looked.wait(10)
@@ -607,3 +610,35 @@ def test_receiver_raising_past_the_worker__the_worker_stops_and_hands_its_tasks_
     else:  # it ran, and its outcome was committed before the receiver ran
         assert runs("first") == 1
         assert CompletedTask.objects.get(task_id=first.pk).attempts == 1
+
+
+def test_outcome_not_recorded__the_row_is_left_to_the_rescue_not_released_uncounted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Neither the outcome, nor the failure, nor the quarantine could be written: the attempt
+    ran, so the row stays held until this worker is gone and the rescue records it as failed.
+    The release of lost claims (its transaction with the next claim rolled back) must not hand
+    it back uncounted, to run again (and again) with its attempt never counted."""
+    task = tasks.record("unrecordable")
+    refuse_archiving(monkeypatch, task.pk)
+    quarantine = recording.quarantine
+
+    def refuse_quarantine(task_id: int, *args: Any, **kwargs: Any) -> bool:
+        if task_id == task.pk:
+            raise DataError("value too long (as the database would say)")
+        return quarantine(task_id, *args, **kwargs)
+
+    monkeypatch.setattr(recording, "quarantine", refuse_quarantine)
+    worker = Worker(burst=True, sleep=60, max_tasks=2)
+
+    assert worker.run() == 0
+
+    assert runs("unrecordable") == 1
+    held = Task.objects.get(pk=task.pk)
+    assert (held.locked_by, held.attempts) == (worker.id, 1)
+    # Once this worker is gone, the rescue records the attempt as failed (and retries it).
+    later = timezone.now() + timedelta(seconds=float(app_settings.RESCUE_AFTER) + 1)
+    assert liveness.rescue_lost(now=later) == 1
+    rescued = Task.objects.get(pk=task.pk)
+    assert (rescued.locked_by, rescued.attempts) == (None, 1)
+    assert rescued.last_error.startswith(f"Worker lost: {worker.id}")
