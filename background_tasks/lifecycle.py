@@ -53,7 +53,9 @@ _shared = _Shared()
 
 
 @contextmanager
-def shared_transaction(using: str) -> Iterator[list[Callable[[], None]]]:
+def shared_transaction(
+    using: str, *, group_moves: bool = False
+) -> Iterator[list[Callable[[], None]]]:
     """Open one transaction for an outcome and what the caller adds to it (the next claim).
 
     The outcome's writes take no savepoint of their own: whatever fails inside rolls the whole
@@ -61,19 +63,33 @@ def shared_transaction(using: str) -> Iterator[list[Callable[[], None]]]:
     outcome does once written (its signals, the task object's new state) waits for the commit:
     the list yielded holds it, and the caller passes it to :func:`after_commit` once the
     transaction has committed (after taking note of its claim), never if it rolled back.
+
+    ``group_moves``: the outcomes' moves to the history go together at the end of the block
+    where the database allows it (``archive_sql.grouped_moves``, MariaDB); a row found no
+    longer held then raises ``archive_sql.MovesNotHeld``, and the caller records each outcome
+    again alone, as after any error.
     """
     if _shared.pending is not None:
         raise RuntimeError("shared_transaction() does not nest")
     pending: list[Callable[[], None]] = []
     _shared.pending = pending
     try:
-        with short_transaction(using):
+        with short_transaction(using), _moves_grouped(using, group_moves):
             yield pending
     except BaseException:
         pending.clear()  # rolled back: none of it happened
         raise
     finally:
         _shared.pending = None
+
+
+@contextmanager
+def _moves_grouped(using: str, group: bool) -> Iterator[None]:
+    if not group:
+        yield
+        return
+    with archive_sql.grouped_moves(connections[using]):
+        yield
 
 
 def after_commit(pending: list[Callable[[], None]]) -> None:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from django.db import DatabaseError, InterfaceError, connections, router
 
-from . import isolation, lifecycle, recording
+from . import archive_sql, isolation, lifecycle, recording
 from .claimed_ahead import ClaimedAhead
 from .claims import claim_tasks, prepare_transaction
 from .connection_reuse import refresh_connections
@@ -203,7 +203,9 @@ class Runner:
         try:
             if wanted:
                 prepare_transaction(self.using)
-            with lifecycle.shared_transaction(self.using) as pending:
+            # A batch's moves to the history go in one round trip where the database allows.
+            grouped = bool(held)
+            with lifecycle.shared_transaction(self.using, group_moves=grouped) as pending:
                 for outcome in held:
                     outcome.write()
                 result = action()
@@ -369,7 +371,13 @@ def write_each(worker: Worker, held: list[HeldOutcome]) -> None:
 
 
 def _log_rolled_back(worker: Worker, exc: Exception) -> None:
-    if not isinstance(exc, _DB_ERRORS):
+    if isinstance(exc, archive_sql.MovesNotHeld):
+        # Not an error: a task of the batch was taken meanwhile (a rescue, an operator). Each
+        # outcome is now written alone, and the one not held is dropped (event=outcome_dropped).
+        logger.info(
+            "event=batch_written_one_by_one worker=%s reason=%r", shown(worker.id), str(exc)
+        )
+    elif not isinstance(exc, _DB_ERRORS):
         logger.exception("event=shared_transaction_error worker=%s", shown(worker.id))
     elif isolation.is_database_fault(exc):
         worker._reset_connection()

@@ -9,6 +9,7 @@ import pytest
 from django.apps import apps
 from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import SET_NULL, ForeignKey, Model
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy
@@ -130,6 +131,50 @@ def test_move__writes_the_record_only_while_the_row_is_held() -> None:
     assert not Task.objects.filter(pk=task.pk).exists()
     assert CompletedTask.objects.get().pk == record.pk
     assert CompletedTask.objects.get().task_id == task.pk
+
+
+def _grouping() -> None:
+    if not archive_sql.groups_moves(connections[connection.alias]):
+        pytest.skip("moves are grouped on MariaDB 10.5+ only")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_grouped_moves__go_in_one_round_trip_at_the_end_and_set_each_record_s_key() -> None:
+    _grouping()
+    held = [_held_task(params={"args": [f"k{i}"], "kwargs": {}}) for i in range(3)]
+    records = [
+        lifecycle._record(task, CompletedTask.Status.SUCCEEDED, WORKER, timezone.now())
+        for task in held
+    ]
+    db = connections[connection.alias]
+    with CaptureQueriesContext(db) as sent, transaction.atomic():
+        with archive_sql.grouped_moves(db):
+            for task, record in zip(held, records, strict=True):
+                assert archive_sql.move_held(db, task.pk, WORKER, task.locked_at, record)
+            assert len(sent.captured_queries) == 0  # noted, not sent yet
+            assert Task.objects.count() == 3
+        assert len(sent.captured_queries) == 2  # Task.objects.count(), then the group
+    assert not Task.objects.exists()
+    stored = {row.task_id: row.pk for row in CompletedTask.objects.all()}
+    assert stored == {task.pk: record.pk for task, record in zip(held, records, strict=True)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_grouped_moves__a_row_no_longer_held_raises_and_the_transaction_rolls_back() -> None:
+    _grouping()
+    kept, taken = _held_task(), _held_task()
+    Task.objects.filter(pk=taken.pk).update(locked_by="another-worker")
+    db = connections[connection.alias]
+    with (
+        pytest.raises(archive_sql.MovesNotHeld),
+        transaction.atomic(),
+        archive_sql.grouped_moves(db),
+    ):
+        for task in (kept, taken):
+            record = lifecycle._record(task, CompletedTask.Status.SUCCEEDED, WORKER, timezone.now())
+            archive_sql.move_held(db, task.pk, WORKER, task.locked_at, record)
+    assert set(Task.objects.values_list("pk", flat=True)) == {kept.pk, taken.pk}
+    assert not CompletedTask.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -42,9 +42,9 @@ def transactions(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
     record_success = lifecycle.record_success
 
     @contextmanager
-    def watched(using: str) -> Iterator[list[Callable[[], None]]]:
+    def watched(using: str, **options: Any) -> Iterator[list[Callable[[], None]]]:
         current.written = []
-        with real(using) as pending:
+        with real(using, **options) as pending:
             yield pending
         committed.append(current.written)
 
@@ -399,17 +399,17 @@ def test_lost_reply_at_a_batch_s_commit__no_task_runs_twice_and_none_is_lost(
     calls: list[int] = []
 
     @contextmanager
-    def second_fails(using: str) -> Iterator[list[Callable[[], None]]]:
+    def second_fails(using: str, **options: Any) -> Iterator[list[Callable[[], None]]]:
         calls.append(1)
         if len(calls) != 2:  # the second: the first batch's outcomes and the next claim
-            with real(using) as pending:
+            with real(using, **options) as pending:
                 yield pending
             return
         if when == "before_commit":
-            with real(using) as pending:
+            with real(using, **options) as pending:
                 yield pending
                 raise OperationalError("server closed the connection unexpectedly")
-        with real(using) as pending:
+        with real(using, **options) as pending:
             yield pending
         raise OperationalError("server closed the connection unexpectedly")
 
@@ -453,12 +453,12 @@ def test_main_thread_write_failing__the_runner_writes_the_outcomes_with_its_next
     failed: list[int] = []
 
     @contextmanager
-    def lost_in_the_main_thread(using: str) -> Iterator[list[Callable[[], None]]]:
+    def lost_in_the_main_thread(using: str, **options: Any) -> Iterator[list[Callable[[], None]]]:
         if threading.current_thread() is main:
             failed.append(1)
             released.set()  # the write of "quick" failed: let "slow" end
             raise OperationalError("server closed the connection unexpectedly")
-        with real(using) as pending:
+        with real(using, **options) as pending:
             yield pending
 
     monkeypatch.setattr(lifecycle, "shared_transaction", lost_in_the_main_thread)

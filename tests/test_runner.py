@@ -152,8 +152,8 @@ def lose_first_commit_reply(
     real = lifecycle.shared_transaction
 
     @contextmanager
-    def committed_then_lost(using: str) -> Iterator[list[Callable[[], None]]]:
-        with real(using) as pending:
+    def committed_then_lost(using: str, **options: Any) -> Iterator[list[Callable[[], None]]]:
+        with real(using, **options) as pending:
             yield pending
         if not lost.is_set():
             lost.set()
@@ -174,17 +174,17 @@ def test_outage_in_the_shared_transaction__no_task_runs_twice_and_none_is_lost(
     failures: list[str] = []
 
     @contextmanager
-    def fails_once(using: str) -> Iterator[list[Callable[[], None]]]:
+    def fails_once(using: str, **options: Any) -> Iterator[list[Callable[[], None]]]:
         if failures:
-            with real(using) as pending:
+            with real(using, **options) as pending:
                 yield pending
             return
         failures.append(when)
         if when == "before_commit":
-            with real(using) as pending:
+            with real(using, **options) as pending:
                 yield pending
                 raise OperationalError("server closed the connection unexpectedly")
-        with real(using) as pending:
+        with real(using, **options) as pending:
             yield pending
         raise OperationalError("server closed the connection unexpectedly")
 
