@@ -26,6 +26,7 @@ from django.db.models import JSONField
 from django.utils import timezone
 
 from . import models
+from .charsets import storable_for
 from .logs import shown
 from .models import Task
 from .outage import OUTAGE_ERRORS
@@ -82,7 +83,10 @@ def quarantine(
     rows = Task.objects.using(using).filter(pk=task_id, locked_by=holder)
     if locked_at is not _ANY_CLAIM:
         rows = rows.filter(locked_at=locked_at)
-    updated = rows.update(locked_by=QUARANTINED, locked_at=timezone.now(), last_error=reason)
+    # The reason quotes an error, which may hold text the table's character set cannot (an
+    # emoji in a utf8mb3 table): escaped, or the quarantine itself would fail.
+    stored = storable_for(using, reason, what="last_error", task_id=task_id)
+    updated = rows.update(locked_by=QUARANTINED, locked_at=timezone.now(), last_error=stored)
     if updated:
         logger.error(
             "event=task_quarantined task_id=%s worker=%s reason=%s",

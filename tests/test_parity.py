@@ -19,8 +19,9 @@ from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DataError, connection
 from django.test import override_settings
+from django.utils import timezone
 
-from background_tasks import background, lifecycle, periodic
+from background_tasks import background, isolation, lifecycle, periodic
 from background_tasks.charsets import forget_charsets
 from background_tasks.claims import claim_tasks
 from background_tasks.exceptions import InvalidTaskArguments, InvalidTaskError
@@ -356,6 +357,19 @@ def test_utf8mb3_tables__an_error_with_an_emoji_is_recorded_with_the_emoji_escap
     assert "RuntimeError: no \\U0001f600 here: \\udcff\\x00" in record.last_error
     assert "no 😀 here" in caplog.text
     assert not Task.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_utf8mb3_tables__a_quarantine_reason_with_an_emoji_is_stored_escaped(
+    utf8mb3_tables: None,
+) -> None:
+    task = raises("unused")
+    Task.objects.filter(pk=task.pk).update(locked_by="w:1:a", locked_at=timezone.now())
+
+    assert isolation.quarantine(task.pk, "w:1:a", "cannot load 😀")
+
+    row = Task.objects.get(pk=task.pk)
+    assert (row.locked_by, row.last_error) == (isolation.QUARANTINED, "cannot load \\U0001f600")
 
 
 @pytest.mark.django_db(transaction=True)
