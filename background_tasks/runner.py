@@ -155,7 +155,15 @@ class Runner:
         worker = self.worker
         if worker._force_requested:
             return False
-        if own and any(task is unstarted for unstarted in self._unstarted):
+        if not own:
+            with worker._lock:
+                if not worker._claiming():
+                    # Taken from the inbox just as the worker began to stop, after the
+                    # shutdown emptied it: unstarted, as the inbox's tasks. Decided in the
+                    # lock where the shutdown reads the running tasks, so that it never hands
+                    # this task back as one that ran while it starts anyway.
+                    self._unstarted.append(task)
+        if any(task is unstarted for unstarted in self._unstarted):
             # Claimed just as the worker began to stop (see _take_next): handed back
             # unstarted, uncounted, as the main thread's unstarted claims are.
             try:

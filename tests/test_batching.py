@@ -508,6 +508,24 @@ def test_held_outcome_refused_in_the_main_thread__it_goes_on_claiming_for_idle_t
         return move(connection, moved_id, *args)
 
     monkeypatch.setattr(archive_sql, "move_held", refuse)
+    batch_claimed = threading.Event()
+    runner_claim, main_claim = runner_module.claim_tasks, worker_module.claim_tasks
+
+    def note_the_batch(*args: Any, **kwargs: Any) -> list[Task]:
+        claimed = runner_claim(*args, **kwargs)
+        if refused and claimed:
+            batch_claimed.set()
+        return claimed
+
+    def not_before_the_batch(*args: Any, **kwargs: Any) -> list[Task]:
+        # The main thread polls for the idle thread: until the runner has claimed "bad" and
+        # "slow" as its batch, it would take one of them for that thread instead.
+        if refused and not batch_claimed.is_set():
+            return []
+        return main_claim(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "claim_tasks", note_the_batch)
+    monkeypatch.setattr(worker_module, "claim_tasks", not_before_the_batch)
 
     def after_first(sender: str, task: Task, **kwargs: Any) -> None:
         if task.params["args"] == ["first"]:  # claimed by its runner as one batch

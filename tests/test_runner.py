@@ -642,3 +642,37 @@ def test_outcome_not_recorded__the_row_is_left_to_the_rescue_not_released_uncoun
     rescued = Task.objects.get(pk=task.pk)
     assert (rescued.locked_by, rescued.attempts) == (None, 1)
     assert rescued.last_error.startswith(f"Worker lost: {worker.id}")
+
+
+def test_stop_as_a_runner_takes_a_task_from_the_inbox__it_is_released_not_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The runner took the main thread's claim from the inbox just before the stop emptied it:
+    the task is unstarted, and released uncounted as the inbox's are, never started (with a
+    short grace the shutdown would hand it back while it ran)."""
+    task = tasks.record("taken")
+    worker = Worker(sleep=60, shutdown_grace=10)
+    emptied = threading.Event()
+    drain_inbox = worker._drain_inbox
+    may_start = runner_module.Runner._may_start
+
+    def drain_then_note() -> list[Task]:
+        try:
+            return drain_inbox()
+        finally:
+            emptied.set()
+
+    def stop_then_decide(runner: runner_module.Runner, claimed: Task, own: bool) -> bool:
+        if not own and not emptied.is_set():
+            worker.request_stop()
+            assert emptied.wait(10), "the shutdown never emptied the inbox"
+        return may_start(runner, claimed, own)
+
+    monkeypatch.setattr(worker, "_drain_inbox", drain_then_note)
+    monkeypatch.setattr(runner_module.Runner, "_may_start", stop_then_decide)
+
+    assert worker.run() == 0
+
+    assert runs("taken") == 0
+    left = Task.objects.get(pk=task.pk)
+    assert (left.locked_by, left.attempts, left.handbacks) == (None, 0, 0)
