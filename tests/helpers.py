@@ -1,4 +1,4 @@
-"""Shared test helpers: waiting on conditions, and real worker subprocesses."""
+"""Shared test helpers: waiting on conditions, real worker subprocesses, server limits."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 from django.db import connection
 
@@ -77,3 +78,15 @@ def run_command(
         timeout=timeout,
         check=False,
     )
+
+
+def max_allowed_packet() -> int:
+    """The server's ``max_allowed_packet``, for tests that fill it; skip elsewhere or if huge."""
+    if connection.vendor != "mysql":
+        pytest.skip("only MySQL/MariaDB limit the size of a statement")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT @@max_allowed_packet")
+        packet = int(cursor.fetchone()[0])
+    if packet > 32 * 1024 * 1024:
+        pytest.skip("a larger max_allowed_packet than this test should fill")
+    return packet

@@ -19,6 +19,7 @@ from background_tasks.exceptions import InvalidTaskArguments, InvalidTaskError
 from background_tasks.models import Task
 from background_tasks.serialization import params_hash
 from background_tasks.task_function import RESERVED_KWARGS
+from tests.helpers import max_allowed_packet
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db
@@ -414,17 +415,6 @@ def test_insert_tasks__without_ids_from_a_multi_row_insert_saves_row_by_row(
 
 
 # -- MySQL/MariaDB: statements within max_allowed_packet ----------------------------------------
-
-
-def max_allowed_packet() -> int:
-    if connection.vendor != "mysql":
-        pytest.skip("only MySQL/MariaDB limit the size of a statement")
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT @@max_allowed_packet")
-        packet = int(cursor.fetchone()[0])
-    if packet > 32 * 1024 * 1024:
-        pytest.skip("a larger max_allowed_packet than this test should fill")
-    return packet
 
 
 def test_bulk__on_mysql_rows_larger_together_than_max_allowed_packet_are_all_written(

@@ -30,6 +30,7 @@ from background_tasks.models import CompletedTask, Task
 from background_tasks.serialization import MAX_DEPTH, MAX_INT_DIGITS
 from background_tasks.testing import run_tasks
 from background_tasks.worker import Worker
+from tests.helpers import max_allowed_packet
 
 pytestmark = pytest.mark.django_db
 
@@ -439,13 +440,7 @@ def test_result__too_large_for_one_mysql_packet_with_the_arguments_is_left_out()
     """The history row holds the arguments and the result: MySQL/MariaDB refuse a statement
     larger than ``max_allowed_packet`` (and drop the connection), with an OperationalError the
     worker would take for an outage and wait out for ever."""
-    if connection.vendor != "mysql":
-        pytest.skip("only MySQL/MariaDB limit the size of a statement")
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT @@max_allowed_packet")
-        packet = int(cursor.fetchone()[0])
-    if packet > 32 * 1024 * 1024:
-        pytest.skip("a larger max_allowed_packet than this test should fill")
+    packet = max_allowed_packet()
     task = echo("x" * (packet * 6 // 10))  # fits alone, not twice
     (claimed,) = claim_tasks("w:1:a", [], 1)
 
