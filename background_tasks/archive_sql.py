@@ -214,16 +214,16 @@ def _values(connection: BaseDatabaseWrapper, record: CompletedTask) -> list[Any]
     return values
 
 
-def _refuse_oversized(connection: BaseDatabaseWrapper, values: list[Any]) -> None:
+def _refuse_oversized(connection: BaseDatabaseWrapper, values: list[Any]) -> int:
     """MySQL/MariaDB: raise DataError if a statement sending ``values`` exceeds the server's
-    ``max_allowed_packet``.
+    ``max_allowed_packet``; return at least the bytes they take to send.
 
     The server would refuse it with an error the worker cannot tell from an outage, and wait
     out for ever (see ``packets``). Refused here, before anything is sent, it is a value the
     database cannot take, as a value it refuses is: a success is then recorded without its
     result.
     """
-    checked_size(connection, values, "the history row")
+    return checked_size(connection, values, "the history row")
 
 
 class MovesNotHeld(Exception):
@@ -238,6 +238,7 @@ class _Move:
     fence: list[Any]  # the task's id, its holder, the claim's stamp
     record: CompletedTask
     values: list[Any]
+    size: int  # at least the bytes its values take to send (packets.checked_size)
 
 
 #: The moves noted by the transaction of each connection that groups them.
@@ -281,7 +282,8 @@ def _send_group(connection: BaseDatabaseWrapper, moves: list[_Move]) -> None:
         return
     sql = _statements_of(connection)
     values = [value for move in moves for value in move.values]
-    checked_size(connection, values, f"the history rows of {len(moves)} outcomes")
+    bound = sum(move.size for move in moves)  # each measured as it was noted
+    checked_size(connection, values, f"the history rows of {len(moves)} outcomes", bound)
     count = len(moves)
     row = f"({', '.join(['%s'] * len(moves[0].values))})"
     delete = (
@@ -329,8 +331,7 @@ def move_held(
         group = _groups.get(connection)
         if record is not None and group is not None:
             values = _values(connection, record)
-            _refuse_oversized(connection, values)
-            group.append(_Move(fence, record, values))
+            group.append(_Move(fence, record, values, _refuse_oversized(connection, values)))
             return True
     with connection.cursor() as cursor:
         if record is not None and connection.vendor == "postgresql":
